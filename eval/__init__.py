@@ -1,0 +1,1 @@
+"""Evaluation harness: IR metrics, paired significance tests and BEIR-layout datasets."""

@@ -1,0 +1,431 @@
+"""Datasets in the BEIR layout: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
+
+::
+
+    <dataset>/
+      corpus.jsonl        {"_id": ..., "title": ..., "text": ..., "metadata": {...}}  (optional)
+      queries.jsonl       {"_id": ..., "text": ..., "metadata": {...}}
+      qrels/test.tsv      query-id <TAB> corpus-id <TAB> score   (header line optional)
+      qrels/dev.tsv ...
+
+``corpus.jsonl`` is optional. Without it ``corpus`` is empty and the corpus-ids in the qrels are
+taken as given: the project's shipped ``corpus/eval/`` set uses document paths relative to the
+corpus folder, and the harness maps retrieved chunks to those documents. Unknown corpus-ids are
+therefore an error only when a ``corpus.jsonl`` exists to check them against.
+
+Files are read line by line (the full MedQuAD corpus is 18 MB), and every problem is reported as
+a ``DatasetError`` naming the file and line: a broken eval set should fail loudly, not quietly
+evaluate on fewer queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CORPUS_FILE = "corpus.jsonl"
+QUERIES_FILE = "queries.jsonl"
+QRELS_DIR = "qrels"
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+class DatasetError(ValueError):
+    """A malformed or inconsistent dataset file; the message names the file and line."""
+
+
+@dataclass
+class BeirDataset:
+    """One split of a BEIR-layout dataset.
+
+    ``queries`` / ``query_metadata`` hold only the queries that appear in this split's qrels
+    (in ``queries.jsonl`` order). ``corpus`` maps doc id to ``{"title", "text", "metadata"}``
+    and is empty when the dataset has no ``corpus.jsonl``. ``qrels`` is
+    ``{query_id: {corpus_id: score}}`` with integer grades, 0 included as written.
+    """
+
+    corpus: dict[str, dict[str, Any]]
+    queries: dict[str, str]
+    query_metadata: dict[str, dict[str, Any]]
+    qrels: dict[str, dict[str, int]]
+    name: str
+    path: Path | None = None
+    split: str = "test"
+
+    @property
+    def has_corpus(self) -> bool:
+        """Whether the dataset came with a ``corpus.jsonl`` (non-empty corpus)."""
+        return bool(self.corpus)
+
+    @property
+    def n_qrels(self) -> int:
+        """Number of (query, doc) judgements, i.e. rows of the qrels file without duplicates."""
+        return sum(len(docs) for docs in self.qrels.values())
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for reports."""
+        return {
+            "name": self.name,
+            "split": self.split,
+            "n_docs": len(self.corpus),
+            "n_queries": len(self.queries),
+            "n_qrels": self.n_qrels,
+        }
+
+
+def _where(path: Path, lineno: int) -> str:
+    return f"{path}:{lineno}"
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line, streaming."""
+    with path.open(encoding="utf-8-sig") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(
+                    f"{_where(path, lineno)}: malformed JSON line ({exc.msg}, column {exc.colno})"
+                ) from None
+            if not isinstance(obj, dict):
+                raise DatasetError(
+                    f"{_where(path, lineno)}: expected a JSON object, got {type(obj).__name__}"
+                )
+            yield lineno, obj
+
+
+def _read_id(obj: Mapping[str, Any], path: Path, lineno: int) -> str:
+    if "_id" not in obj:
+        raise DatasetError(f"{_where(path, lineno)}: missing field '_id'")
+    value = obj["_id"]
+    # Some exports write numeric ids; qrels ids are read as strings, so normalise.
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise DatasetError(f"{_where(path, lineno)}: '_id' must be a non-empty string")
+    return value
+
+
+def _read_text(obj: Mapping[str, Any], key: str, path: Path, lineno: int, *, required: bool) -> str:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise DatasetError(f"{_where(path, lineno)}: missing field {key!r}")
+        return ""
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DatasetError(
+            f"{_where(path, lineno)}: field {key!r} must be a string, got {type(value).__name__}"
+        )
+    return value
+
+
+def _read_metadata(obj: Mapping[str, Any], path: Path, lineno: int) -> dict[str, Any]:
+    value = obj.get("metadata")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DatasetError(
+            f"{_where(path, lineno)}: field 'metadata' must be an object, "
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+def _parse_score(raw: str) -> int | None:
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() else None
+
+
+def _read_qrels(
+    path: Path,
+) -> tuple[dict[str, dict[str, int]], dict[str, int], dict[tuple[str, str], int]]:
+    """qrels, first line of each query id, line of each (query, doc) pair."""
+    qrels: dict[str, dict[str, int]] = {}
+    query_lines: dict[str, int] = {}
+    pair_lines: dict[tuple[str, str], int] = {}
+    first = True
+    with path.open(encoding="utf-8-sig") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            is_first, first = first, False
+            if len(fields) != 3:
+                raise DatasetError(
+                    f"{_where(path, lineno)}: expected 3 tab-separated columns "
+                    f"(query-id, corpus-id, score), got {len(fields)}"
+                )
+            qid, doc_id, raw_score = (f.strip() for f in fields)
+            score = _parse_score(raw_score)
+            if score is None:
+                if is_first:  # header, e.g. "query-id\tcorpus-id\tscore"
+                    continue
+                raise DatasetError(
+                    f"{_where(path, lineno)}: score must be an integer, got {raw_score!r}"
+                )
+            if not qid or not doc_id:
+                raise DatasetError(f"{_where(path, lineno)}: empty query-id or corpus-id")
+            previous = pair_lines.get((qid, doc_id))
+            if previous is not None:
+                if qrels[qid][doc_id] != score:
+                    raise DatasetError(
+                        f"{_where(path, lineno)}: ({qid!r}, {doc_id!r}) judged {score} here and "
+                        f"{qrels[qid][doc_id]} at line {previous}"
+                    )
+                continue  # an exact duplicate row says nothing new
+            qrels.setdefault(qid, {})[doc_id] = score
+            query_lines.setdefault(qid, lineno)
+            pair_lines[(qid, doc_id)] = lineno
+    return qrels, query_lines, pair_lines
+
+
+def available_splits(path: str | os.PathLike[str]) -> list[str]:
+    """Split names with a ``qrels/<split>.tsv`` file, sorted; [] if there is none."""
+    qrels_dir = Path(path) / QRELS_DIR
+    if not qrels_dir.is_dir():
+        return []
+    return sorted(p.stem for p in qrels_dir.glob("*.tsv") if p.is_file())
+
+
+def load_beir(
+    path: str | os.PathLike[str], split: str = "test", name: str | None = None
+) -> BeirDataset:
+    """Load one split of a BEIR-layout dataset (see the module docstring).
+
+    Raises FileNotFoundError for a missing folder, ``queries.jsonl`` or split (listing the
+    splits that exist) and DatasetError (a ValueError) naming file and line for malformed JSON,
+    missing or mistyped fields, duplicate ids, bad qrels rows, a qrel whose query is not in
+    ``queries.jsonl``, or, when ``corpus.jsonl`` exists, a qrel whose doc is not in it.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    qrels_path = root / QRELS_DIR / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise FileNotFoundError(
+            f"no qrels for split {split!r}: {qrels_path} does not exist; "
+            f"available splits: {available_splits(root)}"
+        )
+    queries_path = root / QUERIES_FILE
+    if not queries_path.is_file():
+        raise FileNotFoundError(f"{queries_path} does not exist")
+
+    qrels, query_lines, pair_lines = _read_qrels(qrels_path)
+
+    queries: dict[str, str] = {}
+    query_metadata: dict[str, dict[str, Any]] = {}
+    seen_queries: dict[str, int] = {}
+    for lineno, obj in _iter_jsonl(queries_path):
+        qid = _read_id(obj, queries_path, lineno)
+        if qid in seen_queries:
+            raise DatasetError(
+                f"{_where(queries_path, lineno)}: duplicate query id {qid!r} "
+                f"(first at line {seen_queries[qid]})"
+            )
+        seen_queries[qid] = lineno
+        text = _read_text(obj, "text", queries_path, lineno, required=True)
+        metadata = _read_metadata(obj, queries_path, lineno)
+        if qid in qrels:
+            queries[qid] = text
+            query_metadata[qid] = metadata
+    unknown_queries = [qid for qid in qrels if qid not in seen_queries]
+    if unknown_queries:
+        qid = unknown_queries[0]
+        raise DatasetError(
+            f"{_where(qrels_path, query_lines[qid])}: query-id {qid!r} is not in {QUERIES_FILE} "
+            f"({len(unknown_queries)} unknown query ids in all)"
+        )
+
+    corpus: dict[str, dict[str, Any]] = {}
+    corpus_path = root / CORPUS_FILE
+    if corpus_path.is_file():
+        corpus_lines: dict[str, int] = {}
+        for lineno, obj in _iter_jsonl(corpus_path):
+            doc_id = _read_id(obj, corpus_path, lineno)
+            if doc_id in corpus_lines:
+                raise DatasetError(
+                    f"{_where(corpus_path, lineno)}: duplicate doc id {doc_id!r} "
+                    f"(first at line {corpus_lines[doc_id]})"
+                )
+            corpus_lines[doc_id] = lineno
+            corpus[doc_id] = {
+                # BEIR corpora often omit the title or leave it empty; the text is what counts.
+                "title": _read_text(obj, "title", corpus_path, lineno, required=False),
+                "text": _read_text(obj, "text", corpus_path, lineno, required=True),
+                "metadata": _read_metadata(obj, corpus_path, lineno),
+            }
+        unknown_docs = [pair for pair in pair_lines if pair[1] not in corpus]
+        if unknown_docs:
+            qid, doc_id = unknown_docs[0]
+            raise DatasetError(
+                f"{_where(qrels_path, pair_lines[(qid, doc_id)])}: corpus-id {doc_id!r} is not "
+                f"in {CORPUS_FILE} ({len(unknown_docs)} unknown corpus ids in all)"
+            )
+
+    return BeirDataset(
+        corpus=corpus,
+        queries=queries,
+        query_metadata=query_metadata,
+        qrels=qrels,
+        name=name if name is not None else root.resolve().name,
+        path=root,
+        split=split,
+    )
+
+
+def _data_files(root: Path) -> list[Path]:
+    files = [root / CORPUS_FILE, root / QUERIES_FILE]
+    qrels_dir = root / QRELS_DIR
+    if qrels_dir.is_dir():
+        files.extend(qrels_dir.glob("*.tsv"))
+    return sorted((p for p in files if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+
+
+def fingerprint(path: str | os.PathLike[str]) -> str:
+    """sha256 hex digest identifying the data a report was computed on.
+
+    Covers ``corpus.jsonl``, ``queries.jsonl`` and every ``qrels/*.tsv`` (not READMEs), in
+    sorted relative-path order; for each file the hash takes its relative POSIX path, a NUL,
+    its size in bytes, a NUL, then its bytes, so renaming a split or moving bytes from one file
+    to the next changes the digest. Streams the files.
+    """
+    root = Path(path)
+    files = _data_files(root)
+    if not files:
+        raise FileNotFoundError(
+            f"no dataset files ({CORPUS_FILE}, {QUERIES_FILE}, {QRELS_DIR}/*.tsv) in {root}"
+        )
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        digest.update(str(file.stat().st_size).encode("ascii") + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _field(dataset: Any, key: str, default: Any = None) -> Any:
+    if isinstance(dataset, Mapping):
+        return dataset.get(key, default)
+    return getattr(dataset, key, default)
+
+
+def _check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or any(c in value for c in "\t\r\n"):
+        raise ValueError(f"{what} {value!r} must be a non-empty string without tabs or newlines")
+    return value
+
+
+def _atomic_write(target: Path, lines: Iterator[str]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            for line in lines:
+                handle.write(line)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_beir(dataset: Any, path: str | os.PathLike[str], split: str | None = None) -> Path:
+    """Write ``dataset`` in the BEIR layout under ``path`` and return the folder.
+
+    ``dataset`` is a ``BeirDataset`` or anything with the same fields as attributes or mapping
+    keys: ``queries`` (``{qid: text}``), ``qrels`` (``{qid: {doc_id: score}}``), optionally
+    ``corpus`` (``{doc_id: {"title", "text", "metadata"}}`` or ``{doc_id: text}``),
+    ``query_metadata`` and ``split`` (default "test"; the ``split`` argument wins).
+
+    Writes ``queries.jsonl``, ``qrels/<split>.tsv`` (with header) and, when the corpus is not
+    empty, ``corpus.jsonl``; each file is replaced atomically, other splits' qrels are left
+    alone. Raises ValueError when a qrel names a query (or, with a corpus, a doc) that the
+    dataset does not have, since the result would not load, and FileExistsError when the
+    corpus is empty but the folder already holds a ``corpus.jsonl`` that the qrels would then
+    be checked against.
+    """
+    root = Path(path)
+    queries: Mapping[str, str] = _field(dataset, "queries") or {}
+    qrels: Mapping[str, Mapping[str, int]] = _field(dataset, "qrels") or {}
+    corpus: Mapping[str, Any] = _field(dataset, "corpus") or {}
+    query_metadata: Mapping[str, Mapping[str, Any]] = _field(dataset, "query_metadata") or {}
+    split = split or _field(dataset, "split") or "test"
+    _check_id(split, "split")
+    if "/" in split or "\\" in split:
+        raise ValueError(f"split {split!r} must be a plain file name")
+
+    for qid, docs in qrels.items():
+        _check_id(qid, "query id")
+        if qid not in queries:
+            raise ValueError(f"qrels name query {qid!r}, which is not in queries")
+        for doc_id, score in docs.items():
+            _check_id(doc_id, "corpus id")
+            if corpus and doc_id not in corpus:
+                raise ValueError(f"qrels of {qid!r} name doc {doc_id!r}, which is not in corpus")
+            if isinstance(score, bool) or not float(score).is_integer():
+                raise ValueError(f"qrel ({qid!r}, {doc_id!r}): score {score!r} is not an integer")
+    if not corpus and (root / CORPUS_FILE).exists():
+        raise FileExistsError(
+            f"{root / CORPUS_FILE} exists but the dataset has no corpus; remove it or write "
+            "to another folder"
+        )
+
+    def corpus_lines() -> Iterator[str]:
+        for doc_id, doc in corpus.items():
+            _check_id(doc_id, "doc id")
+            if isinstance(doc, str):
+                doc = {"text": doc}
+            record: dict[str, Any] = {
+                "_id": doc_id,
+                "title": doc.get("title") or "",
+                "text": doc["text"],
+            }
+            if doc.get("metadata"):
+                record["metadata"] = doc["metadata"]
+            yield json.dumps(record, ensure_ascii=False) + "\n"
+
+    def query_lines() -> Iterator[str]:
+        for qid, text in queries.items():
+            _check_id(qid, "query id")
+            record: dict[str, Any] = {"_id": qid, "text": text}
+            if query_metadata.get(qid):
+                record["metadata"] = dict(query_metadata[qid])
+            yield json.dumps(record, ensure_ascii=False) + "\n"
+
+    def qrel_lines() -> Iterator[str]:
+        yield "\t".join(QRELS_HEADER) + "\n"
+        for qid, docs in qrels.items():
+            for doc_id, score in docs.items():
+                yield f"{qid}\t{doc_id}\t{int(score)}\n"
+
+    if corpus:
+        _atomic_write(root / CORPUS_FILE, corpus_lines())
+    _atomic_write(root / QUERIES_FILE, query_lines())
+    _atomic_write(root / QRELS_DIR / f"{split}.tsv", qrel_lines())
+    return root
+
+
+__all__ = [
+    "BeirDataset",
+    "DatasetError",
+    "available_splits",
+    "fingerprint",
+    "load_beir",
+    "write_beir",
+]

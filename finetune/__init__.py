@@ -1,0 +1,1 @@
+"""Fine-tuning side: synthetic queries, hard negatives, training, model registry."""

@@ -1,0 +1,227 @@
+"""One validated configuration object for every command.
+
+Sources, highest priority first: CLI flags (passed as overrides), environment variables
+(`RAG_APP_...`, nested with `__`, e.g. `RAG_APP_RETRIEVAL__TOP_K=8`), a TOML file
+(`rag-app.toml` in the working directory, or `--config PATH` / `RAG_APP_CONFIG`), defaults.
+Every path the app writes lives under `workspace`, so one directory holds a project's
+whole state and deleting it is a clean reset.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = "rag-app.toml"
+
+
+class IngestSettings(BaseModel):
+    """How documents become chunks."""
+
+    chunk_size: int = Field(256, ge=32, le=8192, description="Chunk size in embedder tokens.")
+    chunk_overlap: int = Field(32, ge=0, description="Overlap between chunks in tokens.")
+    max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are skipped.")
+    extensions: list[str] = Field(
+        default_factory=lambda: [".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"]
+    )
+
+    @model_validator(mode="after")
+    def _overlap_smaller_than_size(self) -> IngestSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than "
+                f"chunk_size ({self.chunk_size})"
+            )
+        return self
+
+
+class ModelSettings(BaseModel):
+    """Which models to use. A spec is a bundled name, a local path, or a hub id."""
+
+    embedder: str = "all-MiniLM-L6-v2"
+    generator: str = "SmolLM2-135M-Instruct"
+    reranker: str | None = Field(
+        None,
+        description="CrossEncoder path or hub id; 'auto' uses the workspace's trained one.",
+    )
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    trust_remote_code: bool = False
+    embed_batch_size: int = Field(32, ge=1)
+
+
+class LLMSettings(BaseModel):
+    """How answers are generated."""
+
+    backend: Literal["embedded", "llamacpp", "openai", "none"] = "embedded"
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1"
+    )
+    api_key: SecretStr | None = None
+    model: str | None = Field(None, description="Model name sent to the OpenAI-compatible server.")
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
+    context_window: int = Field(2048, ge=256)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+
+
+class RetrievalSettings(BaseModel):
+    """Hybrid retrieval and reranking."""
+
+    top_k: int = Field(5, ge=1, le=100)
+    candidates: int = Field(50, ge=1, description="Per-retriever candidates before fusion.")
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = Field(60, ge=1)
+    dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weighted fusion only.")
+    rerank: bool = True
+    rerank_top: int = Field(20, ge=1)
+    chroma_url: str | None = Field(
+        None, description="Chroma server (e.g. http://127.0.0.1:8000); embedded when unset."
+    )
+
+
+class ServerSettings(BaseModel):
+    """Where the chat UI listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+    auth: list[str] = Field(
+        default_factory=list, description="'user:password' entries; empty means no login."
+    )
+
+    @field_validator("auth")
+    @classmethod
+    def _user_password_pairs(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if ":" not in entry or entry.startswith(":"):
+                raise ValueError("auth entries must look like 'user:password'")
+        return value
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one project (corpus + workspace)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_APP_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    workspace: Path = Path("workspace")
+    corpus: Path = Path("corpus")
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    seed: int = 42
+
+    # Set by `load_settings`; not a user field.
+    _config_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get("RAG_APP_CONFIG") or DEFAULT_CONFIG_FILE
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+        )
+
+    # --- workspace layout: every file the app writes -------------------------------------
+    @property
+    def chunks_path(self) -> Path:
+        return self.workspace / "chunks.jsonl"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.workspace / "ingest-manifest.json"
+
+    @property
+    def bm25_dir(self) -> Path:
+        return self.workspace / "bm25"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.workspace / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.workspace / "models"
+
+    @property
+    def synth_dir(self) -> Path:
+        return self.workspace / "synth"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.workspace / "eval"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.workspace / "cache"
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with secrets masked, for printing and reports."""
+        data = self.model_dump(mode="json")
+        if self.llm.api_key is not None:
+            data["llm"]["api_key"] = "********"
+        data["server"]["auth"] = [e.split(":", 1)[0] + ":********" for e in self.server.auth]
+        return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from defaults < TOML < env < overrides.
+
+    `overrides` may be nested dicts (`models={"embedder": "x"}`); `None` values are
+    ignored so CLI options left unset do not mask the file or environment.
+    """
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        os.environ["RAG_APP_CONFIG"] = str(config_file)
+    base = Settings()
+    clean = _drop_none(overrides)
+    if not clean:
+        return base
+    merged = _deep_merge(base.model_dump(), clean)
+    return Settings.model_validate(merged)
+
+
+def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
