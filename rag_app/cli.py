@@ -111,6 +111,26 @@ def ingest_cmd(
             typer.echo(f"  {doc_id}: {reason}")
 
 
+def _load_plugins() -> None:
+    """Add the commands of installed plugins (entry-point group `rag_app.cli`).
+
+    `finetune` and `eval` register their commands this way; a plugin whose import fails
+    is reported and skipped so the serving commands keep working.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group="rag_app.cli"), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except (ImportError, AttributeError) as exc:
+            logging.getLogger(__name__).warning("CLI plugin %s not loaded: %s", ep.name, exc)
+            continue
+        register(app)
+
+
+_load_plugins()
+
+
 def run() -> None:
     app()
 

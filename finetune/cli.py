@@ -1,0 +1,9 @@
+"""`rag-app` commands of the fine-tuning side, added to the CLI as an entry-point plugin."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the fine-tuning commands to the `rag-app` CLI."""
