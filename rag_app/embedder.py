@@ -1,0 +1,179 @@
+"""The embedding model: a SentenceTransformer that knows exactly which weights it runs.
+
+`Embedder.fingerprint` is the display name plus a hash of the weight files
+(e.g. `all-MiniLM-L6-v2-5076c6045d31`). Each fingerprint gets its own Chroma collection, so
+vectors of two models (or of two fine-tuning runs that share a name) never mix.
+
+Models load once per process (`Embedder.load` caches them), which is what lets the chat UI
+hold a baseline and a fine-tuned retriever side by side without paying twice.
+
+Example:
+    >>> emb = Embedder.load("all-MiniLM-L6-v2")
+    >>> emb.encode_queries(["hydraulic pump overhaul"]).shape
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rag_app.models import (
+    model_display_name,
+    offline_env_for,
+    resolve_device,
+    resolve_embedder,
+    weights_fingerprint,
+)
+
+log = logging.getLogger(__name__)
+
+_CACHE: dict[tuple, Embedder] = {}
+_LOCK = threading.Lock()
+
+
+def _slug(name: str, limit: int = 60) -> str:
+    """Safe in a Chroma collection name: [A-Za-z0-9._-], starting and ending alphanumeric."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:limit]
+    slug = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", slug)
+    return slug or "model"
+
+
+def _files_stamp(root: str) -> tuple:
+    """Sizes and mtimes of a model directory's top-level files: a retrained dir reloads."""
+    path = Path(root)
+    if not path.is_dir():
+        return ()
+    return tuple(
+        sorted(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file()
+        )
+    )
+
+
+class Embedder:
+    """A loaded SentenceTransformer with its name, fingerprint and output dimension.
+
+    Attributes:
+        name: human name (bundled name, fine-tuning run id, or directory name).
+        spec: what the user asked for (a name, path or hub id); use it in commands.
+        fingerprint: `name-weightshash[-dDIM]`, safe as a Chroma collection name.
+        dim: embedding dimension (after Matryoshka truncation when `truncate_dim` is set).
+        model: the underlying `sentence_transformers.SentenceTransformer`.
+    """
+
+    def __init__(self, model, *, name: str, spec: str, fingerprint: str, dim: int) -> None:
+        self.model = model
+        self.name = name
+        self.spec = spec
+        self.fingerprint = fingerprint
+        self.dim = dim
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.fingerprint}, dim={self.dim}, device={self.model.device})"
+
+    @classmethod
+    def load(
+        cls,
+        spec: str,
+        *,
+        device: str = "auto",
+        trust_remote_code: bool = False,
+        truncate_dim: int | None = None,
+    ) -> Embedder:
+        """Load (once per process) the model a spec resolves to; see `rag_app.models`."""
+        resolved = resolve_embedder(spec)
+        offline_env_for(resolved)
+        device = resolve_device(device)
+        key = (
+            resolved.location,
+            device,
+            trust_remote_code,
+            truncate_dim,
+            None if resolved.is_hub else _files_stamp(resolved.location),
+        )
+        with _LOCK:
+            cached = _CACHE.get(key)
+            if cached is not None:
+                return cached
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(
+                resolved.location,
+                device=device,
+                trust_remote_code=trust_remote_code,
+                truncate_dim=truncate_dim,
+            )
+            model.eval()
+            getter = (
+                getattr(model, "get_embedding_dimension", None)
+                or model.get_sentence_embedding_dimension
+            )
+            dim = int(getter())
+            name = model_display_name(resolved)
+            fingerprint = f"{_slug(name)}-{weights_fingerprint(resolved)}"
+            if truncate_dim:
+                fingerprint += f"-d{dim}"
+            embedder = cls(model, name=name, spec=spec, fingerprint=fingerprint, dim=dim)
+            log.info("loaded embedder %s on %s", fingerprint, device)
+            _CACHE[key] = embedder
+            return embedder
+
+    # --- encoding ------------------------------------------------------------------------
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors (the model's query prompt, if it has one), float32, unit length."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encode = getattr(self.model, "encode_query", None) or self.model.encode
+        vectors = encode(
+            list(texts),
+            batch_size=max(1, min(len(texts), 64)),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_documents(
+        self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
+        """Passage vectors, float32, unit length, in the order of `texts`.
+
+        Texts are sorted longest first before batching, so each batch pads to a similar
+        length (on a CPU, padding is most of the cost of mixed-length batches); the
+        original order is restored afterwards.
+        """
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        import torch
+        from tqdm.auto import tqdm
+
+        encode = getattr(self.model, "encode_document", None) or self.model.encode
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((n, self.dim), dtype=np.float32)
+        bar = tqdm(total=n, desc="embed", unit="chunk", disable=not progress)
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                out[idx] = encode(
+                    [texts[i] for i in idx],
+                    batch_size=len(idx),
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                bar.update(len(idx))
+        bar.close()
+        return out
+
+
+def clear_cache() -> None:
+    """Forget loaded models (tests; or after a model directory was replaced)."""
+    with _LOCK:
+        _CACHE.clear()

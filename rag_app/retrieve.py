@@ -1,0 +1,350 @@
+"""Retrievers: BM25, dense (Chroma), hybrid fusion, and cross-encoder reranking.
+
+Every retriever answers `retrieve(query, k, filters) -> list[Hit]`. A `Hit` keeps the score
+*and* rank of each stage it went through (`bm25`, `dense`, `fused`, `rerank`), so the UI and
+the eval report can show why a passage ranked where it did.
+
+Fusion (`HybridRetriever`):
+- "rrf" (default), reciprocal rank fusion (Cormack et al., SIGIR 2009):
+  fused(d) = sum over lists containing d of 1 / (rrf_k + rank(d)), ranks from 1.
+- "weighted": each list's scores min-max normalised to [0, 1] (a list whose scores are all
+  equal maps to 1), then fused = dense_weight * dense + (1 - dense_weight) * bm25, with 0
+  for a list that did not return d.
+
+Filters are applied inside each retriever (BM25 allowed ids, Chroma `where`) *before*
+fusion, so filtered-out chunks never take a candidate slot.
+
+`build_retriever` is the factory the CLI, UI and eval use. Chunks, BM25, embedders and
+rerankers are loaded once per process and shared between the retrievers built from them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from rag_app import chunkstore
+from rag_app.config import Settings
+from rag_app.filters import Filter, chunk_fields, filter_values
+from rag_app.store.bm25 import BM25Index
+from rag_app.types import Chunk, Hit
+
+if TYPE_CHECKING:
+    from rag_app.embedder import Embedder
+    from rag_app.rerank import Reranker
+    from rag_app.store.chroma import VectorStore
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["bm25", "dense", "hybrid"]
+
+
+class RerankerUnavailableError(RuntimeError):
+    """Reranking was asked for explicitly but no trained reranker is available."""
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Anything that turns a query into ranked hits."""
+
+    def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]: ...
+
+
+# --- the shared chunk table ---------------------------------------------------------------
+@dataclass
+class Corpus:
+    """The workspace's chunks with their BM25 index, shared by every retriever on them."""
+
+    chunks: list[Chunk]
+    bm25: BM25Index
+    by_id: dict[str, Chunk] = field(init=False)
+    _allowed: OrderedDict = field(init=False, default_factory=OrderedDict)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.by_id = {c.id: c for c in self.chunks}
+        self._fields = [chunk_fields(c) for c in self.chunks]
+
+    def allowed_ids(self, filters: Filter | None) -> set[str] | None:
+        """Ids passing `filters` (None = no restriction); the last 64 filters are cached."""
+        if not filters:
+            return None
+        with self._lock:
+            if filters in self._allowed:
+                self._allowed.move_to_end(filters)
+                return self._allowed[filters]
+        allowed = {
+            c.id for c, f in zip(self.chunks, self._fields, strict=True) if filters.matches(f)
+        }
+        with self._lock:
+            self._allowed[filters] = allowed
+            while len(self._allowed) > 64:
+                self._allowed.popitem(last=False)
+        return allowed
+
+    def filter_values(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """Distinct values per metadata key, for filter widgets."""
+        return filter_values(self.chunks, keys)
+
+
+_CORPORA: dict[tuple, Corpus] = {}
+_CORPUS_LOCK = threading.Lock()
+
+
+def load_corpus(settings: Settings) -> Corpus:
+    """Chunks + BM25 of the workspace, loaded once per chunk-file version.
+
+    A missing or stale BM25 index is rebuilt (and saved); a damaged one too, with a warning.
+    """
+    manifest = chunkstore.load_manifest(settings.manifest_path) or {}
+    key = (str(settings.chunks_path.resolve()), manifest.get("chunks_sha256"))
+    with _CORPUS_LOCK:
+        corpus = _CORPORA.get(key)
+        if corpus is None:
+            chunks = chunkstore.load_chunks(settings.chunks_path, settings.manifest_path)
+            bm25, status = BM25Index.load_or_build(settings.bm25_dir, chunks)
+            if status != "loaded":
+                log.info("BM25 index %s from %d chunks", status, len(chunks))
+            corpus = Corpus(chunks, bm25)
+            _CORPORA.clear()  # an older version of the chunks is not needed any more
+            _CORPORA[key] = corpus
+        return corpus
+
+
+# --- single-stage retrievers ----------------------------------------------------------------
+class BM25Retriever:
+    """Lexical retrieval over the corpus's BM25 index."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+
+    def describe(self) -> str:
+        return "bm25"
+
+    def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
+        allowed = self.corpus.allowed_ids(filters)
+        results = self.corpus.bm25.search(query, k, allowed_ids=allowed)
+        return [
+            Hit(self.corpus.by_id[cid], scores={"bm25": score}, ranks={"bm25": rank})
+            for rank, (cid, score) in enumerate(results, start=1)
+        ]
+
+
+class DenseRetriever:
+    """Vector retrieval: the embedder's query vector against its own Chroma collection."""
+
+    def __init__(self, embedder: Embedder, store: VectorStore, corpus: Corpus) -> None:
+        store.check(embedder.fingerprint, embedder.dim, embedder.name)
+        self.embedder = embedder
+        self.store = store
+        self.corpus = corpus
+        self._warned_stale = False
+
+    def describe(self) -> str:
+        return f"dense({self.embedder.fingerprint})"
+
+    def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
+        vector = self.embedder.encode_queries([query])[0]
+        where = filters.to_chroma() if filters else None
+        hits = []
+        for cid, score in self.store.query(vector, k, where=where):
+            chunk = self.corpus.by_id.get(cid)
+            if chunk is None:  # indexed chunk no longer in the workspace
+                if not self._warned_stale:
+                    log.warning(
+                        "the dense index of %s is stale; run `rag-app index --model %s`",
+                        self.embedder.name,
+                        self.embedder.spec,
+                    )
+                    self._warned_stale = True
+                continue
+            hits.append(Hit(chunk, scores={"dense": score}, ranks={"dense": len(hits) + 1}))
+        return hits
+
+
+# --- fusion ---------------------------------------------------------------------------------
+def rrf_scores(ranked_lists: Sequence[Sequence[str]], rrf_k: int = 60) -> dict[str, float]:
+    """Reciprocal rank fusion: sum of 1 / (rrf_k + rank), ranks starting at 1."""
+    fused: dict[str, float] = {}
+    for ranking in ranked_lists:
+        for rank, cid in enumerate(ranking, start=1):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank)
+    return fused
+
+
+def minmax(scores: dict[str, float]) -> dict[str, float]:
+    """Scores scaled to [0, 1]; all-equal scores map to 1."""
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    if high == low:
+        return dict.fromkeys(scores, 1.0)
+    return {cid: (s - low) / (high - low) for cid, s in scores.items()}
+
+
+def weighted_scores(
+    bm25: dict[str, float], dense: dict[str, float], dense_weight: float = 0.5
+) -> dict[str, float]:
+    """dense_weight * minmax(dense) + (1 - dense_weight) * minmax(bm25), 0 when absent."""
+    nb, nd = minmax(bm25), minmax(dense)
+    return {
+        cid: dense_weight * nd.get(cid, 0.0) + (1 - dense_weight) * nb.get(cid, 0.0)
+        for cid in nb.keys() | nd.keys()
+    }
+
+
+class HybridRetriever:
+    """BM25 + dense candidates (filtered first), fused by RRF or weighted scores."""
+
+    def __init__(
+        self,
+        bm25: Retriever,
+        dense: Retriever,
+        fusion: Literal["rrf", "weighted"] = "rrf",
+        rrf_k: int = 60,
+        dense_weight: float = 0.5,
+        candidates: int = 50,
+    ) -> None:
+        if fusion not in ("rrf", "weighted"):
+            raise ValueError(f"unknown fusion {fusion!r}; use 'rrf' or 'weighted'")
+        self.bm25 = bm25
+        self.dense = dense
+        self.fusion = fusion
+        self.rrf_k = rrf_k
+        self.dense_weight = dense_weight
+        self.candidates = candidates
+
+    def describe(self) -> str:
+        how = f"rrf k={self.rrf_k}" if self.fusion == "rrf" else f"weighted w={self.dense_weight}"
+        return f"hybrid({how}; {_describe(self.bm25)} + {_describe(self.dense)})"
+
+    def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
+        n = max(k, self.candidates)
+        lexical = self.bm25.retrieve(query, n, filters)
+        dense = self.dense.retrieve(query, n, filters)
+        merged: dict[str, Hit] = {}
+        for hit in [*lexical, *dense]:
+            seen = merged.get(hit.chunk.id)
+            if seen is None:
+                merged[hit.chunk.id] = Hit(hit.chunk, dict(hit.scores), dict(hit.ranks))
+            else:
+                seen.scores.update(hit.scores)
+                seen.ranks.update(hit.ranks)
+        if self.fusion == "rrf":
+            fused = rrf_scores(
+                [[h.chunk.id for h in lexical], [h.chunk.id for h in dense]], self.rrf_k
+            )
+        else:
+            fused = weighted_scores(
+                {h.chunk.id: h.scores["bm25"] for h in lexical},
+                {h.chunk.id: h.scores["dense"] for h in dense},
+                self.dense_weight,
+            )
+
+        def order(cid: str) -> tuple:
+            ranks = merged[cid].ranks
+            return (-fused[cid], min(ranks.values(), default=n + 1), cid)
+
+        out = []
+        for rank, cid in enumerate(sorted(fused, key=order)[:k], start=1):
+            hit = merged[cid]
+            hit.scores["fused"] = fused[cid]
+            hit.ranks["fused"] = rank
+            out.append(hit)
+        return out
+
+
+class RerankedRetriever:
+    """The base retriever's top `top_n`, re-ordered by a cross-encoder; returns top k."""
+
+    def __init__(self, base: Retriever, reranker: Reranker, top_n: int = 20) -> None:
+        self.base = base
+        self.reranker = reranker
+        self.top_n = top_n
+
+    def describe(self) -> str:
+        return f"{_describe(self.base)} -> rerank({self.reranker.name}, top {self.top_n})"
+
+    def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
+        hits = self.base.retrieve(query, max(k, self.top_n), filters)
+        return self.reranker.rerank(query, hits)[:k]
+
+
+def _describe(retriever: object) -> str:
+    describe = getattr(retriever, "describe", None)
+    return describe() if callable(describe) else type(retriever).__name__
+
+
+# --- factory --------------------------------------------------------------------------------
+def build_retriever(
+    settings: Settings,
+    model: str | None = None,
+    mode: Mode = "hybrid",
+    rerank: bool | None = None,
+) -> Retriever:
+    """The retriever the settings describe, for `model` (default: `models.embedder`).
+
+    `rerank=None` follows `retrieval.rerank` and quietly goes without a reranker when none
+    is available (the reason is in the retriever's `notes`); `rerank=True` raises
+    `RerankerUnavailableError` instead. A model without an index raises
+    `rag_app.store.chroma.NotIndexedError` naming the `rag-app index --model ...` command.
+    """
+    if mode not in ("bm25", "dense", "hybrid"):
+        raise ValueError(f"unknown retrieval mode {mode!r}; use bm25, dense or hybrid")
+    corpus = load_corpus(settings)
+    notes: list[str] = []
+    retriever: Retriever
+    if mode == "bm25":
+        retriever = BM25Retriever(corpus)
+    else:
+        dense = build_dense(settings, corpus, model)
+        if mode == "dense":
+            retriever = dense
+        else:
+            r = settings.retrieval
+            retriever = HybridRetriever(
+                BM25Retriever(corpus),
+                dense,
+                fusion=r.fusion,
+                rrf_k=r.rrf_k,
+                dense_weight=r.dense_weight,
+                candidates=r.candidates,
+            )
+    use_rerank = settings.retrieval.rerank if rerank is None else rerank
+    if use_rerank:
+        from rag_app.rerank import load_reranker
+
+        reranker, reason = load_reranker(settings)
+        if reranker is None:
+            if rerank:
+                raise RerankerUnavailableError(reason)
+            notes.append(reason)
+        else:
+            retriever = RerankedRetriever(retriever, reranker, settings.retrieval.rerank_top)
+            notes.append(reason)
+    retriever.notes = notes  # type: ignore[attr-defined]
+    return retriever
+
+
+def build_dense(settings: Settings, corpus: Corpus, model: str | None = None) -> DenseRetriever:
+    """A dense retriever for `model`, refusing a model whose collection does not exist."""
+    from rag_app.embedder import Embedder
+    from rag_app.store.chroma import VectorStore
+
+    spec = model or settings.models.embedder
+    embedder = Embedder.load(
+        spec, device=settings.models.device, trust_remote_code=settings.models.trust_remote_code
+    )
+    store = VectorStore.open(
+        settings,
+        embedder.fingerprint,
+        embedder.dim,
+        create=False,
+        model_name=embedder.name,
+        model_spec=spec,
+    )
+    return DenseRetriever(embedder, store, corpus)

@@ -1,0 +1,1 @@
+"""Where retrieval data lives: a BM25 index (JSON, checksummed) and Chroma collections."""
