@@ -111,6 +111,124 @@ def ingest_cmd(
             typer.echo(f"  {doc_id}: {reason}")
 
 
+@app.command("index")
+def index_cmd(
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Embedder: bundled name, fine-tuned run dir, or hub id."),
+    ] = None,
+) -> None:
+    """Build or refresh the BM25 index and the model's Chroma collection (resumable)."""
+    from rag_app import index
+    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
+    from rag_app.models import ModelNotFoundError
+    from rag_app.store.chroma import ChromaUnavailableError, ModelMismatchError
+
+    settings = _settings(config, workspace=workspace)
+    try:
+        report = index.run(settings, model=model, progress=sys.stderr.isatty())
+    except (
+        NotIngestedError,
+        CorruptWorkspaceError,
+        ModelNotFoundError,
+        ModelMismatchError,
+        ChromaUnavailableError,
+        RuntimeError,
+    ) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"indexed {report.chunks} chunks for {report.model} ({report.fingerprint}): "
+        f"embedded {report.embedded}, deleted {report.deleted}, "
+        f"metadata updated {report.metadata_updated}, BM25 {report.bm25} "
+        f"in {report.seconds:.1f}s"
+        + (f" ({report.chunks_per_s:.1f} chunks/s)" if report.embedded else "")
+    )
+    if not report.changed:
+        typer.echo("index is up to date: nothing to do")
+
+
+@app.command("search")
+def search_cmd(
+    query: Annotated[str, typer.Argument(help="The question or keywords.")],
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    model: Annotated[str | None, typer.Option(help="Embedder (default: models.embedder).")] = None,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25.")] = "hybrid",
+    k: Annotated[int | None, typer.Option("-k", "--top-k", help="Passages to return.")] = None,
+    rerank: Annotated[
+        bool | None, typer.Option("--rerank/--no-rerank", help="Cross-encoder reranking.")
+    ] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter", "-f", help="key=value, key=a,b, key!=v or effective_date>=2025-01-01."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
+) -> None:
+    """Retrieve passages for a query and show each stage's score and rank."""
+    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
+    from rag_app.filters import FilterError, parse_filter
+    from rag_app.models import ModelNotFoundError
+    from rag_app.retrieve import RerankerUnavailableError, build_retriever
+    from rag_app.store.chroma import (
+        ChromaUnavailableError,
+        ModelMismatchError,
+        NotIndexedError,
+    )
+
+    settings = _settings(config, workspace=workspace, retrieval={"top_k": k})
+    try:
+        flt = parse_filter(filters)
+        retriever = build_retriever(settings, model=model, mode=mode, rerank=rerank)  # type: ignore[arg-type]
+        hits = retriever.retrieve(query, k=settings.retrieval.top_k, filters=flt)
+    except (
+        FilterError,
+        NotIngestedError,
+        CorruptWorkspaceError,
+        ModelNotFoundError,
+        ModelMismatchError,
+        NotIndexedError,
+        ChromaUnavailableError,
+        RerankerUnavailableError,
+        ValueError,
+    ) as exc:
+        _fail(str(exc))
+    if as_json:
+        rows = [
+            {
+                "id": h.chunk.id,
+                "doc_id": h.chunk.doc_id,
+                "title": h.chunk.title,
+                "heading_path": h.chunk.heading_path,
+                "text": h.chunk.text,
+                "metadata": h.chunk.metadata,
+                "scores": h.scores,
+                "ranks": h.ranks,
+            }
+            for h in hits
+        ]
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for note in getattr(retriever, "notes", []):
+        typer.secho(note, fg=typer.colors.YELLOW, err=True)
+    if not hits:
+        typer.echo("no passages found" + (f" matching {flt}" if flt else ""))
+    for rank, hit in enumerate(hits, start=1):
+        stages = "  ".join(
+            f"{stage} {hit.scores[stage]:.3f} (#{hit.ranks[stage]})"
+            for stage in ("bm25", "dense", "fused", "rerank")
+            if stage in hit.scores
+        )
+        where = hit.chunk.doc_id + (
+            f" > {hit.chunk.heading_path}" if hit.chunk.heading_path else ""
+        )
+        snippet = " ".join(hit.chunk.text.split())
+        typer.echo(f"[{rank}] {where}\n    {stages}\n    {snippet[:200]}")
+
+
 def _load_plugins() -> None:
     """Add the commands of installed plugins (entry-point group `rag_app.cli`).
 
