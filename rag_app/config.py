@@ -84,6 +84,9 @@ class RetrievalSettings(BaseModel):
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weighted fusion only.")
     rerank: bool = True
     rerank_top: int = Field(20, ge=1)
+    rerank_max_length: int = Field(
+        256, ge=16, le=8192, description="Cross-encoder tokens per (query, passage) pair."
+    )
     chroma_url: str | None = Field(
         None, description="Chroma server (e.g. http://127.0.0.1:8000); embedded when unset."
     )
