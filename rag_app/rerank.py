@@ -216,7 +216,7 @@ def load_reranker(settings: Settings) -> tuple[Reranker | None, str]:
                 f"{settings.models_dir} (train one with `rag-app finetune`)"
             )
         spec = str(found)
-    max_length = getattr(settings.retrieval, "rerank_max_length", DEFAULT_MAX_LENGTH)
+    max_length = settings.retrieval.rerank_max_length
     try:
         reranker = Reranker.load(
             spec,

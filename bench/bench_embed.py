@@ -1,0 +1,119 @@
+"""Embedding throughput: the index path (`Embedder.encode_documents`) vs a bare encode loop.
+
+Both run in one process on the same passages with the same model and batch size:
+- "rag-app": `Embedder.encode_documents(texts, batch_size=B)` (length-sorted batches);
+- "bare":    `for each slice of B texts: SentenceTransformer.encode(slice)` in corpus order.
+Runs alternate between the two; the medians over `--repeats` are compared, and the outputs
+are checked to be the same vectors.
+
+Usage:
+    .venv/bin/python bench/bench_embed.py [--dataset ../shared/datasets/medquad-small]
+        [--n 128] [--batch-size 32] [--repeats 3] [--threads N] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATASET = REPO.parent / "shared" / "datasets" / "medquad-small"
+
+
+def load_passages(dataset: Path, n: int, seed: int) -> list[str]:
+    rows = []
+    with (dataset / "corpus.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            doc = json.loads(line)
+            text = f"{doc.get('title', '')}\n{doc['text']}".strip()
+            rows.append(text)
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--n", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    from rag_app.embedder import Embedder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    texts = load_passages(args.dataset, args.n, args.seed)
+    embedder = Embedder.load(args.model, device=args.device)
+    model = embedder.model
+    lengths = [len(model.tokenizer(t, truncation=False, verbose=False)["input_ids"]) for t in texts]
+
+    def ours() -> np.ndarray:
+        return embedder.encode_documents(texts, batch_size=args.batch_size)
+
+    def bare() -> np.ndarray:
+        parts = [
+            model.encode(
+                texts[i : i + args.batch_size],
+                batch_size=args.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            for i in range(0, len(texts), args.batch_size)
+        ]
+        return np.concatenate(parts)
+
+    embedder.encode_documents(texts[: args.batch_size], batch_size=args.batch_size)  # warm-up
+    times: dict[str, list[float]] = {"rag-app": [], "bare": []}
+    outputs = {}
+    for repeat in range(args.repeats):
+        order = [("rag-app", ours), ("bare", bare)]
+        if repeat % 2:
+            order.reverse()
+        for name, fn in order:
+            started = time.perf_counter()
+            outputs[name] = fn()
+            times[name].append(time.perf_counter() - started)
+    diff = float(np.abs(outputs["rag-app"] - outputs["bare"]).max())
+
+    print(
+        f"model {embedder.fingerprint} on {args.device}, torch threads {torch.get_num_threads()}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{len(texts)} passages from {args.dataset.name}: tokens median "
+        f"{statistics.median(lengths):.0f}, max {max(lengths)} (model max_seq "
+        f"{model.max_seq_length}); batch {args.batch_size}; {args.repeats} repeats"
+    )
+    print("| path | median s | passages/s |")
+    print("|---|---|---|")
+    medians = {}
+    for name, values in times.items():
+        medians[name] = statistics.median(values)
+        print(f"| {name} | {medians[name]:.2f} | {len(texts) / medians[name]:.1f} |")
+    print(
+        f"speed-up (bare / rag-app): {medians['bare'] / medians['rag-app']:.2f}x; "
+        f"max |difference| between outputs {diff:.2e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
