@@ -163,3 +163,30 @@ def test_cli_index_without_chunks_fails_clearly(settings):
     result = CliRunner().invoke(app, ["index", "--workspace", str(settings.workspace)])
     assert result.exit_code == 1
     assert "rag-app ingest" in result.output
+
+
+def test_ingested_front_matter_is_filterable(settings, tmp_path):
+    from rag_app import ingest
+    from rag_app.filters import parse_filter
+    from rag_app.retrieve import build_retriever
+
+    corpus = tmp_path / "corpus"
+    (corpus / "bulletins").mkdir(parents=True)
+    (corpus / "bulletins" / "sb-1.md").write_text(
+        "---\ntitle: Fitting cracks\ndepartment: Landing Gear\naccess: engineering\n"
+        "effective_date: 2025-06-01\n---\n# Fitting\n\nFitting NW-F-160 shows fatigue cracks.\n"
+    )
+    (corpus / "notes.md").write_text(
+        "---\ndepartment: Stores\neffective_date: 2023-01-01\n---\n"
+        "# Stores\n\nFitting kits are kept in bay Q3.\n"
+    )
+    ingest.run(settings, corpus, progress=False)
+    index.run(settings, progress=False)
+    hybrid = build_retriever(settings, mode="hybrid", rerank=False)
+    for spec, expected in [
+        (["access=engineering"], "bulletins/sb-1.md"),
+        (["effective_date<2024"], "notes.md"),
+        (["doc_type=bulletins", "effective_date>=2025-01-01"], "bulletins/sb-1.md"),
+    ]:
+        hits = hybrid.retrieve("fitting", k=5, filters=parse_filter(spec))
+        assert [h.chunk.doc_id for h in hits] == [expected], spec
