@@ -766,38 +766,45 @@ def _model_info(spec: str | None) -> dict[str, Any] | None:
     return info
 
 
-def run_retrieval_eval(
+@dataclass
+class PreparedRun:
+    """What retrieval and answer evals share: the query set, models and runnable configs."""
+
+    eval_set: EvalSet
+    models: dict[str, str | None]
+    finetuned_dir: Path | None
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    runnable: list[ConfigSpec]
+    skipped: dict[str, str]
+    reranker_reason: str
+    overlap: list[str]
+    train_sources: list[str]
+    notes: list[str]
+
+    @property
+    def qids(self) -> list[str]:
+        return list(self.queries)
+
+
+def prepare_run(
     settings: Any,
-    dataset: str | Path | BeirDataset | None = None,
-    configs: Sequence[str] | None = None,
-    k: int = 10,
+    dataset: str | Path | BeirDataset | None,
+    configs: Sequence[str] | None,
     *,
     split: str = "test",
     finetuned: str | Path | None = None,
     on_overlap: str = "drop",
     limit: int | None = None,
-    out_dir: str | Path | None = None,
-    save: bool = True,
     index: bool = True,
-    embedding_map: bool = True,
-    n_resamples: int = 10_000,
     progress: bool = False,
-    echo: Callable[[str], None] | None = None,
-) -> RetrievalEvalResult:
-    """Evaluate retriever configurations on held-out queries; see the module docstring.
-
-    ``configs`` default: the five base configurations, plus the hybrid rerank pair when a
-    reranker is configured. Configurations that cannot run (no fine-tuned model, no reranker)
-    are skipped with the reason in ``skipped_configs``. ``finetuned`` defaults to the newest
-    fine-tuned embedder in the workspace. ``index=True`` brings each model's index up to date
-    first (incremental; a no-op when nothing changed). ``limit`` keeps the first n queries
-    (smoke runs). ``echo`` receives progress lines (the CLI passes ``typer.echo``).
-    """
+    say: Callable[[str], None] = print,
+    default_configs: Sequence[str] = (*BASE_CONFIGS, *RERANK_CONFIGS),
+) -> PreparedRun:
+    """Load the eval set, drop training queries, pick runnable configs, bring indexes up to
+    date. Raises TrainingOverlapError (``on_overlap="refuse"``), ValueError (nothing to run)."""
     if on_overlap not in ("drop", "refuse"):
         raise ValueError("on_overlap must be 'drop' or 'refuse'")
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    say = echo or (lambda line: log.info("%s", line))
     eval_set = load_eval_set(settings, dataset, split=split)
     notes = list(eval_set.notes)
 
@@ -868,7 +875,7 @@ def run_retrieval_eval(
             eval_set.settings = probe
     except Exception as exc:
         reranker_reason = f"reranking off: {exc}"
-    names = list(configs) if configs else [*BASE_CONFIGS, *RERANK_CONFIGS]
+    names = list(configs) if configs else list(default_configs)
     specs = [parse_config(n) for n in names]
     skipped: dict[str, str] = {}
     runnable: list[ConfigSpec] = []
@@ -885,7 +892,6 @@ def run_retrieval_eval(
         raise ValueError(f"no configuration can run: {skipped}")
 
     from rag_app import index as index_module
-    from rag_app.retrieve import build_retriever
 
     needed = {spec.model for spec in runnable if spec.model}
     if index:
@@ -896,6 +902,69 @@ def run_retrieval_eval(
                 if report.embedded:
                     say(f"  embedded {report.embedded} chunks in {report.seconds:.1f}s")
 
+    return PreparedRun(
+        eval_set=eval_set,
+        models=models,
+        finetuned_dir=finetuned_dir,
+        queries=queries,
+        qrels=qrels,
+        runnable=runnable,
+        skipped=skipped,
+        reranker_reason=reranker_reason,
+        overlap=overlap,
+        train_sources=train_sources,
+        notes=notes,
+    )
+
+
+def run_retrieval_eval(
+    settings: Any,
+    dataset: str | Path | BeirDataset | None = None,
+    configs: Sequence[str] | None = None,
+    k: int = 10,
+    *,
+    split: str = "test",
+    finetuned: str | Path | None = None,
+    on_overlap: str = "drop",
+    limit: int | None = None,
+    out_dir: str | Path | None = None,
+    save: bool = True,
+    index: bool = True,
+    embedding_map: bool = True,
+    n_resamples: int = 10_000,
+    progress: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> RetrievalEvalResult:
+    """Evaluate retriever configurations on held-out queries; see the module docstring.
+
+    ``configs`` default: the five base configurations, plus the hybrid rerank pair when a
+    reranker is configured. Configurations that cannot run (no fine-tuned model, no reranker)
+    are skipped with the reason in ``skipped_configs``. ``finetuned`` defaults to the newest
+    fine-tuned embedder in the workspace. ``index=True`` brings each model's index up to date
+    first (incremental; a no-op when nothing changed). ``limit`` keeps the first n queries
+    (smoke runs). ``echo`` receives progress lines (the CLI passes ``typer.echo``).
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    say = echo or (lambda line: log.info("%s", line))
+    prep = prepare_run(
+        settings,
+        dataset,
+        configs,
+        split=split,
+        finetuned=finetuned,
+        on_overlap=on_overlap,
+        limit=limit,
+        index=index,
+        progress=progress,
+        say=say,
+    )
+    eval_set, models, queries, qrels = prep.eval_set, prep.models, prep.queries, prep.qrels
+    qids, runnable, skipped, notes = prep.qids, prep.runnable, prep.skipped, prep.notes
+    overlap, train_sources, reranker_reason = prep.overlap, prep.train_sources, prep.reranker_reason
+    from rag_app.retrieve import build_retriever
+
+    needed = {spec.model for spec in runnable if spec.model}
     depth = max(k, 10)
     fetch = depth if eval_set.granularity == "chunk" else max(depth * 5, 50)
     names_metric = metric_names(k)

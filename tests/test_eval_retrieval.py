@@ -40,7 +40,7 @@ def finetuned_model(tmp_path_factory) -> Path:
     tensors = load_file(str(weights))
     key = next(k for k in tensors if k.endswith("word_embeddings.weight"))
     generator = torch.Generator().manual_seed(0)
-    tensors[key] = tensors[key] + 0.02 * torch.randn(tensors[key].shape, generator=generator)
+    tensors[key] = tensors[key] + 0.3 * torch.randn(tensors[key].shape, generator=generator)
     save_file(tensors, str(weights), metadata={"format": "pt"})
     train = dst / "train_queries.jsonl"
     train.write_text(json.dumps({"query": LEAKED_QUERY, "chunk_id": "p02"}) + "\n")
@@ -132,8 +132,11 @@ def test_paired_comparisons_and_diff(result):
         assert cmp["ci_low"] <= cmp["delta"] <= cmp["ci_high"]
         assert 0 < cmp["p_value"] <= 1
         assert cmp["wins"] + cmp["losses"] + cmp["ties"] == 15
-    diffs = [d for d in result.diffs if d["base"] == "dense-base"]
+    diffs = [
+        d for d in result.diffs if (d["base"], d["candidate"]) == ("dense-base", "dense-finetuned")
+    ]
     assert len(diffs) == 15
+    assert any(d["entered"] for d in diffs)  # the perturbed model does rank differently
     for d in diffs:
         base_top, cand_top = set(d["base_top"]), set(d["candidate_top"])
         assert {x for x, _ in d["entered"]} == cand_top - base_top
