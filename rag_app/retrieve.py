@@ -110,7 +110,8 @@ def load_corpus(settings: Settings) -> Corpus:
             if status != "loaded":
                 log.info("BM25 index %s from %d chunks", status, len(chunks))
             corpus = Corpus(chunks, bm25)
-            _CORPORA.clear()  # an older version of the chunks is not needed any more
+            for old in [k for k in _CORPORA if k[0] == key[0]]:
+                del _CORPORA[old]  # an older version of these chunks is not needed any more
             _CORPORA[key] = corpus
         return corpus
 
