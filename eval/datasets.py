@@ -25,7 +25,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class BeirDataset:
     name: str
     path: Path | None = None
     split: str = "test"
+    repaired: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_corpus(self) -> bool:
@@ -75,6 +76,7 @@ class BeirDataset:
             "n_docs": len(self.corpus),
             "n_queries": len(self.queries),
             "n_qrels": self.n_qrels,
+            "n_repaired_query_ids": len(self.repaired),
         }
 
 
@@ -203,7 +205,10 @@ def available_splits(path: str | os.PathLike[str]) -> list[str]:
 
 
 def load_beir(
-    path: str | os.PathLike[str], split: str = "test", name: str | None = None
+    path: str | os.PathLike[str],
+    split: str = "test",
+    name: str | None = None,
+    on_duplicate_query: str = "error",
 ) -> BeirDataset:
     """Load one split of a BEIR-layout dataset (see the module docstring).
 
@@ -211,7 +216,13 @@ def load_beir(
     splits that exist) and DatasetError (a ValueError) naming file and line for malformed JSON,
     missing or mistyped fields, duplicate ids, bad qrels rows, a qrel whose query is not in
     ``queries.jsonl``, or, when ``corpus.jsonl`` exists, a qrel whose doc is not in it.
+
+    A query id written twice is an error unless ``on_duplicate_query`` is "drop" or
+    "disambiguate" (see ``_resolve_duplicates``; what was done is in ``dataset.repaired``).
+    Real data needs this: medquad-small reuses 564 ids for different questions.
     """
+    if on_duplicate_query not in ("error", "drop", "disambiguate"):
+        raise ValueError("on_duplicate_query must be 'error', 'drop' or 'disambiguate'")
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
@@ -230,16 +241,24 @@ def load_beir(
     queries: dict[str, str] = {}
     query_metadata: dict[str, dict[str, Any]] = {}
     seen_queries: dict[str, int] = {}
+    duplicates: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
     for lineno, obj in _iter_jsonl(queries_path):
         qid = _read_id(obj, queries_path, lineno)
-        if qid in seen_queries:
-            raise DatasetError(
-                f"{_where(queries_path, lineno)}: duplicate query id {qid!r} "
-                f"(first at line {seen_queries[qid]})"
-            )
-        seen_queries[qid] = lineno
         text = _read_text(obj, "text", queries_path, lineno, required=True)
         metadata = _read_metadata(obj, queries_path, lineno)
+        if qid in seen_queries:
+            if on_duplicate_query == "error":
+                raise DatasetError(
+                    f"{_where(queries_path, lineno)}: duplicate query id {qid!r} "
+                    f"(first at line {seen_queries[qid]}); load with "
+                    "on_duplicate_query='drop' or 'disambiguate' to go on without it"
+                )
+            if qid in qrels:
+                duplicates.setdefault(
+                    qid, [(seen_queries[qid], queries[qid], query_metadata[qid])]
+                ).append((lineno, text, metadata))
+            continue
+        seen_queries[qid] = lineno
         if qid in qrels:
             queries[qid] = text
             query_metadata[qid] = metadata
@@ -277,6 +296,9 @@ def load_beir(
                 f"in {CORPUS_FILE} ({len(unknown_docs)} unknown corpus ids in all)"
             )
 
+    repaired = _resolve_duplicates(
+        duplicates, queries, query_metadata, qrels, corpus, on_duplicate_query
+    )
     return BeirDataset(
         corpus=corpus,
         queries=queries,
@@ -285,7 +307,56 @@ def load_beir(
         name=name if name is not None else root.resolve().name,
         path=root,
         split=split,
+        repaired=repaired,
     )
+
+
+def _resolve_duplicates(
+    duplicates: dict[str, list[tuple[int, str, dict[str, Any]]]],
+    queries: dict[str, str],
+    query_metadata: dict[str, dict[str, Any]],
+    qrels: dict[str, dict[str, int]],
+    corpus: Mapping[str, Mapping[str, Any]],
+    mode: str,
+) -> dict[str, str]:
+    """Handle query ids written more than once in queries.jsonl; returns {qid: what was done}.
+
+    Identical repeats are harmless. A reused id with *different* texts makes its qrels rows
+    ambiguous (which question do they judge?). "drop" removes such a query from the split;
+    "disambiguate" splits it into ``<id>#<n>`` (n-th occurrence) when every judged doc can be
+    given to exactly one occurrence, by the doc's ``title`` equalling the occurrence's
+    ``metadata.focus`` (case-insensitive; MedQuAD's layout), and drops it otherwise.
+    """
+    repaired: dict[str, str] = {}
+    for qid, occurrences in duplicates.items():
+        if len({text for _, text, _ in occurrences}) == 1:
+            continue
+        docs = qrels.pop(qid)
+        queries.pop(qid, None)
+        query_metadata.pop(qid, None)
+        if mode == "disambiguate" and corpus:
+            owner: dict[str, int] = {}
+            for doc_id in docs:
+                title = str((corpus.get(doc_id) or {}).get("title") or "").strip().lower()
+                matches = [
+                    n
+                    for n, (_, _, meta) in enumerate(occurrences, start=1)
+                    if title and str(meta.get("focus") or "").strip().lower() == title
+                ]
+                if len(matches) != 1:
+                    break
+                owner[doc_id] = matches[0]
+            else:
+                for doc_id, n in owner.items():
+                    new_id = f"{qid}#{n}"
+                    _, text, meta = occurrences[n - 1]
+                    queries[new_id] = text
+                    query_metadata[new_id] = meta
+                    qrels.setdefault(new_id, {})[doc_id] = docs[doc_id]
+                repaired[qid] = f"split into {len(set(owner.values()))} queries by focus/title"
+                continue
+        repaired[qid] = "dropped: id reused for different questions"
+    return repaired
 
 
 def _data_files(root: Path) -> list[Path]:

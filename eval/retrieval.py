@@ -348,7 +348,19 @@ def load_eval_set(
                 f"nothing to evaluate on: no synthetic validation split in {settings.synth_dir} "
                 f"(run `rag-app finetune`) and no {shipped}/queries.jsonl; or pass a BEIR dataset"
             )
-    ds = dataset if isinstance(dataset, BeirDataset) else load_beir(Path(dataset), split=split)
+    ds = (
+        dataset
+        if isinstance(dataset, BeirDataset)
+        else load_beir(Path(dataset), split=split, on_duplicate_query="disambiguate")
+    )
+    notes = []
+    if ds.repaired:
+        split_n = sum(1 for v in ds.repaired.values() if v.startswith("split"))
+        notes.append(
+            f"{len(ds.repaired)} query ids of {ds.name} are reused for different questions: "
+            f"{split_n} split by focus/title into separate queries, "
+            f"{len(ds.repaired) - split_n} dropped as ambiguous"
+        )
     digest = fingerprint(ds.path) if ds.path is not None else None
     refs, ref_kind = _references_from(ds)
     if ds.has_corpus:
@@ -365,6 +377,7 @@ def load_eval_set(
             fingerprint=digest,
             references=refs,
             reference_kind=ref_kind,
+            notes=notes,
         )
     return EvalSet(
         name=ds.name,
@@ -378,6 +391,7 @@ def load_eval_set(
         fingerprint=digest,
         references=refs,
         reference_kind=ref_kind,
+        notes=notes,
     )
 
 
@@ -478,13 +492,15 @@ def training_queries(settings: Any, model_dir: Path | None) -> tuple[set[str], l
                             break
                 sources.append(str(path))
             elif path.is_file() and path.suffix == ".tsv" and str(path) not in sources:
-                root = path.parent.parent
-                try:
-                    ds = load_beir(root, split=path.stem)
-                except (OSError, ValueError):
-                    return
-                texts.update(_norm_query(q) for q in ds.queries.values())
-                sources.append(str(path))
+                # every text written under a trained query id, duplicates included: a guard
+                # should over-include rather than miss a training query
+                qids = {line.split("\t", 1)[0].strip() for line in path.open(encoding="utf-8")}
+                queries_file = path.parent.parent / "queries.jsonl"
+                if queries_file.is_file():
+                    for obj in _iter_jsonl(queries_file):
+                        if str(obj.get("_id")) in qids and isinstance(obj.get("text"), str):
+                            texts.add(_norm_query(obj["text"]))
+                    sources.append(str(path))
 
     for key, value in record.items():
         visit(key, value)

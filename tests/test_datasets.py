@@ -147,3 +147,37 @@ def test_tolerated_variants(tmp_path):
     assert ds.queries == {"1": "one"} and ds.qrels == {"1": {"p01": 1}}
     assert isinstance(ds, BeirDataset) and ds.summary()["n_qrels"] == 1
     json.loads((root / "corpus.jsonl").read_text().splitlines()[0])
+
+
+def test_reused_query_ids(tmp_path):
+    """An id reused for different questions (as in medquad-small) is resolved or refused."""
+    root = tmp_path / "dups"
+    shutil.copytree(TINY, root)
+    with (root / "queries.jsonl").open("a") as f:
+        f.write(
+            json.dumps(
+                {"_id": "t06", "text": "What is psoriasis?", "metadata": {"focus": "Psoriasis"}}
+            )
+            + "\n"
+        )
+        f.write(json.dumps({"_id": "t01", "text": "What are the symptoms of asthma?"}) + "\n")
+    lines = (root / "queries.jsonl").read_text().splitlines()
+    lines[5] = json.dumps(
+        {
+            "_id": "t06",
+            "text": "Which joint does gout usually affect?",
+            "metadata": {"focus": "Gout"},
+        }
+    )
+    (root / "queries.jsonl").write_text("\n".join(lines) + "\n")
+    with (root / "qrels" / "test.tsv").open("a") as f:
+        f.write("t06\tp29\t1\n")
+    with pytest.raises(DatasetError, match="duplicate query id 't06'"):
+        load_beir(root)
+    dropped = load_beir(root, on_duplicate_query="drop")
+    assert "t06" not in dropped.queries and "t06" not in dropped.qrels
+    assert "t01" in dropped.queries  # an identical repeat is harmless
+    fixed = load_beir(root, on_duplicate_query="disambiguate")
+    assert fixed.qrels["t06#1"] == {"p09": 2} and fixed.queries["t06#2"] == "What is psoriasis?"
+    assert fixed.qrels["t06#2"] == {"p29": 1}
+    assert fixed.repaired["t06"].startswith("split")
