@@ -229,6 +229,33 @@ def search_cmd(
         typer.echo(f"[{rank}] {where}\n    {stages}\n    {snippet[:200]}")
 
 
+@app.command("chat")
+def chat_cmd(
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 7860).")] = None,
+    llm: Annotated[
+        str | None,
+        typer.Option(help="LLM backend: embedded, llamacpp, openai or none (passages only)."),
+    ] = None,
+) -> None:
+    """Serve the Gradio chat over the indexed corpus (baseline / fine-tuned toggle)."""
+    from rag_app.ui.app import exposure_warning, launch
+
+    settings = _settings(
+        config, workspace=workspace, server={"host": host, "port": port}, llm={"backend": llm}
+    )
+    if not settings.chunks_path.exists():
+        _fail(
+            f"nothing ingested in {settings.workspace}: run `rag-app ingest` then `rag-app index`"
+        )
+    warning = exposure_warning(settings)
+    if warning:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    launch(settings, block=True)
+
+
 def _load_plugins() -> None:
     """Add the commands of installed plugins (entry-point group `rag_app.cli`).
 

@@ -1,0 +1,176 @@
+"""What the chat UI does, without the UI: pick a retriever, retrieve, answer.
+
+Kept apart from the Gradio layout so it can be tested and scripted directly, and so the
+UI module only maps widgets to these calls. One `ChatService` is shared by all sessions
+of a server; it holds no per-session state (each session passes its own choices in), so
+two users never see each other's retriever choice or history.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rag_app.config import Settings
+from rag_app.types import Hit
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["hybrid", "dense", "bm25"]
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class RetrieverOption:
+    """One embedder the user can choose in the UI: the base model or a fine-tuned run."""
+
+    key: str  # "baseline" or the run name
+    label: str  # shown in the UI
+    model: str  # spec or path given to build_retriever
+
+
+@dataclass
+class Turn:
+    """The result of one question: hits shown as sources, and the answer text."""
+
+    hits: list[Hit]
+    answer: str = ""
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class ChatService:
+    """Shared, thread-safe access to retrievers and the LLM for every chat session."""
+
+    def __init__(self, settings: Settings, *, load_llm: bool = True) -> None:
+        self.settings = settings
+        self._load_llm = load_llm and settings.llm.backend != "none"
+        self._retrievers: dict[tuple[str, str, bool], object] = {}
+        self._lock = threading.Lock()
+        self._llm = None
+        self._llm_error: str | None = None
+        self._llm_loaded = False
+        self._reranker_reason: str | None = None
+        self._has_reranker: bool | None = None
+
+    # --- choices -----------------------------------------------------------------------
+    def options(self) -> list[RetrieverOption]:
+        """The base embedder plus every fine-tuned embedder run that has an index."""
+        from rag_app import registry
+
+        opts = [RetrieverOption(BASELINE, f"Baseline ({self.settings.models.embedder})", "")]
+        for run in registry.list_runs(self.settings, kind="embedder"):
+            opts.append(RetrieverOption(run.name, f"Fine-tuned ({run.name})", str(run.path)))
+        return opts
+
+    def option(self, key: str) -> RetrieverOption:
+        for opt in self.options():
+            if opt.key == key:
+                return opt
+        raise KeyError(f"unknown retriever {key!r}")
+
+    def default_finetuned(self) -> RetrieverOption | None:
+        """The newest fine-tuned run, which the UI offers as the alternative to baseline."""
+        opts = self.options()
+        return opts[-1] if len(opts) > 1 else None
+
+    def reranker_status(self) -> tuple[bool, str]:
+        """Whether reranking can run, and why not when it cannot."""
+        if self._has_reranker is None:
+            from rag_app.rerank import load_reranker
+
+            reranker, reason = load_reranker(self.settings)
+            self._has_reranker = reranker is not None
+            self._reranker_reason = reason
+        return self._has_reranker, self._reranker_reason or ""
+
+    # --- retrieval ---------------------------------------------------------------------
+    def retriever(self, key: str, mode: Mode, rerank: bool):
+        """Build (once) and return the retriever for a choice of model, mode and rerank."""
+        rerank = rerank and self.reranker_status()[0]
+        cache_key = (key, mode, rerank)
+        with self._lock:
+            if cache_key not in self._retrievers:
+                from rag_app.retrieve import build_retriever
+
+                model = self.option(key).model or None
+                self._retrievers[cache_key] = build_retriever(
+                    self.settings, model=model, mode=mode, rerank=rerank
+                )
+            return self._retrievers[cache_key]
+
+    def search(
+        self,
+        query: str,
+        key: str = BASELINE,
+        mode: Mode = "hybrid",
+        rerank: bool = True,
+        filters=None,
+        k: int | None = None,
+    ) -> list[Hit]:
+        query = query.strip()
+        if not query:
+            return []
+        retriever = self.retriever(key, mode, rerank)
+        return retriever.retrieve(query, k=k or self.settings.retrieval.top_k, filters=filters)
+
+    def filter_values(self, keys: tuple[str, ...]) -> dict[str, list[str]]:
+        """Distinct values of the given metadata keys in the index, for filter widgets."""
+        from rag_app import chunkstore
+
+        try:
+            chunks = chunkstore.load_chunks(self.settings.chunks_path, self.settings.manifest_path)
+        except (chunkstore.NotIngestedError, chunkstore.CorruptWorkspaceError):
+            return {}
+        values: dict[str, set[str]] = {key: set() for key in keys}
+        for chunk in chunks:
+            for key in keys:
+                if key in chunk.metadata:
+                    values[key].add(str(chunk.metadata[key]))
+        return {key: sorted(v) for key, v in values.items() if v}
+
+    def status_markdown(self) -> str:
+        """One line telling the user what is running: models, reranker, LLM."""
+        can_rerank, reason = self.reranker_status()
+        rerank = "reranker on" if can_rerank else f"reranking off: {reason}"
+        tuned = self.default_finetuned()
+        tuned_text = f"fine-tuned: {tuned.key}" if tuned else "no fine-tuned retriever yet"
+        return f"<sub>{tuned_text} · {rerank} · {self.llm_status()}</sub>"
+
+    # --- answers -----------------------------------------------------------------------
+    def llm(self):
+        """The configured LLM, loaded once; None (with a reason) when it cannot be used."""
+        if not self._load_llm:
+            return None
+        with self._lock:
+            if not self._llm_loaded:
+                from rag_app.llm.base import LLMError
+                from rag_app.llm.factory import build_llm
+
+                try:
+                    self._llm = build_llm(self.settings)
+                except (LLMError, OSError, ImportError, ValueError) as exc:
+                    self._llm_error = f"LLM not available ({exc}); showing retrieved passages only."
+                    log.warning(self._llm_error)
+                self._llm_loaded = True
+            return self._llm
+
+    def llm_status(self) -> str:
+        if not self._load_llm:
+            return "LLM off: answers are the retrieved passages."
+        self.llm()
+        return self._llm_error or f"LLM: {getattr(self._llm, 'name', '?')}"
+
+    def stream_answer(
+        self, question: str, hits: list[Hit], history: list[tuple[str, str]] | None = None
+    ) -> Iterator[str]:
+        """Yield the answer text as it grows; falls back to passages when the LLM fails."""
+        from rag_app.answer import stream_answer
+
+        text = ""
+        for piece in stream_answer(question, hits, self.llm(), history=history):
+            text += piece
+            yield text
