@@ -72,6 +72,9 @@ class LLMSettings(BaseModel):
     context_window: int = Field(2048, ge=256)
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0)
+    system_prompt: str | None = Field(
+        None, description="Replaces the grounded-answer rules (rag_app.prompts.SYSTEM_PROMPT)."
+    )
 
 
 class RetrievalSettings(BaseModel):
@@ -110,6 +113,99 @@ class ServerSettings(BaseModel):
         return value
 
 
+class SynthSettings(BaseModel):
+    """Synthetic training queries (`rag-app synth`).
+
+    Defaults follow the measured lesson of issue 10: a small generator's queries are noisy,
+    so each chunk gets a few candidates in mixed styles, pseudo-queries from the corpus's own
+    structure are mixed in, and only queries whose source chunk the base retriever already
+    ranks near the top are kept (round-trip consistency, strict by default).
+    """
+
+    llm_queries_per_chunk: int = Field(
+        3, ge=0, le=20, description="LLM candidates per chunk (styles alternate)."
+    )
+    styles: list[Literal["keyword", "question"]] = Field(
+        default_factory=lambda: ["keyword", "question"],
+        description="Query styles asked of the LLM, used in turn.",
+    )
+    structural_queries_per_chunk: int = Field(
+        2, ge=0, le=10, description="Pseudo-queries from title, heading path and key terms."
+    )
+    prompts_file: Path | None = Field(
+        None, description="TOML overriding finetune.prompts (system, keyword, question)."
+    )
+    batch_size: int = Field(8, ge=1, description="Chunks per generate_many call.")
+    max_new_tokens: int = Field(32, ge=4, le=512)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_chunks: int | None = Field(None, ge=1, description="Sample at most this many chunks.")
+    min_chunk_words: int = Field(12, ge=0, description="Skip boilerplate chunks shorter than this.")
+    max_chunk_chars: int = Field(1500, ge=100, description="Chunk text shown to the LLM.")
+    min_query_words: int = Field(2, ge=1)
+    max_query_words: int = Field(24, ge=2)
+    max_copy_overlap: float = Field(
+        0.85, gt=0, le=1, description="Drop queries this much copied from one chunk sentence."
+    )
+    near_duplicate: float = Field(0.9, gt=0, le=1, description="Token Jaccard for near-duplicates.")
+    consistency_top_k: int = Field(
+        2, ge=0, description="Keep a query if its chunk ranks in the base top k (0 = off)."
+    )
+    consistency_bm25: bool = Field(
+        False, description="Also require the chunk in BM25's top consistency_top_k."
+    )
+    keep_per_chunk: int = Field(3, ge=1, description="At most this many kept queries a chunk.")
+
+
+class FinetuneSettings(BaseModel):
+    """Training the embedder and the reranker (`rag-app finetune`). Conservative defaults."""
+
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="Stop after this many steps (-1: epochs decide).")
+    learning_rate: float = Field(2e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(16, ge=2)
+    max_seq_length: int = Field(256, ge=16, le=8192)
+    loss: Literal["mnrl", "cached_mnrl"] = "mnrl"
+    mini_batch_size: int = Field(16, ge=1, description="cached_mnrl: GPU/CPU memory per step.")
+    matryoshka_dims: list[int] = Field(
+        default_factory=list, description="e.g. [384, 256, 128]; empty: no MatryoshkaLoss."
+    )
+    freeze_layers: int = Field(0, ge=0, description="Freeze embeddings + this many layers.")
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    split_by: Literal["chunk", "document"] = "document"
+    use_synthetic: bool = True
+    train_data: list[Path] = Field(
+        default_factory=list, description="Real labelled pairs: BEIR folders or CSV files."
+    )
+    train_data_split: str = Field("train", description="qrels split read from BEIR folders.")
+    general_pairs: Path | None = Field(
+        None, description="CSV/JSONL of general (query, passage) pairs against forgetting."
+    )
+    general_share: float = Field(0.0, ge=0, le=1, description="Share of general pairs mixed in.")
+    hard_negatives: bool = True
+    negatives_per_query: int = Field(1, ge=0, le=16)
+    negatives_range_min: int = Field(3, ge=0, description="Skip the base model's top ranks.")
+    negatives_range_max: int = Field(30, ge=1)
+    negatives_relative_margin: float = Field(
+        0.05, ge=0, lt=1, description="Negative score must be below (1 - m) x positive's."
+    )
+    negatives_cross_encoder: str | None = Field(
+        None, description="Trained CrossEncoder to drop probable positives; 'auto' = newest."
+    )
+    labelled_eval: Path | None = Field(
+        None,
+        description="BEIR-layout labelled queries for the guardrail (default: <corpus>/eval).",
+    )
+    eval_steps: int = Field(0, ge=0, description="Validate every N steps (0: once an epoch).")
+    reranker: bool = Field(True, description="Also train a cross-encoder reranker.")
+    reranker_epochs: float = Field(1.0, gt=0)
+    reranker_learning_rate: float = Field(3e-5, gt=0)
+    reranker_batch_size: int = Field(16, ge=1)
+    reranker_negatives: int = Field(3, ge=1, le=16)
+    reranker_max_length: int = Field(256, ge=16, le=8192)
+
+
 class Settings(BaseSettings):
     """The effective configuration of one project (corpus + workspace)."""
 
@@ -127,6 +223,8 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    synth: SynthSettings = Field(default_factory=SynthSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     seed: int = 42
 
     # Set by `load_settings`; not a user field.

@@ -1,0 +1,190 @@
+"""LLM backends: the embedded SmolLM2 really generates; its GGUF cache is written once and
+reused; the factory shares one model per process; llama.cpp fails clearly when missing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from _llm_helpers import llm_settings, shared_base
+
+from rag_app.llm.base import LLM, LLMError, StopFilter, approx_tokens, cut_at_stop
+from rag_app.llm.factory import build_llm
+
+QUESTION = [{"role": "user", "content": "What is the capital of France? One sentence."}]
+SHORT = 8  # new tokens per generation: enough to check behaviour, cheap on 2 cores
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return llm_settings(shared_base(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def llm(settings):
+    start = time.perf_counter()
+    model = build_llm(settings)
+    print(f"\nembedded LLM ready in {time.perf_counter() - start:.1f} s: {model.name}")
+    return model
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+def test_cut_at_stop_takes_the_earliest_stop():
+    assert cut_at_stop("abc STOP def END", ["END", "STOP"]) == "abc "
+    assert cut_at_stop("abc", None) == "abc"
+    assert cut_at_stop("abc", [""]) == "abc"
+
+
+def test_stop_filter_catches_a_stop_string_split_across_pieces():
+    f = StopFilter(["</passage"])
+    out = [f.feed(p) for p in ["Hello ", "wor", "ld </pa", "ssage> more"]]
+    assert "".join(out) + f.flush() == "Hello world "
+    assert f.done
+    g = StopFilter(["XYZ"])
+    assert "".join(g.feed(p) for p in ["ab", "cX", "Y"]) + g.flush() == "abcXY"
+    assert not g.done
+
+
+def test_approx_tokens_is_conservative_for_english():
+    text = "The torque wrench must be calibrated every six months. " * 10
+    assert approx_tokens(text) >= len(text.split())
+    assert approx_tokens("") == 0
+
+
+def test_backend_none_builds_nothing(settings_factory):
+    assert build_llm(settings_factory(llm={"backend": "none"})) is None
+
+
+def test_llamacpp_backend_explains_how_to_install(settings_factory):
+    from rag_app.llm.llamacpp import llama_cpp_available
+
+    if llama_cpp_available():
+        pytest.skip("llama-cpp-python is installed; the missing-package path cannot be tested")
+    with pytest.raises(LLMError, match=r"pip install 'rag-app\[llamacpp\]'"):
+        build_llm(settings_factory(llm={"backend": "llamacpp"}))
+
+
+def test_unknown_generator_is_an_llm_error(settings_factory):
+    s = settings_factory(models={"generator": "no-such-model"})
+    with pytest.raises(LLMError, match="no-such-model"):
+        build_llm(s)
+
+
+# --- the embedded model -----------------------------------------------------------------------
+@pytest.mark.slow
+def test_embedded_model_generates_greedily(llm):
+    assert isinstance(llm, LLM)
+    first = llm.generate(QUESTION, max_new_tokens=SHORT, temperature=0)
+    second = llm.generate(QUESTION, max_new_tokens=SHORT, temperature=0)
+    assert first and isinstance(first, str)
+    assert first == second  # greedy at temperature 0
+    assert llm.count_tokens(first) <= SHORT + 1
+
+
+@pytest.mark.slow
+def test_stream_pieces_join_to_the_generated_text(llm):
+    whole = llm.generate(QUESTION, max_new_tokens=SHORT, temperature=0)
+    pieces = list(llm.stream(QUESTION, max_new_tokens=SHORT, temperature=0))
+    assert len(pieces) > 1
+    assert "".join(pieces).strip() == whole
+
+
+@pytest.mark.slow
+def test_generate_many_returns_one_output_per_input(llm):
+    batch = [
+        QUESTION,
+        [{"role": "user", "content": "Name one colour."}],
+        [
+            {"role": "system", "content": "You answer in one word."},
+            {"role": "user", "content": "Is water wet?"},
+        ],
+    ]
+    outputs = llm.generate_many(batch, max_new_tokens=SHORT, temperature=0)
+    assert len(outputs) == 3
+    assert all(isinstance(o, str) and o for o in outputs)
+    assert llm.generate_many([], max_new_tokens=SHORT) == []
+
+
+@pytest.mark.slow
+def test_stop_strings_end_generation(llm):
+    text = llm.generate(QUESTION, max_new_tokens=SHORT, temperature=0)
+    word = text.split()[1]  # "The capital of ..." -> stop at the second word
+    stopped = llm.generate(QUESTION, max_new_tokens=SHORT, temperature=0, stop=[word])
+    assert word not in stopped
+    assert text.startswith(stopped)
+    streamed = "".join(llm.stream(QUESTION, max_new_tokens=SHORT, temperature=0, stop=[word]))
+    assert word not in streamed
+
+
+@pytest.mark.slow
+def test_abandoned_stream_releases_the_model(llm):
+    stream = llm.stream(QUESTION, max_new_tokens=200, temperature=0)
+    assert next(stream)
+    start = time.perf_counter()
+    stream.close()  # the worker must stop early, not run 200 tokens
+    assert time.perf_counter() - start < 20
+    assert not llm.loaded.lock.locked()
+
+
+@pytest.mark.slow
+def test_concurrent_calls_from_threads_are_serialised(llm):
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            results.append(llm.generate(QUESTION, max_new_tokens=4, temperature=0))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert len(results) == 3 and len(set(results)) == 1
+
+
+@pytest.mark.slow
+def test_bad_messages_are_llm_errors(llm):
+    with pytest.raises(LLMError, match="role"):
+        llm.generate([{"role": "wizard", "content": "hi"}])
+    with pytest.raises(LLMError, match="no messages"):
+        llm.generate([])
+
+
+@pytest.mark.slow
+def test_factory_shares_one_model_per_process(llm, settings):
+    again = build_llm(settings.model_copy(update={"llm": settings.llm.model_copy()}))
+    assert again.loaded is llm.loaded
+    assert again is not llm  # wrappers carry their own defaults
+
+
+@pytest.mark.slow
+def test_dequantised_gguf_is_cached_and_reused(llm, settings):
+    import torch
+
+    from rag_app.llm.embedded import dequantised_dir, is_complete, load_model
+    from rag_app.models import resolve_generator
+
+    resolved = resolve_generator(settings.models.generator)
+    root = settings.cache_dir / "llm"
+    folder = dequantised_dir(resolved, root)
+    if not is_complete(folder):  # the model came from another test's workspace: dequantise here
+        load_model(resolved, device="cpu", cache_root=root, reuse=False)
+    assert is_complete(folder)
+    assert (folder / "model.safetensors").is_file()
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]  # nothing half-written
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+
+    fresh = load_model(resolved, device="cpu", cache_root=root, reuse=False)
+    assert fresh.from_cache and fresh.source == str(folder)
+    print(f"\nload from the dequantised cache: {fresh.load_s:.2f} s")
+    assert fresh.load_s < 20  # vs ~20-35 s to dequantise the GGUF
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # not rewritten
+    for (name, a), (_, b) in zip(
+        llm.loaded.model.state_dict().items(), fresh.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
