@@ -202,3 +202,38 @@ def test_exposure_warning_only_without_auth_off_loopback(ui_settings):
     assert exposure_warning(with_server(host="127.0.0.1")) is None
     assert "without a login" in exposure_warning(with_server(host="0.0.0.0"))
     assert exposure_warning(with_server(host="0.0.0.0", auth=["a:b"])) is None
+
+
+def test_concurrent_clients_get_their_own_answers(server):
+    """20 clients at once through the real queue: no errors, no cross-talk between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    questions = {
+        "axle nut torque": "task_cards/wheel-pos1.md",
+        "brake wear pin": "task_cards/brake-pos2.md",
+        "hours in a shift": "policies/duty-time.md",
+        "FOD walk apron": "safety/fod.md",
+    }
+    jobs = [
+        (q, doc, ["bm25", "dense", "hybrid"][i % 3])
+        for i, (q, doc) in enumerate(list(questions.items()) * 5)
+    ]
+
+    def ask(job):
+        query, doc, mode = job
+        client = Client(server, verbose=False)
+        hits = client.predict(query, BASELINE, mode, False, api_name="/search")
+        return query, doc, mode, hits
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(ask, jobs))
+    assert len(results) == 20
+    for _query, doc, mode, hits in results:
+        assert hits[0]["doc_id"] == doc
+        stages = set(hits[0]["ranks"])
+        if mode == "hybrid":
+            assert "fused" in stages
+        else:
+            assert stages == {mode}
