@@ -430,6 +430,16 @@ def find_finetuned(settings: Any) -> Path | None:
                 return Path(path)
     except ImportError:
         pass
+    try:
+        from rag_app.registry import list_runs  # type: ignore[import-not-found]
+
+        runs = [
+            r for r in list_runs(settings, kind="embedder") if (r.path / "modules.json").is_file()
+        ]
+        if runs:
+            return Path(runs[-1].path)
+    except ImportError:
+        pass
     candidates = [
         (stamp, mtime, path)
         for stamp, mtime, path, record in _run_records(Path(settings.models_dir))
