@@ -1,0 +1,146 @@
+"""`rag-app demo`: the whole pipeline on a corpus, then the chat.
+
+ingest -> index (base) -> synth -> fine-tune embedder -> train reranker -> index
+(fine-tuned) -> retrieval eval on the corpus's own hand-written questions -> chat.
+
+Every stage skips work already done (ingest and index are incremental, synth resumes,
+training is skipped when a run trained on the same data exists), so a second run goes
+straight to the chat. It lives in `eval` because it is the one place that uses every
+layer (dependencies point eval -> finetune -> rag_app).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+@dataclass
+class StageTimer:
+    """Runs named stages, printing what each did and how long it took."""
+
+    echo: Callable[[str], None] = print
+    times: list[tuple[str, float, str]] = field(default_factory=list)
+
+    def run(self, name: str, fn: Callable[[], str]) -> None:
+        self.echo(f"==> {name}")
+        started = time.perf_counter()
+        summary = fn()
+        seconds = time.perf_counter() - started
+        self.times.append((name, seconds, summary))
+        self.echo(f"    {summary} ({seconds:.1f}s)")
+
+    def table(self) -> str:
+        width = max(len(n) for n, _, _ in self.times)
+        lines = [f"{n.ljust(width)}  {s:7.1f}s" for n, s, _ in self.times]
+        total = sum(s for _, s, _ in self.times)
+        lines.append(f"{'total'.ljust(width)}  {total:7.1f}s")
+        return "\n".join(lines)
+
+
+def _ingest(settings: Any) -> str:
+    from rag_app import ingest
+
+    r = ingest.run(settings, progress=sys.stderr.isatty())
+    skipped = f", {len(r.skipped)} skipped" if r.skipped else ""
+    return (
+        f"{r.files} files -> {r.chunks} chunks ({r.added} added, {r.unchanged} unchanged{skipped})"
+    )
+
+
+def _index(settings: Any, model: str | None = None) -> str:
+    from rag_app import index
+
+    r = index.run(settings, model=model, progress=sys.stderr.isatty())
+    if not r.changed:
+        return f"{r.model}: {r.chunks} chunks already indexed"
+    return f"{r.model}: embedded {r.embedded}, deleted {r.deleted}, BM25 {r.bm25}"
+
+
+def _synth(settings: Any) -> str:
+    from finetune import synth
+
+    r = synth.run(settings, progress=sys.stderr.isatty())
+    return str(r.summary() if hasattr(r, "summary") else r)
+
+
+def _train_embedder(settings: Any) -> str:
+    from finetune import train
+
+    r = train.run(settings, progress=sys.stderr.isatty())
+    return str(r.summary() if hasattr(r, "summary") else r)
+
+
+def _train_reranker(settings: Any) -> str:
+    from finetune import reranker
+
+    r = reranker.run(settings, progress=sys.stderr.isatty())
+    return str(r.summary() if hasattr(r, "summary") else r)
+
+
+def _newest_embedder(settings: Any) -> str | None:
+    from rag_app.registry import list_runs
+
+    runs = list_runs(settings, kind="embedder")
+    return str(runs[-1].path) if runs else None
+
+
+def _evaluate(settings: Any, echo: Callable[[str], None]) -> str:
+    from eval.retrieval import run_retrieval_eval
+
+    dataset = Path(settings.corpus) / "eval"
+    if not (dataset / "queries.jsonl").is_file():
+        return f"no hand-written questions in {dataset}; skipped"
+    from eval.retrieval import summary_lines
+
+    result = run_retrieval_eval(settings, dataset, k=10, n_resamples=2000)
+    echo("\n".join(summary_lines(result)))
+    return f"{len(result.queries)} held-out questions, results in {result.out_dir}"
+
+
+def run(settings: Any, *, chat: bool = True, echo: Callable[[str], None] = print) -> StageTimer:
+    """Run every stage (each skipping work already done), print timings, then serve."""
+    timer = StageTimer(echo)
+    timer.run("ingest", lambda: _ingest(settings))
+    timer.run("index (base model)", lambda: _index(settings))
+    timer.run("synthetic queries", lambda: _synth(settings))
+    timer.run("fine-tune embedder", lambda: _train_embedder(settings))
+    timer.run("train reranker", lambda: _train_reranker(settings))
+    tuned = _newest_embedder(settings)
+    if tuned:
+        timer.run("index (fine-tuned model)", lambda: _index(settings, tuned))
+    timer.run("evaluate on corpus/eval", lambda: _evaluate(settings, echo))
+    echo("\nTime per stage:\n" + timer.table())
+    if chat:
+        from rag_app.ui.app import exposure_warning, launch
+
+        warning = exposure_warning(settings)
+        if warning:
+            echo(f"warning: {warning}")
+        launch(settings, block=True)
+    return timer
+
+
+def register(app: typer.Typer) -> None:
+    """Add `rag-app demo` to the CLI."""
+
+    @app.command("demo")
+    def demo_cmd(
+        config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+        workspace: Annotated[Path | None, typer.Option("--workspace", "-w")] = None,
+        corpus: Annotated[Path | None, typer.Option(help="Documents (default: corpus/).")] = None,
+        chat: Annotated[bool, typer.Option(help="Serve the chat at the end.")] = True,
+    ) -> None:
+        """Ingest, index, synth, fine-tune, re-index, evaluate, then open the chat."""
+        from rag_app.config import load_settings
+
+        settings = load_settings(
+            config, workspace=workspace, corpus=corpus, models={"reranker": "auto"}
+        )
+        run(settings, chat=chat, echo=typer.echo)
