@@ -52,7 +52,7 @@ class LoadedModel:
 
 
 _MODELS: dict[tuple[str, str | None, str], LoadedModel] = {}
-_MODELS_LOCK = threading.Lock()
+_MODELS_LOCK = threading.RLock()
 
 
 def _torch_dtype(device: str):
@@ -152,11 +152,22 @@ def load_model(
     GGUF models are dequantised; with `cache_root` the result is saved there on the first
     load and read from there afterwards.
     """
+    if not reuse:
+        return _load(
+            model, device=device, cache_root=cache_root, trust_remote_code=trust_remote_code
+        )
     key = (model.location, model.gguf_file, device)
-    if reuse:
-        with _MODELS_LOCK:
-            if key in _MODELS:
-                return _MODELS[key]
+    with _MODELS_LOCK:  # held while loading: concurrent first calls wait for one load
+        if key not in _MODELS:
+            _MODELS[key] = _load(
+                model, device=device, cache_root=cache_root, trust_remote_code=trust_remote_code
+            )
+        return _MODELS[key]
+
+
+def _load(
+    model: ResolvedModel, *, device: str, cache_root: Path | None, trust_remote_code: bool
+) -> LoadedModel:
     offline_env_for(model)
     start = time.perf_counter()
     from_cache = False
@@ -200,9 +211,6 @@ def load_model(
         from_cache=from_cache,
     )
     log.info("loaded %s on %s in %.1f s", source, device, loaded.load_s)
-    if reuse:
-        with _MODELS_LOCK:
-            loaded = _MODELS.setdefault(key, loaded)
     return loaded
 
 
