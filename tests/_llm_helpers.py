@@ -155,3 +155,44 @@ def slow_server(delay_s: float) -> Iterator[str]:
         release.set()
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def broken_stream_server(first_piece: str) -> Iterator[str]:
+    """A real HTTP server that starts streaming a chat completion, then drops the connection."""
+    import json
+
+    class Broken(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            chunk = {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": first_piece}}],
+            }
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            data = f"data: {json.dumps(chunk)}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)  # gone mid-answer
+            self.close_connection = True
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from _llm_helpers import (
+    broken_stream_server,
     free_port,
     llm_settings,
     shared_base,
@@ -148,3 +149,13 @@ def test_slow_server_gives_a_retrieval_only_answer():
 def test_openai_backend_needs_a_base_url(settings_factory):
     with pytest.raises(LLMError, match="base_url"):
         build_llm(settings_factory(llm={"backend": "openai"}))
+
+
+def test_server_dying_mid_answer_keeps_what_was_said_and_adds_the_passages():
+    with broken_stream_server("The multimeter uses") as url:
+        llm = OpenAICompatLLM(url, model="m", timeout_s=5, max_retries=0)
+        with pytest.raises(LLMError):
+            list(llm.stream(QUESTION))
+        text = "".join(stream_answer("What battery?", tool_hits(), llm))
+    assert text.startswith("The multimeter uses")
+    assert "could not answer" in text and "[2] tools/multimeter.md" in text

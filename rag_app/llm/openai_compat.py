@@ -145,7 +145,7 @@ class OpenAICompatLLM:
         if isinstance(exc, openai.APITimeoutError):
             return _Retryable(f"timed out after {self.timeout_s:g} s")
         if isinstance(exc, openai.APIConnectionError):
-            return _Retryable(f"cannot connect ({exc.__cause__ or exc})")
+            return _Retryable(f"cannot connect: {_root_cause(exc)}")
         if isinstance(exc, openai.InternalServerError | openai.RateLimitError):
             return _Retryable(f"HTTP {exc.status_code}")
         if isinstance(exc, openai.NotFoundError):
@@ -247,7 +247,8 @@ class OpenAICompatLLM:
         except Exception as exc:
             err = self._classify(exc)
             if isinstance(err, _Retryable):
-                raise self._unavailable(f"{err.reason} mid-answer", 1) from exc
+                reason = err.reason.replace("cannot connect", "connection lost")
+                raise self._unavailable(f"{reason}, mid-answer", 1) from exc
             raise err from exc
         finally:
             close = getattr(chunks, "close", None)
@@ -278,6 +279,17 @@ class OpenAICompatLLM:
             return [one(m) for m in batch]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batch))) as pool:
             return list(pool.map(one, batch))
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error's message ("[Errno 111] Connection refused"), not the wrappers'."""
+    seen = 0
+    while seen < 10:
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc, seen = inner, seen + 1
+    return str(exc) or type(exc).__name__
 
 
 def _text(content: Any) -> str:
