@@ -1,9 +1,212 @@
-"""`rag-app` commands of the fine-tuning side, added to the CLI as an entry-point plugin."""
+"""`rag-app` commands of the fine-tuning side, added to the CLI as an entry-point plugin.
+
+Each command parses options, calls one function and prints:
+`synth` -> `finetune.synth.run`, `finetune` -> `finetune.train.run` /
+`finetune.reranker.train_reranker`, `models` -> `finetune.registry.list_runs`.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML config file (default: ./rag-app.toml if present)."),
+]
+WorkspaceOpt = Annotated[
+    Path | None, typer.Option("--workspace", "-w", help="Folder holding all of the app's state.")
+]
+
+
+def _settings(config: Path | None, **overrides):
+    from rag_app.config import load_settings
+
+    try:
+        return load_settings(config, **overrides)
+    except Exception as exc:  # validation errors: show them, not a traceback
+        _fail(f"invalid configuration: {exc}")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def synth_cmd(
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    per_chunk: Annotated[
+        int | None, typer.Option("--per-chunk", "-n", help="LLM query candidates per chunk.")
+    ] = None,
+    structural: Annotated[
+        int | None,
+        typer.Option(help="Pseudo-queries per chunk from titles, headings and key terms."),
+    ] = None,
+    max_chunks: Annotated[
+        int | None, typer.Option(help="Sample at most this many chunks (seeded).")
+    ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option("--consistency-k", help="Keep a query if its chunk is in the base top k."),
+    ] = None,
+    llm: Annotated[
+        str | None, typer.Option(help="LLM backend: embedded, llamacpp, openai or none.")
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="TOML file overriding the query prompts.")
+    ] = None,
+) -> None:
+    """Write synthetic search queries for every chunk with the LLM (resumable), then filter."""
+    from finetune import synth
+    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
+    from rag_app.llm.base import LLMError
+
+    settings = _settings(
+        config,
+        workspace=workspace,
+        llm={"backend": llm},
+        synth={
+            "llm_queries_per_chunk": per_chunk,
+            "structural_queries_per_chunk": structural,
+            "max_chunks": max_chunks,
+            "consistency_top_k": top_k,
+            "prompts_file": prompts,
+        },
+    )
+    try:
+        report = synth.run(settings, progress=sys.stderr.isatty())
+    except (
+        NotIngestedError,
+        CorruptWorkspaceError,
+        LLMError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
+        _fail(str(exc))
+    typer.echo(report.summary())
+
+
+def finetune_cmd(
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    embedder: Annotated[
+        bool, typer.Option("--embedder/--no-embedder", help="Fine-tune the embedder.")
+    ] = True,
+    reranker: Annotated[
+        bool | None,
+        typer.Option(
+            "--reranker/--no-reranker",
+            help="Also train a cross-encoder reranker (default: finetune.reranker).",
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (default: <model>-ft-<time>).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Training epochs.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per batch.")] = None,
+    train_data: Annotated[
+        list[Path] | None,
+        typer.Option(help="Labelled pairs (BEIR folder or CSV query,passage_id); repeatable."),
+    ] = None,
+    no_synthetic: Annotated[
+        bool, typer.Option("--no-synthetic", help="Train on --train-data only.")
+    ] = False,
+) -> None:
+    """Fine-tune the embedder (and the reranker) on synthetic / labelled pairs."""
+    from finetune import reranker as reranker_mod
+    from finetune import train
+    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
+    from rag_app.models import ModelNotFoundError
+
+    settings = _settings(
+        config,
+        workspace=workspace,
+        finetune={
+            "epochs": epochs,
+            "max_steps": max_steps,
+            "learning_rate": lr,
+            "batch_size": batch_size,
+            "train_data": [str(p) for p in train_data] if train_data else None,
+            "use_synthetic": False if no_synthetic else None,
+            "reranker": reranker,
+        },
+    )
+    do_reranker = settings.finetune.reranker
+    if not embedder and not do_reranker:
+        _fail("nothing to train: --no-embedder and --no-reranker")
+    errors = (
+        train.NoTrainingDataError,
+        NotIngestedError,
+        CorruptWorkspaceError,
+        ModelNotFoundError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    )
+    progress = sys.stderr.isatty()
+    try:
+        data = train.prepare(settings)
+        typer.echo(
+            f"data: {len(data.train)} train / {len(data.val)} validation pairs "
+            f"(split by {settings.finetune.split_by}); sources {data.sources}"
+        )
+        if embedder:
+            report = train.train_embedder(settings, data, name=name, progress=progress)
+            typer.echo(report.summary())
+            typer.echo(f"next: rag-app index --model {report.path}")
+        if do_reranker:
+            rname = f"{name}-reranker" if name and embedder else name
+            report = reranker_mod.train_reranker(settings, data, name=rname, progress=progress)
+            typer.echo(report.summary())
+            if report.recommended:
+                typer.echo("use it with models.reranker = 'auto' (or the path above)")
+    except errors as exc:
+        _fail(str(exc))
+
+
+def models_cmd(
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    kind: Annotated[str | None, typer.Option(help="embedder or reranker.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+) -> None:
+    """List the base models and the trained runs in the workspace, with their metrics."""
+    from finetune import registry
+
+    settings = _settings(config, workspace=workspace)
+    runs = registry.list_runs(settings, kind=kind)
+    if as_json:
+        rows = [{"name": r.name, "kind": r.kind, "path": str(r.path), **r.record} for r in runs]
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    typer.echo(f"base embedder: {settings.models.embedder}")
+    if not runs:
+        typer.echo(f"no trained runs in {settings.models_dir} (train one: rag-app finetune)")
+    for run in runs:
+        rec = run.record
+        verdict = (
+            "recommended"
+            if rec.get("recommended") and rec.get("verified")
+            else "unverified"
+            if rec.get("recommended")
+            else "not recommended"
+        )
+        shown = {
+            k: v
+            for k, v in run.metrics.items()
+            if isinstance(v, int | float) and ("mrr@10" in k or "ndcg@10" in k)
+        }
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(shown.items()))
+        typer.echo(f"{run.name}  [{run.kind}, {verdict}]  {run.created}\n    {metrics}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the fine-tuning commands to the `rag-app` CLI."""
+    app.command("synth")(synth_cmd)
+    app.command("finetune")(finetune_cmd)
+    app.command("models")(models_cmd)

@@ -136,7 +136,7 @@ class SynthSettings(BaseModel):
         None, description="TOML overriding finetune.prompts (system, keyword, question)."
     )
     batch_size: int = Field(8, ge=1, description="Chunks per generate_many call.")
-    max_new_tokens: int = Field(32, ge=4, le=512)
+    max_new_tokens: int = Field(24, ge=4, le=512)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_chunks: int | None = Field(None, ge=1, description="Sample at most this many chunks.")
     min_chunk_words: int = Field(12, ge=0, description="Skip boilerplate chunks shorter than this.")

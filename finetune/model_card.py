@@ -1,0 +1,83 @@
+"""The model card (README.md) of a trained run, filled from `model_card_template.md`.
+
+Every number in it comes from `run.json`, with the split it was measured on named: a
+synthetic validation split cannot show whether real queries improve (issue 10), so the card
+says "unverified" unless a labelled set was scored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from string import Template
+from typing import Any
+
+TEMPLATE = Path(__file__).with_name("model_card_template.md")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def metrics_rows(metrics: dict[str, Any]) -> list[str]:
+    """Table rows `| metric | base | model | change |` for keys `x` with a `x_base` twin."""
+    rows = []
+    for key in sorted(metrics):
+        if key.endswith("_base"):
+            continue
+        base = metrics.get(f"{key}_base")
+        value = metrics[key]
+        if isinstance(base, int | float) and isinstance(value, int | float):
+            rows.append(f"| {key} | {base:.4f} | {value:.4f} | {value - base:+.4f} |")
+        elif not any(k.startswith(key) and k != key for k in metrics):
+            rows.append(f"| {key} | | {_fmt(value)} | |")
+    return rows or ["| (none) | | | |"]
+
+
+def render(record: dict[str, Any]) -> str:
+    """The card text for a run record (see `finetune.train` for the fields)."""
+    data = record.get("data") or {}
+    data_rows = [f"| {k} | {v} |" for k, v in data.items() if isinstance(v, int | float)]
+    recommended = record.get("recommended")
+    verified = record.get("verified")
+    if recommended and verified:
+        verdict = "**Recommended**: it beats the base model on the labelled set."
+    elif recommended:
+        verdict = (
+            "**Unverified**: better than the base model on synthetic validation only; no "
+            "labelled queries were available to confirm it on real questions."
+        )
+    else:
+        verdict = "**Not recommended**: it does not beat the base model on validation."
+    labelled = record.get("labelled_eval")
+    note = (
+        f"Guardrail: also scored on the labelled queries in `{labelled}` (never trained on)."
+        if labelled
+        else "No labelled queries were available; the numbers below are synthetic."
+    )
+    settings = record.get("settings") or {}
+    return Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
+        name=record.get("name", ""),
+        kind=record.get("kind", ""),
+        base_model=record.get("base_model", ""),
+        base_fingerprint=record.get("base_fingerprint", ""),
+        created=record.get("created", ""),
+        corpus=record.get("corpus", ""),
+        verdict=verdict,
+        validation_source=record.get("validation", "synthetic"),
+        validation_note=note,
+        metrics_table="\n".join(metrics_rows(record.get("metrics") or {})),
+        data_table="\n".join(data_rows) or "| (none) | |",
+        llm=record.get("llm") or "none",
+        prompt_version=record.get("prompt_version") or "-",
+        split_by=settings.get("split_by", "document"),
+        hyperparameters=json.dumps(settings, indent=2, sort_keys=True, default=str),
+        path_hint=f"workspace/models/{record.get('name', '')}",
+        seed=record.get("seed", ""),
+        device=record.get("device", ""),
+        train_seconds=f"{record.get('train_seconds', 0):.0f}",
+    )
+
+
+def write(folder: Path, record: dict[str, Any]) -> None:
+    (Path(folder) / "README.md").write_text(render(record), encoding="utf-8")

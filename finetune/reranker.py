@@ -1,0 +1,245 @@
+"""Train a cross-encoder reranker for the corpus (`rag-app finetune --reranker`).
+
+No pretrained reranker ships offline (MODELS.md), so this one starts from the bundled
+MiniLM encoder with a fresh one-logit classification head and learns it here: binary
+cross-entropy on (query, positive) = 1 and (query, mined hard negative) = 0, with the
+positive class weighted by the number of negatives. The same train / validation split as
+the embedder is used.
+
+Validation reranks the base dense retriever's top 20 for each held-out query
+(`CrossEncoderRerankingEvaluator`, positives *not* forced into the list) and compares with
+the base order, so "beats no reranking" is measured the way the app uses it; the run is
+"recommended" only when it does. Saved as a run with ``"kind": "reranker"`` that
+`rag_app.rerank` loads (``models.reranker = "auto"``).
+
+Example:
+    >>> report = train_reranker(settings, finetune.train.prepare(settings))
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import time
+from collections import defaultdict
+
+from finetune import model_card, registry
+from finetune.train import TrainData, TrainReport, _write_pairs, settings_record
+from rag_app.config import Settings
+from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = 20
+
+
+def _rerank_samples(data: TrainData, base_model, top: int = CANDIDATES) -> list[dict]:
+    """Validation samples: each query with its positives and the base model's top `top`."""
+    import numpy as np
+
+    positives: dict[str, set[str]] = defaultdict(set)
+    for pair in data.val:
+        positives[pair.query].add(pair.passage_id)
+    ids = data.passages.ids()
+    texts = [data.passages.text[i] for i in ids]
+    pvecs = base_model.encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    queries = list(positives)
+    qvecs = base_model.encode(
+        queries, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    scores = qvecs @ pvecs.T
+    samples = []
+    for row, query in enumerate(queries):
+        order = np.argsort(-scores[row], kind="stable")[: min(top, len(ids))]
+        samples.append(
+            {
+                "query": query,
+                "positive": [data.passages.text[p] for p in sorted(positives[query])],
+                "documents": [texts[i] for i in order],
+            }
+        )
+    return samples
+
+
+def train_reranker(
+    settings: Settings, data: TrainData, *, name: str | None = None, progress: bool = True
+) -> TrainReport:
+    """Train, validate against the base order, and publish a reranker run."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from transformers import set_seed
+
+    from finetune import negatives
+
+    began = time.perf_counter()
+    cfg = settings.finetune
+    set_seed(settings.seed)
+    resolved = resolve_embedder(settings.models.embedder)
+    device = resolve_device(settings.models.device)
+    name = registry.check_name(name or registry.new_run_name(resolved.spec, "reranker"))
+    if (settings.models_dir / name).exists():
+        raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
+
+    from rag_app.embedder import Embedder
+
+    base = Embedder.load(
+        settings.models.embedder, device=device, trust_remote_code=settings.models.trust_remote_code
+    )
+    rows, mining = negatives.mine(
+        data.train,
+        data.passages,
+        base.model,
+        settings,
+        num_negatives=cfg.reranker_negatives,
+        progress=progress,
+    )
+    anchors, docs, labels = [], [], []
+    for row in rows:
+        anchors.append(row["anchor"])
+        docs.append(row["positive"])
+        labels.append(1.0)
+        for key in sorted(k for k in row if k.startswith("negative_")):
+            anchors.append(row["anchor"])
+            docs.append(row[key])
+            labels.append(0.0)
+    order = list(range(len(anchors)))
+    random.Random(settings.seed).shuffle(order)
+    train_dataset = Dataset.from_dict(
+        {
+            "query": [anchors[i] for i in order],
+            "passage": [docs[i] for i in order],
+            "label": [labels[i] for i in order],
+        }
+    )
+    samples = _rerank_samples(data, base.model)
+    evaluator = CrossEncoderRerankingEvaluator(
+        samples=samples,
+        at_k=10,
+        always_rerank_positives=False,
+        name="val",
+        batch_size=cfg.reranker_batch_size,
+        write_csv=False,
+    )
+
+    # A fresh one-logit head on the bundled encoder: trained below, never used untrained.
+    model = CrossEncoder(
+        resolved.location,
+        num_labels=1,
+        max_length=cfg.reranker_max_length,
+        device=device,
+        trust_remote_code=settings.models.trust_remote_code,
+    )
+    loss = BinaryCrossEntropyLoss(
+        model, pos_weight=torch.tensor(float(cfg.reranker_negatives), device=model.device)
+    )
+    steps_per_epoch = max(1, -(-len(train_dataset) // cfg.reranker_batch_size))
+    eval_steps = cfg.eval_steps or steps_per_epoch
+    checkpoints = settings.workspace / "tmp" / f"{name}-checkpoints"
+    on_gpu = device.startswith("cuda")
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=cfg.reranker_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.reranker_batch_size,
+        learning_rate=cfg.reranker_learning_rate,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_val_ndcg@10",
+        greater_is_better=True,
+        logging_steps=max(1, min(50, eval_steps)),
+        seed=settings.seed,
+        data_seed=settings.seed,
+        report_to="none",
+        use_cpu=device == "cpu",
+        fp16=on_gpu and not torch.cuda.is_bf16_supported(),
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    trainer = CrossEncoderTrainer(
+        model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator
+    )
+    train_began = time.perf_counter()
+    result = trainer.train()
+    train_seconds = time.perf_counter() - train_began
+    model = trainer.model
+    raw = evaluator(model)
+    metrics = {
+        "val_rerank_mrr@10_base": float(raw["val_base_mrr@10"]),
+        "val_rerank_mrr@10": float(raw["val_mrr@10"]),
+        "val_rerank_ndcg@10_base": float(raw["val_base_ndcg@10"]),
+        "val_rerank_ndcg@10": float(raw["val_ndcg@10"]),
+    }
+    recommended = metrics["val_rerank_ndcg@10"] > metrics["val_rerank_ndcg@10_base"]
+    record = {
+        "name": name,
+        "run_id": name,
+        "kind": "reranker",
+        "base_model": settings.models.embedder,
+        "base_fingerprint": base.fingerprint,
+        "base_weights": weights_fingerprint(resolved),
+        "created": registry.now_iso(),
+        "corpus": str(settings.corpus),
+        "metrics": metrics,
+        "recommended": recommended,
+        "verified": False,
+        "beats_no_rerank": recommended,
+        "validation": f"synthetic (reranking the base dense top {CANDIDATES})",
+        "labelled_eval": None,
+        "train_pairs": len(rows),
+        "val_pairs": len(data.val),
+        "train_file": "train.jsonl",
+        "val_file": "val.jsonl",
+        "max_length": cfg.reranker_max_length,
+        "data": {
+            "train_queries": len(rows),
+            "train_examples": len(train_dataset),
+            "val_queries": len(samples),
+            **{f"negatives {k}": v for k, v in mining.as_dict().items()},
+        },
+        "steps": int(result.global_step),
+        "train_seconds": round(train_seconds, 1),
+        "pairs_per_s": round(int(result.global_step) * cfg.reranker_batch_size / train_seconds, 2)
+        if train_seconds
+        else 0,
+        "device": device,
+        "seed": settings.seed,
+        "settings": settings_record(settings),
+    }
+    with registry.staged_run(settings, name) as folder:
+        model.save_pretrained(str(folder), safe_serialization=True)
+        _write_pairs(folder / "train.jsonl", data.train)
+        _write_pairs(folder / "val.jsonl", data.val)
+        model_card.write(folder, record)
+        registry.write_record(folder, record)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return TrainReport(
+        name=name,
+        kind="reranker",
+        path=settings.models_dir / name,
+        metrics=metrics,
+        recommended=recommended,
+        verified=False,
+        train_pairs=len(rows),
+        val_pairs=len(data.val),
+        seconds=time.perf_counter() - began,
+        train_seconds=train_seconds,
+        steps=int(result.global_step),
+        batch_size=cfg.reranker_batch_size,
+    )

@@ -1,0 +1,585 @@
+"""Synthetic training queries for every chunk (`rag-app synth`).
+
+Two sources, mixed (`synth.llm_queries_per_chunk`, `synth.structural_queries_per_chunk`):
+
+- **LLM queries**: few-shot prompts (`finetune.prompts`) in alternating styles (keyword
+  query, natural question), several candidates a chunk, batched through
+  `LLM.generate_many`. Raw replies are appended to ``synth/raw.jsonl`` one line per chunk
+  as they arrive, keyed by chunk id + prompt version, so a crash or Ctrl-C loses at most
+  the batch in flight: the next run skips finished chunks, and a truncated last line (a
+  kill mid-write) is cut off and redone.
+- **Structural pseudo-queries**: from the corpus's own structure, no LLM needed: the
+  section heading with the document's title, and the chunk's most distinctive terms
+  (tf-idf over the corpus, codes such as ``NW-F-142`` kept whole) as a glossary-style
+  keyword query.
+
+Then `finetune.filters` cleans and filters every candidate, and a strict round-trip check
+with the base embedder keeps a query only when its chunk ranks in the top
+`synth.consistency_top_k` (issue 10: lenient filtering made the model worse). The kept
+queries go to ``synth/queries.jsonl`` (rewritten atomically) and the counts to
+``synth/report.json``.
+
+Example:
+    >>> report = run(load_settings())
+    >>> print(report.summary())
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetune import filters
+from finetune.prompts import PromptSet, load_prompts
+from rag_app.chunkstore import load_chunks
+from rag_app.config import Settings
+from rag_app.fsutil import atomic_write_json, atomic_write_text
+from rag_app.types import Chunk
+
+log = logging.getLogger(__name__)
+
+RAW_FILE = "raw.jsonl"
+QUERIES_FILE = "queries.jsonl"
+KEYWORD_MAX_WORDS = 10  # a "keyword query" longer than this is a pasted fragment
+REPORT_FILE = "report.json"
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "may",
+        "must",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "shall",
+        "should",
+        "so",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "this",
+        "to",
+        "under",
+        "up",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "will",
+        "with",
+        "within",
+        "without",
+        "you",
+        "your",
+        "all",
+        "any",
+        "each",
+        "every",
+        "more",
+        "most",
+        "other",
+        "same",
+        "also",
+        "only",
+        "per",
+        "via",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One synthetic query for one chunk, before or after filtering."""
+
+    query: str
+    chunk_id: str
+    doc_id: str
+    source: str  # "llm:keyword", "llm:question", "structure:heading", "structure:terms"
+    rank: int | None = None  # the source chunk's rank under the base retriever
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SynthReport:
+    """What one synth run did; `filter` holds generated / kept / dropped-by-reason counts."""
+
+    chunks: int
+    chunks_skipped: int
+    chunks_generated: int  # chunks the LLM was asked about in this run (not resumed)
+    llm_queries: int  # LLM replies written in this run
+    seconds: float
+    llm_seconds: float
+    output: Path
+    llm_name: str | None
+    prompt_version: str
+    filter: filters.FilterReport = field(default_factory=filters.FilterReport)
+
+    @property
+    def queries_per_min(self) -> float:
+        return 60.0 * self.llm_queries / self.llm_seconds if self.llm_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "chunks": self.chunks,
+            "chunks_skipped": self.chunks_skipped,
+            "chunks_generated": self.chunks_generated,
+            "llm_queries": self.llm_queries,
+            "llm_queries_per_min": round(self.queries_per_min, 1),
+            "seconds": round(self.seconds, 1),
+            "llm": self.llm_name,
+            "prompt_version": self.prompt_version,
+            "output": str(self.output),
+            **self.filter.as_dict(),
+        }
+
+    def summary(self) -> str:
+        rate = f" ({self.queries_per_min:.0f} LLM queries/min)" if self.llm_queries else ""
+        return (
+            f"synth: {self.chunks} chunks ({self.chunks_skipped} skipped as too short), "
+            f"{self.llm_queries} new LLM replies{rate}; {self.filter.summary()}; "
+            f"{self.seconds:.0f}s -> {self.output}"
+        )
+
+
+# --- the resumable raw log ----------------------------------------------------------------
+def raw_key(chunk_id: str, prompt_version: str) -> str:
+    return f"{chunk_id}:{prompt_version}"
+
+
+def read_raw(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows of the raw log by key; a truncated or corrupt last line is cut off the file.
+
+    Only the final line can be partial (rows are appended whole, then flushed); an invalid
+    line elsewhere is skipped with a warning and its chunk is generated again.
+    """
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    rows: dict[str, dict[str, Any]] = {}
+    good_end = 0
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl == -1:  # no newline: a partial last line from a killed writer
+            break
+        line = data[pos:nl]
+        pos = nl + 1
+        try:
+            row = json.loads(line)
+            rows[row["key"]] = row
+        except (ValueError, KeyError, TypeError):
+            if pos >= len(data):
+                break  # a damaged last line: cut it like a partial one
+            log.warning("%s: skipping an unreadable line", path)
+        good_end = pos
+    if good_end < len(data):
+        log.warning("%s: repairing a truncated last line (%d bytes)", path, len(data) - good_end)
+        with path.open("r+b") as handle:
+            handle.truncate(good_end)
+    return rows
+
+
+def append_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Append whole lines, flushed and fsynced, so a kill loses at most the last line."""
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(body)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# --- structural pseudo-queries ------------------------------------------------------------
+_NUMBERING = re.compile(r"^\s*(?:[#\d.()]+|[A-Z][.)]|section|chapter|part)\s+", re.IGNORECASE)
+_CODE = re.compile(r"\b[A-Z0-9]{1,6}(?:[-/][A-Z0-9]{1,8})+\b")
+
+
+def _clean_heading(text: str) -> str:
+    return _NUMBERING.sub("", text.strip()).strip(" :-–—")
+
+
+def document_frequencies(chunks: Sequence[Chunk]) -> tuple[Counter, int]:
+    df: Counter = Counter()
+    for chunk in chunks:
+        df.update(set(filters.words(chunk.text)))
+    return df, len(chunks)
+
+
+def structural_queries(chunk: Chunk, df: Counter, n_docs: int, limit: int = 2) -> list[Candidate]:
+    """Pseudo-queries from the chunk's title, heading path and distinctive terms."""
+    out: list[Candidate] = []
+    heads = [h for h in (p.strip() for p in chunk.heading_path.split(">")) if h]
+    title = _clean_heading(chunk.title)
+    section = _clean_heading(heads[-1]) if heads else ""
+    if section and title and filters.normalise(section) != filters.normalise(title):
+        short_title = " ".join(title.split(":")[0].split()[:6])
+        out.append(
+            Candidate(f"{section} {short_title}", chunk.id, chunk.doc_id, "structure:heading")
+        )
+    elif title or section:
+        out.append(Candidate(section or title, chunk.id, chunk.doc_id, "structure:heading"))
+    # Glossary-style keywords: codes first, then the highest tf-idf words of the chunk.
+    terms: list[str] = []
+    for code in _CODE.findall(chunk.text):
+        if code not in terms and any(c.isalpha() for c in code):
+            terms.append(code)
+    tf = Counter(w for w in filters.words(chunk.text) if w not in _STOP and len(w) > 2)
+    scored = sorted(tf, key=lambda w: (-tf[w] * math.log((1 + n_docs) / (1 + df.get(w, 0))), w))
+    taken = {t.lower() for t in terms[:2]}
+    keywords = terms[:2] + [w for w in scored if w not in taken and not w.isdigit()][:3]
+    if len(keywords) >= 2:
+        out.append(Candidate(" ".join(keywords[:4]), chunk.id, chunk.doc_id, "structure:terms"))
+    return out[:limit]
+
+
+# --- the run ------------------------------------------------------------------------------
+def select_chunks(chunks: Sequence[Chunk], settings: Settings) -> tuple[list[Chunk], int]:
+    """Chunks worth querying (boilerplate-short ones dropped), sampled when capped."""
+    cfg = settings.synth
+    good = [c for c in chunks if len(filters.words(c.text)) >= cfg.min_chunk_words]
+    skipped = len(chunks) - len(good)
+    if cfg.max_chunks is not None and len(good) > cfg.max_chunks:
+        rng = random.Random(settings.seed)
+        good = sorted(rng.sample(good, cfg.max_chunks), key=lambda c: (c.doc_id, c.start_char))
+    return good, skipped
+
+
+def _styles_for(cfg, n: int) -> list[str]:
+    styles = list(cfg.styles) or ["question"]
+    return [styles[i % len(styles)] for i in range(n)]
+
+
+def generate(
+    chunks: Sequence[Chunk],
+    llm,
+    prompts: PromptSet,
+    settings: Settings,
+    raw_path: Path,
+    *,
+    progress: bool = True,
+) -> tuple[dict[str, dict[str, Any]], int, int, float]:
+    """Fill the raw log for `chunks`; returns (rows by key, chunks done now, replies, seconds)."""
+    from tqdm.auto import tqdm
+
+    cfg = settings.synth
+    version = prompts.version
+    rows = read_raw(raw_path)
+    todo = [c for c in chunks if raw_key(c.id, version) not in rows]
+    n = cfg.llm_queries_per_chunk
+    if not todo or n == 0 or llm is None:
+        return rows, 0, 0, 0.0
+    styles = _styles_for(cfg, n)
+    bar = tqdm(
+        total=len(chunks),
+        initial=len(chunks) - len(todo),
+        desc="synth",
+        unit="chunk",
+        disable=not progress,
+    )
+    replies = 0
+    seconds = 0.0
+    for start in range(0, len(todo), cfg.batch_size):
+        batch = todo[start : start + cfg.batch_size]
+        messages = [
+            prompts.messages(style, c.text[: cfg.max_chunk_chars])
+            for c in batch
+            for style in styles
+        ]
+        began = time.perf_counter()
+        outputs = llm.generate_many(
+            messages,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            stop=["\n"],
+        )
+        seconds += time.perf_counter() - began
+        if len(outputs) != len(messages):
+            raise RuntimeError(
+                f"the LLM returned {len(outputs)} replies for {len(messages)} prompts"
+            )
+        new_rows = []
+        for i, chunk in enumerate(batch):
+            replies_i = outputs[i * n : (i + 1) * n]
+            new_rows.append(
+                {
+                    "key": raw_key(chunk.id, version),
+                    "chunk_id": chunk.id,
+                    "prompt_version": version,
+                    "llm": getattr(llm, "name", type(llm).__name__),
+                    "replies": [
+                        {"style": s, "raw": r if isinstance(r, str) else ""}
+                        for s, r in zip(styles, replies_i, strict=True)
+                    ],
+                }
+            )
+        append_rows(raw_path, new_rows)
+        for row in new_rows:
+            rows[row["key"]] = row
+        replies += len(outputs)
+        bar.update(len(batch))
+    bar.close()
+    return rows, len(todo), replies, seconds
+
+
+def _embed_chunks(embedder, chunks: Sequence[Chunk], settings: Settings):
+    """Base-model vectors of every chunk, cached on disk per model fingerprint + chunk set."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256("\n".join(c.id for c in chunks).encode()).hexdigest()[:16]
+    cache = settings.cache_dir / "finetune" / f"chunks-{embedder.fingerprint}-{digest}.npy"
+    if cache.is_file():
+        try:
+            vectors = np.load(cache)
+            if vectors.shape == (len(chunks), embedder.dim):
+                return vectors
+        except (OSError, ValueError):
+            pass
+    vectors = embedder.encode_documents(
+        [c.embedding_text() for c in chunks], batch_size=settings.models.embed_batch_size
+    )
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, cache)
+    return vectors
+
+
+def filter_candidates(
+    candidates: list[Candidate],
+    chunks_by_id: dict[str, Chunk],
+    all_chunks: Sequence[Chunk],
+    settings: Settings,
+    prompts: PromptSet,
+    report: filters.FilterReport,
+    *,
+    embedder=None,
+) -> list[Candidate]:
+    """Apply every filter of `finetune.filters`; counts go to `report`."""
+    cfg = settings.synth
+    examples = [q for style in prompts.styles.values() for _, q in style.examples]
+    kept: list[Candidate] = []
+    for cand in candidates:
+        style = cand.source.split(":", 1)[-1]
+        question = cand.source.startswith("llm:") and bool(
+            prompts.styles.get(style) and prompts.styles[style].question
+        )
+        reason = filters.check_query(
+            cand.query,
+            chunks_by_id[cand.chunk_id].text,
+            question=question,
+            min_words=cfg.min_query_words if cand.source.startswith("llm:") else 1,
+            max_words=min(cfg.max_query_words, KEYWORD_MAX_WORDS)
+            if cand.source == "llm:keyword"
+            else cfg.max_query_words,
+            max_copy_overlap=cfg.max_copy_overlap,
+            examples=examples if cand.source.startswith("llm:") else (),
+            copy_check=cand.source.startswith("llm:"),
+        )
+        if reason:
+            report.drop(reason)
+        else:
+            kept.append(cand)
+    # Duplicates: within a chunk near-duplicates; across chunks, an identical query is
+    # ambiguous (which chunk answers it?), so every copy goes.
+    by_chunk: dict[str, list[list[str]]] = defaultdict(list)
+    unique: list[Candidate] = []
+    for cand in kept:
+        if filters.dedupe([cand.query], threshold=cfg.near_duplicate, seen=by_chunk[cand.chunk_id])[
+            0
+        ]:
+            unique.append(cand)
+        else:
+            report.drop(filters.DUPLICATE)
+    owners: dict[str, set[str]] = defaultdict(set)
+    for cand in unique:
+        owners[filters.normalise(cand.query)].add(cand.chunk_id)
+    kept = []
+    for cand in unique:
+        if len(owners[filters.normalise(cand.query)]) > 1:
+            report.drop(filters.DUPLICATE)
+        else:
+            kept.append(cand)
+    # Round trip: the base retriever must already find the source chunk near the top.
+    k = cfg.consistency_top_k
+    if k > 0 and kept:
+        if embedder is None:
+            from rag_app.embedder import Embedder
+
+            embedder = Embedder.load(
+                settings.models.embedder,
+                device=settings.models.device,
+                trust_remote_code=settings.models.trust_remote_code,
+            )
+        passages = _embed_chunks(embedder, all_chunks, settings)
+        row_of = {c.id: i for i, c in enumerate(all_chunks)}
+        qvecs = embedder.encode_queries([c.query for c in kept])
+        ranks = filters.source_ranks(qvecs, passages, [row_of[c.chunk_id] for c in kept])
+        if cfg.consistency_bm25:
+            from rag_app.store.bm25 import BM25Index
+
+            index = BM25Index.build(list(all_chunks))
+            sparse = filters.bm25_ranks(index, [c.query for c in kept], [c.chunk_id for c in kept])
+        else:
+            sparse = [1] * len(kept)
+        survivors = []
+        for cand, rank, sparse_rank in zip(kept, ranks, sparse, strict=True):
+            if rank <= k and sparse_rank <= k:
+                survivors.append(
+                    Candidate(cand.query, cand.chunk_id, cand.doc_id, cand.source, rank)
+                )
+            else:
+                report.drop(filters.INCONSISTENT)
+        kept = survivors
+    # Per-chunk cap: best round-trip rank first, LLM styles and structure interleaved.
+    grouped: dict[str, list[Candidate]] = defaultdict(list)
+    for cand in kept:
+        grouped[cand.chunk_id].append(cand)
+    final: list[Candidate] = []
+    for cands in grouped.values():
+        cands.sort(key=lambda c: (c.rank or 0, c.source.startswith("structure")))
+        final.extend(cands[: cfg.keep_per_chunk])
+        if len(cands) > cfg.keep_per_chunk:
+            report.drop(filters.PER_CHUNK_CAP, len(cands) - cfg.keep_per_chunk)
+    order = {c.id: i for i, c in enumerate(all_chunks)}
+    final.sort(key=lambda c: (order[c.chunk_id], c.source, c.query))
+    report.kept = len(final)
+    report.by_source = Counter(c.source for c in final)
+    return final
+
+
+def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -> SynthReport:
+    """Generate, filter and save synthetic queries for the workspace's chunks.
+
+    `llm` defaults to `rag_app.llm.factory.build_llm(settings)`; with
+    `synth.llm_queries_per_chunk = 0` (or `llm.backend = "none"`) only structural queries
+    are made. Resumable: finished chunks in ``synth/raw.jsonl`` are not asked again.
+    """
+    began = time.perf_counter()
+    cfg = settings.synth
+    all_chunks = load_chunks(settings.chunks_path, settings.manifest_path)
+    chunks, skipped = select_chunks(all_chunks, settings)
+    prompts = load_prompts(cfg.prompts_file)
+    out_dir = settings.synth_dir
+    raw_path = out_dir / RAW_FILE
+    if llm is None and cfg.llm_queries_per_chunk > 0:
+        from rag_app.llm.factory import build_llm
+
+        llm = build_llm(settings)
+        if llm is None:
+            log.warning("llm.backend is 'none': structural pseudo-queries only")
+    rows, done_now, replies, llm_seconds = generate(
+        chunks, llm, prompts, settings, raw_path, progress=progress
+    )
+    version = prompts.version
+    candidates: list[Candidate] = []
+    report = filters.FilterReport()
+    llm_name = getattr(llm, "name", None) if llm is not None else None
+    if cfg.llm_queries_per_chunk and llm is not None:
+        for chunk in chunks:
+            row = rows.get(raw_key(chunk.id, version))
+            if row is None:
+                continue
+            for reply in row.get("replies", []):
+                report.generated += 1
+                query = filters.parse_query(reply.get("raw"))
+                if query is None:
+                    report.drop(filters.EMPTY)
+                    continue
+                candidates.append(
+                    Candidate(query, chunk.id, chunk.doc_id, f"llm:{reply.get('style', '?')}")
+                )
+    if cfg.structural_queries_per_chunk:
+        df, n_docs = document_frequencies(all_chunks)
+        for chunk in chunks:
+            made = structural_queries(chunk, df, n_docs, cfg.structural_queries_per_chunk)
+            report.generated += len(made)
+            candidates.extend(made)
+    by_id = {c.id: c for c in all_chunks}
+    kept = filter_candidates(
+        candidates, by_id, all_chunks, settings, prompts, report, embedder=embedder
+    )
+    out_path = out_dir / QUERIES_FILE
+    atomic_write_text(
+        out_path, "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in kept)
+    )
+    result = SynthReport(
+        chunks=len(chunks),
+        chunks_skipped=skipped,
+        chunks_generated=done_now,
+        llm_queries=replies,
+        seconds=time.perf_counter() - began,
+        llm_seconds=llm_seconds,
+        output=out_path,
+        llm_name=llm_name,
+        prompt_version=version,
+        filter=report,
+    )
+    atomic_write_json(out_dir / REPORT_FILE, result.as_dict())
+    return result
+
+
+def load_queries(settings: Settings) -> list[Candidate]:
+    """The kept synthetic queries of the last synth run (empty when there are none)."""
+    path = settings.synth_dir / QUERIES_FILE
+    if not path.is_file():
+        return []
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Candidate(**json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: {exc}; re-run `rag-app synth`") from exc
+    return out

@@ -1,0 +1,538 @@
+"""Fine-tune the embedder on (query, chunk) pairs (`rag-app finetune`).
+
+Recipe (sentence-transformers v5+): `SentenceTransformerTrainer` with
+`MultipleNegativesRankingLoss` (in-batch negatives plus mined hard negatives; the cached
+variant, GradCache, for large effective batches on small memory), optionally wrapped in
+`MatryoshkaLoss`; the `NO_DUPLICATES` batch sampler so a batch never holds the same passage
+twice (a duplicate would be a false in-batch negative). Defaults are conservative (one
+epoch, lr 2e-5, 10 % warmup) because issue 10 measured that more aggressive training on
+synthetic queries loses on real ones.
+
+Measured before and after with an `InformationRetrievalEvaluator` on the held-out split
+(whole corpus as the candidate set), with the best checkpoint kept. Whenever a labelled set
+exists (`finetune.labelled_eval`, else ``<corpus>/eval``) base and fine-tuned are also
+scored on it, never trained on: the run is "recommended" only when it does not lose there
+(and "unverified" when only synthetic validation exists).
+
+The result is a run folder ``models_dir/<name>/`` (see `finetune.registry`), written
+atomically, with ``run.json``, a model card, and the train / validation queries.
+
+Example:
+    >>> report = run(load_settings())
+    >>> report.name, report.metrics["val_mrr@10"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetune import model_card, registry, synth
+from finetune.split import (
+    Pair,
+    Passages,
+    check_no_leak,
+    load_general_pairs,
+    load_labelled,
+    split_pairs,
+)
+from rag_app.chunkstore import load_chunks
+from rag_app.config import Settings
+from rag_app.fsutil import atomic_write_text
+from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
+from rag_app.types import Chunk
+
+log = logging.getLogger(__name__)
+
+GUARD_METRIC = "mrr@10"
+METRICS = ("mrr@10", "ndcg@10", "accuracy@1", "accuracy@5", "recall@10")
+
+
+class NoTrainingDataError(RuntimeError):
+    """Nothing to train on: no synthetic queries and no labelled pairs."""
+
+
+@dataclass
+class TrainData:
+    """Everything a training run needs, prepared once (and reused by the reranker)."""
+
+    chunks: list[Chunk]
+    passages: Passages
+    train: list[Pair]
+    val: list[Pair]
+    general: list[tuple[str, str]] = field(default_factory=list)
+    sources: dict[str, int] = field(default_factory=dict)
+    synth_meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainReport:
+    name: str
+    kind: str
+    path: Path
+    metrics: dict[str, float]
+    recommended: bool
+    verified: bool
+    train_pairs: int
+    val_pairs: int
+    seconds: float
+    train_seconds: float
+    steps: int
+
+    batch_size: int = 16
+
+    @property
+    def pairs_per_s(self) -> float:
+        """Training examples processed a second (steps x batch size / time)."""
+        return self.steps * self.batch_size / self.train_seconds if self.train_seconds else 0.0
+
+    def summary(self) -> str:
+        def pair(key: str) -> str:
+            if key not in self.metrics:
+                return ""
+            base = self.metrics.get(f"{key}_base")
+            return f"{key} {base:.3f} -> {self.metrics[key]:.3f}" if base is not None else ""
+
+        keys = (f"val_{GUARD_METRIC}", f"labelled_{GUARD_METRIC}", "val_rerank_ndcg@10")
+        parts = [p for p in map(pair, keys) if p]
+        verdict = (
+            "recommended"
+            if self.recommended and self.verified
+            else "unverified (synthetic validation only)"
+            if self.recommended
+            else "NOT recommended (no gain on validation)"
+        )
+        return (
+            f"{self.kind} {self.name}: {self.train_pairs} train / {self.val_pairs} val pairs, "
+            f"{self.steps} steps in {self.train_seconds:.0f}s ({self.pairs_per_s:.1f} pairs/s); "
+            f"{'; '.join(parts)}; {verdict} -> {self.path}"
+        )
+
+
+# --- data ---------------------------------------------------------------------------------
+def prepare(settings: Settings) -> TrainData:
+    """Load chunks, synthetic queries and labelled pairs; split by document/chunk, seeded."""
+    cfg = settings.finetune
+    chunks = load_chunks(settings.chunks_path, settings.manifest_path)
+    passages = Passages.from_chunks(chunks)
+    pairs: list[Pair] = []
+    sources: dict[str, int] = defaultdict(int)
+    synth_meta: dict[str, Any] = {}
+    if cfg.use_synthetic:
+        known = {c.id: c.doc_id for c in chunks}
+        stale = 0
+        for cand in synth.load_queries(settings):
+            if cand.chunk_id not in known:
+                stale += 1
+                continue
+            pairs.append(Pair(cand.query, cand.chunk_id, known[cand.chunk_id], cand.source))
+            sources[cand.source] += 1
+        if stale:
+            log.warning("%d synthetic queries name chunks no longer ingested; skipped", stale)
+        report_file = settings.synth_dir / synth.REPORT_FILE
+        if report_file.is_file():
+            try:
+                synth_meta = json.loads(report_file.read_text(encoding="utf-8"))
+            except ValueError:
+                synth_meta = {}
+    for path in cfg.train_data:
+        labelled = load_labelled(Path(path), passages, chunks, split=cfg.train_data_split)
+        pairs.extend(labelled)
+        sources[f"labelled:{Path(path).name}"] += len(labelled)
+    if not pairs:
+        raise NoTrainingDataError(
+            f"no training pairs: run `rag-app synth` first (nothing in {settings.synth_dir}) "
+            "or give labelled pairs with finetune.train_data"
+        )
+    train, val = split_pairs(
+        pairs, val_fraction=cfg.val_fraction, by=cfg.split_by, seed=settings.seed
+    )
+    check_no_leak(train, val, cfg.split_by)
+    if not val:
+        raise NoTrainingDataError(
+            f"{len(pairs)} pairs from one {cfg.split_by}: too few to hold any out for validation"
+        )
+    general: list[tuple[str, str]] = []
+    if cfg.general_pairs and cfg.general_share > 0:
+        everything = load_general_pairs(cfg.general_pairs)
+        share = min(cfg.general_share, 0.9)
+        want = round(share / (1 - share) * len(train))
+        rng = random.Random(settings.seed)
+        general = rng.sample(everything, min(want, len(everything)))
+        sources["general"] = len(general)
+    return TrainData(chunks, passages, train, val, general, dict(sources), synth_meta)
+
+
+def ir_evaluator(pairs: Sequence[Pair], passages: Passages, name: str, batch_size: int = 32):
+    """An `InformationRetrievalEvaluator` over every passage, with `pairs` as the qrels."""
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+    queries: dict[str, str] = {}
+    relevant: dict[str, set[str]] = defaultdict(set)
+    qid_of: dict[str, str] = {}
+    for pair in pairs:
+        qid = qid_of.setdefault(pair.query, f"q{len(qid_of)}")
+        queries[qid] = pair.query
+        relevant[qid].add(pair.passage_id)
+    return InformationRetrievalEvaluator(
+        queries=queries,
+        corpus=dict(passages.text),
+        relevant_docs=dict(relevant),
+        name=name,
+        mrr_at_k=[10],
+        ndcg_at_k=[10],
+        accuracy_at_k=[1, 5, 10],
+        precision_recall_at_k=[10],
+        map_at_k=[10],
+        batch_size=batch_size,
+        show_progress_bar=False,
+        write_csv=False,
+    )
+
+
+def labelled_pairs_for_guard(
+    settings: Settings, chunks: Sequence[Chunk], passages: Passages
+) -> tuple[list[Pair], Path | None]:
+    """Pairs of the labelled guardrail set (every chunk of a relevant document counts)."""
+    path = settings.finetune.labelled_eval
+    if path is None:
+        default = Path(settings.corpus) / "eval"
+        if (default / "queries.jsonl").is_file() and (default / "qrels").is_dir():
+            path = default
+    if path is None:
+        return [], None
+    path = Path(path)
+    if any(Path(p).resolve() == path.resolve() for p in settings.finetune.train_data):
+        log.warning("labelled guardrail %s is also training data: not used as a guardrail", path)
+        return [], None
+    try:
+        queries = {
+            str(r["_id"]): r["text"]
+            for r in map(json.loads, (path / "queries.jsonl").read_text().splitlines())
+            if r
+        }
+        qrels_dir = path / "qrels"
+        split_file = next(
+            (qrels_dir / f"{s}.tsv" for s in ("test", "dev") if (qrels_dir / f"{s}.tsv").is_file()),
+            None,
+        )
+        if split_file is None:
+            return [], None
+        by_doc: dict[str, list[str]] = defaultdict(list)
+        for chunk in chunks:
+            by_doc[chunk.doc_id].append(chunk.id)
+        pairs: list[Pair] = []
+        missing = 0
+        for line in split_file.read_text(encoding="utf-8").splitlines():
+            parts = line.split("\t")
+            if len(parts) < 2 or parts[0] == "query-id" or parts[0] not in queries:
+                continue
+            if len(parts) > 2 and parts[2].strip() and int(parts[2]) <= 0:
+                continue
+            cid = parts[1]
+            ids = [cid] if cid in passages else by_doc.get(cid, [])
+            if not ids:
+                missing += 1
+            for pid in ids:
+                pairs.append(Pair(queries[parts[0]], pid, passages.doc[pid], "labelled"))
+        if missing:
+            log.warning("labelled guardrail: %d qrels name passages not in this workspace", missing)
+        return pairs, path
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("labelled guardrail %s unreadable (%s); skipped", path, exc)
+        return [], None
+
+
+def _scores(evaluator, model, prefix: str) -> dict[str, float]:
+    raw = evaluator(model)
+    out = {}
+    for metric in METRICS:
+        key = f"{evaluator.name}_cosine_{metric}"
+        if key in raw:
+            out[f"{prefix}_{metric}"] = float(raw[key])
+    return out
+
+
+def _freeze(model, layers: int) -> None:
+    """Freeze the embeddings and the lowest `layers` transformer layers."""
+    if layers <= 0:
+        return
+    auto = getattr(model[0], "auto_model", None)
+    if auto is None:
+        log.warning("freeze_layers: not a transformers model; nothing frozen")
+        return
+    for param in auto.embeddings.parameters():
+        param.requires_grad = False
+    encoder_layers = getattr(getattr(auto, "encoder", None), "layer", [])
+    for layer in list(encoder_layers)[:layers]:
+        for param in layer.parameters():
+            param.requires_grad = False
+
+
+def _loss(model, settings: Settings):
+    from sentence_transformers import losses
+
+    cfg = settings.finetune
+    if cfg.loss == "cached_mnrl":
+        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
+    else:
+        loss = losses.MultipleNegativesRankingLoss(model)
+    if cfg.matryoshka_dims:
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(cfg.matryoshka_dims))
+    return loss
+
+
+def _write_pairs(path: Path, pairs: Sequence[Pair]) -> None:
+    atomic_write_text(
+        path,
+        "".join(
+            json.dumps(
+                {
+                    "query": p.query,
+                    "chunk_id": p.passage_id,
+                    "doc_id": p.doc_id,
+                    "source": p.source,
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for p in pairs
+        ),
+    )
+
+
+def settings_record(settings: Settings) -> dict[str, Any]:
+    data = settings.finetune.model_dump(mode="json")
+    data["seed"] = settings.seed
+    data["base_model"] = settings.models.embedder
+    return data
+
+
+# --- training -----------------------------------------------------------------------------
+def train_embedder(
+    settings: Settings,
+    data: TrainData,
+    *,
+    name: str | None = None,
+    progress: bool = True,
+) -> TrainReport:
+    """Train, validate before/after, and publish a run folder; see the module docstring."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.training_args import BatchSamplers
+    from transformers import set_seed
+
+    from finetune import negatives
+    from rag_app.embedder import Embedder
+
+    began = time.perf_counter()
+    cfg = settings.finetune
+    set_seed(settings.seed)
+    resolved = resolve_embedder(settings.models.embedder)
+    device = resolve_device(settings.models.device)
+    name = registry.check_name(name or registry.new_run_name(resolved.spec, "embedder"))
+    if (settings.models_dir / name).exists():
+        raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
+
+    # The base model as the app serves it: mining and "before" scores use it, untouched.
+    base = Embedder.load(
+        settings.models.embedder,
+        device=device,
+        trust_remote_code=settings.models.trust_remote_code,
+    )
+    rows, mining = negatives.mine(
+        data.train,
+        data.passages,
+        base.model,
+        settings,
+        num_negatives=cfg.negatives_per_query if cfg.hard_negatives else 0,
+        cross_encoder=_cross_encoder(settings, device),
+        progress=progress,
+    )
+    if data.general:
+        width = max((len(r) for r in rows), default=2)
+        rng = random.Random(settings.seed)
+        for query, passage in data.general:  # no mined negative: a random domain one
+            extra = {"anchor": query, "positive": passage}
+            donor = rows[rng.randrange(len(rows))] if rows else {}
+            for i in range(1, width - 1):
+                extra[f"negative_{i}"] = donor.get(f"negative_{i}", passage)
+            rows.append(extra)
+        random.Random(settings.seed).shuffle(rows)
+    columns = list(rows[0].keys())
+    train_dataset = Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+
+    val_eval = ir_evaluator(data.val, data.passages, "val", settings.models.embed_batch_size)
+    guard_pairs, guard_path = labelled_pairs_for_guard(settings, data.chunks, data.passages)
+    guard_eval = (
+        ir_evaluator(guard_pairs, data.passages, "labelled", settings.models.embed_batch_size)
+        if guard_pairs
+        else None
+    )
+    metrics: dict[str, float] = {}
+    metrics.update({f"{k}_base": v for k, v in _scores(val_eval, base.model, "val").items()})
+    if guard_eval is not None:
+        metrics.update(
+            {f"{k}_base": v for k, v in _scores(guard_eval, base.model, "labelled").items()}
+        )
+
+    model = SentenceTransformer(
+        resolved.location, device=device, trust_remote_code=settings.models.trust_remote_code
+    )
+    model.max_seq_length = min(cfg.max_seq_length, model.max_seq_length or cfg.max_seq_length)
+    _freeze(model, cfg.freeze_layers)
+    loss = _loss(model, settings)
+
+    steps_per_epoch = max(1, -(-len(train_dataset) // cfg.batch_size))
+    eval_steps = cfg.eval_steps or steps_per_epoch
+    checkpoints = settings.workspace / "tmp" / f"{name}-checkpoints"
+    on_gpu = device.startswith("cuda")
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_val_cosine_{GUARD_METRIC}",
+        greater_is_better=True,
+        logging_steps=max(1, min(50, eval_steps)),
+        seed=settings.seed,
+        data_seed=settings.seed,
+        report_to="none",
+        use_cpu=device == "cpu",
+        fp16=on_gpu and not torch.cuda.is_bf16_supported(),
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        loss=loss,
+        evaluator=val_eval,
+    )
+    train_began = time.perf_counter()
+    try:
+        result = trainer.train()
+    finally:
+        train_seconds = time.perf_counter() - train_began
+    model = trainer.model
+    metrics.update(_scores(val_eval, model, "val"))
+    if guard_eval is not None:
+        metrics.update(_scores(guard_eval, model, "labelled"))
+
+    verified = guard_eval is not None
+    prefix = "labelled" if verified else "val"
+    after = metrics.get(f"{prefix}_{GUARD_METRIC}", 0.0)
+    before = metrics.get(f"{prefix}_{GUARD_METRIC}_base", 0.0)
+    recommended = after > before
+    record = {
+        "name": name,
+        "run_id": name,
+        "kind": "embedder",
+        "base_model": settings.models.embedder,
+        "base_fingerprint": base.fingerprint,
+        "base_weights": weights_fingerprint(resolved),
+        "created": registry.now_iso(),
+        "corpus": str(settings.corpus),
+        "metrics": metrics,
+        "recommended": recommended,
+        "verified": verified,
+        "validation": "labelled + synthetic" if verified else "synthetic",
+        "labelled_eval": str(guard_path) if guard_path else None,
+        "train_pairs": len(rows),
+        "val_pairs": len(data.val),
+        "train_file": "train.jsonl",
+        "val_file": "val.jsonl",
+        "data": {
+            "train_pairs": len(rows),
+            "val_pairs": len(data.val),
+            "passages": len(data.passages),
+            "labelled_guard_pairs": len(guard_pairs),
+            **{f"source {k}": v for k, v in sorted(data.sources.items())},
+            **{f"negatives {k}": v for k, v in mining.as_dict().items()},
+        },
+        "llm": data.synth_meta.get("llm"),
+        "prompt_version": data.synth_meta.get("prompt_version"),
+        "steps": int(result.global_step),
+        "train_seconds": round(train_seconds, 1),
+        "pairs_per_s": round(_seen(result, cfg.batch_size) / train_seconds, 2)
+        if train_seconds
+        else 0,
+        "device": device,
+        "seed": settings.seed,
+        "settings": settings_record(settings),
+    }
+    with registry.staged_run(settings, name) as folder:
+        model.save(str(folder), safe_serialization=True)
+        _write_pairs(folder / "train.jsonl", data.train)
+        _write_pairs(folder / "val.jsonl", data.val)
+        model_card.write(folder, record)
+        registry.write_record(folder, record)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    # Where the eval harness looks for the held-out split of the latest run.
+    _write_pairs(settings.synth_dir / "train.jsonl", data.train)
+    _write_pairs(settings.synth_dir / "val.jsonl", data.val)
+    return TrainReport(
+        name=name,
+        kind="embedder",
+        path=settings.models_dir / name,
+        metrics=metrics,
+        recommended=recommended,
+        verified=verified,
+        train_pairs=len(rows),
+        val_pairs=len(data.val),
+        seconds=time.perf_counter() - began,
+        train_seconds=train_seconds,
+        steps=int(result.global_step),
+        batch_size=cfg.batch_size,
+    )
+
+
+def _seen(result, batch_size: int) -> int:
+    """Training examples processed (steps x batch size)."""
+    return int(result.global_step) * batch_size
+
+
+def _cross_encoder(settings: Settings, device: str):
+    spec = settings.finetune.negatives_cross_encoder
+    if not spec:
+        return None
+    if spec.strip().lower() == "auto":
+        run = registry.latest_reranker(settings)
+        if run is None:
+            log.warning("negatives_cross_encoder=auto but no trained reranker; not used")
+            return None
+        spec = str(run.path)
+    from rag_app.rerank import Reranker
+
+    return Reranker.load(spec, device=device).model
+
+
+def run(settings: Settings, *, name: str | None = None, progress: bool = True) -> TrainReport:
+    """Prepare the data and fine-tune the embedder (`rag-app finetune`)."""
+    return train_embedder(settings, prepare(settings), name=name, progress=progress)

@@ -1,0 +1,229 @@
+"""Synthetic query generation: real SmolLM2 (embedded backend), resume after SIGKILL, filters.
+
+The LLM tests keep generation tiny (a few tokens, a handful of chunks); the dequantised
+model is cached once per session and shared by every test workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from finetune import filters, synth
+from rag_app import chunkstore
+from rag_app.types import Chunk
+
+REPO = Path(__file__).resolve().parents[1]
+
+DOCS = {
+    "pumps/hyd-pump.md": (
+        "Hydraulic Pump Overhaul",
+        [
+            (
+                "Interval",
+                "The engine-driven hydraulic pump EDP-3 is overhauled every 6,000 flight hours or 8 years, whichever comes first.",
+            ),
+            (
+                "Removal",
+                "Depressurise the green system, cap the pressure and case drain lines, and remove the four mounting nuts of pump EDP-3.",
+            ),
+        ],
+    ),
+    "tyres/pressure.md": (
+        "Tyre Pressure Checks",
+        [
+            (
+                "Nose tyres",
+                "Nose tyres are inflated with dry nitrogen to 5.5 bar cold, with the aircraft loaded on its wheels.",
+            ),
+            (
+                "Daily check",
+                "Tyre pressure is checked daily before the first flight with a calibrated gauge; a loss above 10 percent is reported.",
+            ),
+        ],
+    ),
+    "stores/shelf-life.md": (
+        "Shelf-Life Items in Stores",
+        [
+            (
+                "Sealants",
+                "Two-part sealant PR-1422 has a shelf life of 9 months at or below 27 degrees; expired kits are quarantined.",
+            ),
+            (
+                "Labels",
+                "Every shelf-life item carries a green label with the batch number and the expiry date written by stores.",
+            ),
+        ],
+    ),
+    "tools/torque.md": (
+        "Torque Wrench Calibration",
+        [
+            (
+                "Interval",
+                "Click-type torque wrenches are calibrated every 12 months or after 5,000 clicks, whichever comes first.",
+            ),
+            (
+                "Dropped tools",
+                "A dropped torque wrench is withdrawn from service and sent to the calibration laboratory before further use.",
+            ),
+        ],
+    ),
+}
+
+
+def make_chunks() -> list[Chunk]:
+    chunks = []
+    for doc_id, (title, sections) in DOCS.items():
+        for i, (heading, text) in enumerate(sections):
+            chunks.append(
+                Chunk(
+                    id=f"{doc_id.split('/')[0]}-{i}",
+                    doc_id=doc_id,
+                    text=f"## {heading}\n\n{text}",
+                    title=title,
+                    heading_path=f"{title} > {heading}",
+                )
+            )
+    return chunks
+
+
+@pytest.fixture(scope="session")
+def llm_cache(tmp_path_factory):
+    """One dequantised-model cache for every test workspace of the session."""
+    return tmp_path_factory.mktemp("synth-llm-cache")
+
+
+@pytest.fixture
+def workspace(tmp_path, llm_cache, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    chunks = make_chunks()
+    chunkstore.save(ws / "chunks.jsonl", ws / "ingest-manifest.json", chunks, {"source": "test"})
+    (ws / "cache").mkdir()
+    (ws / "cache" / "llm").symlink_to(llm_cache, target_is_directory=True)
+    return ws
+
+
+def settings_for(ws: Path, **synth_overrides):
+    from rag_app.config import load_settings
+
+    base = {
+        "llm_queries_per_chunk": 2,
+        "structural_queries_per_chunk": 0,
+        "max_new_tokens": 8,
+        "batch_size": 1,
+        "consistency_top_k": 0,
+        "min_chunk_words": 5,
+    }
+    base.update(synth_overrides)
+    return load_settings(workspace=ws, synth=base, llm={"backend": "embedded"})
+
+
+def test_read_raw_repairs_a_truncated_last_line(tmp_path):
+    path = tmp_path / "raw.jsonl"
+    good = [{"key": f"c{i}:v", "chunk_id": f"c{i}", "replies": []} for i in range(3)]
+    synth.append_rows(path, good)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"key": "c3:v", "chunk_id": "c3", "repl')  # killed mid-write
+    rows = synth.read_raw(path)
+    assert sorted(rows) == ["c0:v", "c1:v", "c2:v"]
+    assert path.read_text(encoding="utf-8").endswith("}\n")  # the partial line is gone
+    synth.append_rows(path, [{"key": "c3:v", "chunk_id": "c3", "replies": []}])
+    assert sorted(synth.read_raw(path)) == ["c0:v", "c1:v", "c2:v", "c3:v"]
+
+
+def test_structural_queries_only_no_llm(workspace):
+    """With no LLM queries asked, structure alone yields filtered, consistent pairs."""
+    settings = settings_for(
+        workspace, llm_queries_per_chunk=0, structural_queries_per_chunk=2, consistency_top_k=2
+    )
+    report = synth.run(settings, progress=False)
+    kept = synth.load_queries(settings)
+    assert report.filter.generated == 16
+    assert report.filter.kept == len(kept) > 0
+    dropped = sum(report.filter.dropped.values())
+    assert report.filter.generated == report.filter.kept + dropped
+    assert all(c.source.startswith("structure:") and 1 <= c.rank <= 2 for c in kept)
+    queries = [c.query for c in kept]
+    assert any("EDP-3" in q for q in queries)  # codes kept whole as glossary terms
+    saved = json.loads((settings.synth_dir / "report.json").read_text())
+    assert saved["kept"] == len(kept)
+
+
+_CHILD = """
+import sys
+from rag_app.config import load_settings
+from finetune import synth
+settings = load_settings(workspace=sys.argv[1], llm={"backend": "embedded"}, synth={
+    "llm_queries_per_chunk": 2, "structural_queries_per_chunk": 0, "max_new_tokens": 8,
+    "batch_size": 1, "consistency_top_k": 0, "min_chunk_words": 5})
+synth.run(settings, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_real_llm(workspace):
+    """Kill a synth run mid-way, damage its last line, re-run: every chunk exactly once."""
+    raw = workspace / "synth" / synth.RAW_FILE
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(workspace)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            if raw.is_file() and raw.read_bytes().count(b"\n") >= 2:
+                break
+            if child.poll() is not None:
+                pytest.fail(f"synth child exited early: {child.stderr.read().decode()[-2000:]}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("synth child wrote nothing in time")
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    before = synth.read_raw(raw)
+    assert 2 <= len(before) < 8, "killed too late to test resuming"
+    with raw.open("a", encoding="utf-8") as handle:
+        handle.write('{"key": "tyres-0:x", "replies": [{"style": "ke')  # a torn last write
+
+    from rag_app.llm.factory import build_llm
+
+    settings = settings_for(workspace, structural_queries_per_chunk=1, consistency_top_k=3)
+    llm = build_llm(settings)
+    report = synth.run(settings, llm=llm, progress=False)
+
+    lines = raw.read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]  # every line parses: the torn one is gone
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == 8  # no duplicate, no missing chunk
+    assert {r["chunk_id"] for r in rows} == {c.id for c in make_chunks()}
+    assert report.chunks_generated == 8 - len(before)  # finished chunks were not redone
+    assert report.llm_queries == 2 * report.chunks_generated
+    assert all(len(r["replies"]) == 2 for r in rows)
+    assert {rep["style"] for r in rows for rep in r["replies"]} == {"keyword", "question"}
+    # Filtering accounts for every candidate, and survivors passed the round trip.
+    f = report.filter
+    assert f.generated == 8 * 2 + 8
+    assert f.generated == f.kept + sum(f.dropped.values())
+    kept = synth.load_queries(settings)
+    assert len(kept) == f.kept
+    assert all(c.rank is not None and c.rank <= 3 for c in kept)
+    assert all(filters.parse_query(c.query) == c.query for c in kept if c.source.startswith("llm"))
+
+    # A third run has nothing left to ask the LLM.
+    again = synth.run(settings, llm=llm, progress=False)
+    assert again.chunks_generated == 0 and again.llm_queries == 0
+    assert len(raw.read_text(encoding="utf-8").splitlines()) == 8
