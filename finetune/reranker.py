@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 
 from finetune import model_card, registry
-from finetune.train import TrainData, TrainReport, _write_pairs, settings_record
+from finetune.train import TrainData, TrainReport, _warmup, _write_pairs, settings_record
 from rag_app.config import Settings
 from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
 
@@ -152,7 +152,7 @@ def train_reranker(
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.reranker_batch_size,
         learning_rate=cfg.reranker_learning_rate,
-        warmup_ratio=cfg.warmup_ratio,
+        **_warmup(cfg.warmup_ratio),
         weight_decay=cfg.weight_decay,
         eval_strategy="steps",
         eval_steps=eval_steps,

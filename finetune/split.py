@@ -153,6 +153,8 @@ def _load_beir(path: Path, passages: Passages, chunks: Sequence[Chunk], split: s
             for line in handle:
                 if line.strip():
                     row = json.loads(line)
+                    if str(row["_id"]) in passages:  # already a workspace chunk: keep it
+                        continue
                     title = row.get("title") or ""
                     text = f"{title}\n{row['text']}" if title else row["text"]
                     passages.add(str(row["_id"]), text, str(row["_id"]))

@@ -173,7 +173,12 @@ def prepare(settings: Settings) -> TrainData:
 
 def ir_evaluator(pairs: Sequence[Pair], passages: Passages, name: str, batch_size: int = 32):
     """An `InformationRetrievalEvaluator` over every passage, with `pairs` as the qrels."""
-    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+    try:  # sentence-transformers >= 6 moved the evaluators
+        from sentence_transformers.sentence_transformer.evaluation import (
+            InformationRetrievalEvaluator,
+        )
+    except ImportError:  # pragma: no cover - 5.x
+        from sentence_transformers.evaluation import InformationRetrievalEvaluator
 
     queries: dict[str, str] = {}
     relevant: dict[str, set[str]] = defaultdict(set)
@@ -278,7 +283,10 @@ def _freeze(model, layers: int) -> None:
 
 
 def _loss(model, settings: Settings):
-    from sentence_transformers import losses
+    try:
+        from sentence_transformers.sentence_transformer import losses
+    except ImportError:  # pragma: no cover - 5.x
+        from sentence_transformers import losses
 
     cfg = settings.finetune
     if cfg.loss == "cached_mnrl":
@@ -332,7 +340,11 @@ def train_embedder(
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.training_args import BatchSamplers
+
+    try:
+        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    except ImportError:  # pragma: no cover - 5.x
+        from sentence_transformers.training_args import BatchSamplers
     from transformers import set_seed
 
     from finetune import negatives
@@ -407,8 +419,8 @@ def train_embedder(
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
-        warmup_ratio=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
+        **_warmup(cfg.warmup_ratio),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         eval_strategy="steps",
         eval_steps=eval_steps,
@@ -511,6 +523,15 @@ def train_embedder(
         steps=int(result.global_step),
         batch_size=cfg.batch_size,
     )
+
+
+def _warmup(ratio: float) -> dict[str, float]:
+    """Transformers 5 takes a warmup ratio as a float `warmup_steps`; 4.x as `warmup_ratio`."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"warmup_steps": ratio}
+    return {"warmup_ratio": ratio}  # pragma: no cover
 
 
 def _seen(result, batch_size: int) -> int:

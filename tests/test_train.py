@@ -1,0 +1,236 @@
+"""Split, labelled-pair import, and short real training runs (MiniLM embedder and reranker).
+
+The training fixture is the beir_tiny passages as workspace chunks (topic = document):
+`rag-app synth` makes structural pseudo-queries from them (no LLM), training runs a few
+steps, and beir_tiny's hand-written test queries are the labelled guardrail.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES
+
+from finetune import model_card, registry, synth, train
+from finetune.split import Pair, Passages, check_no_leak, load_labelled, split_pairs
+from rag_app import chunkstore
+from rag_app.types import Chunk
+
+TINY = FIXTURES / "beir_tiny"
+
+
+def _pairs(n_docs=12, chunks_per_doc=3, queries_per_chunk=2):
+    return [
+        Pair(f"q {d} {c} {q}", f"d{d}c{c}", f"doc{d}")
+        for d in range(n_docs)
+        for c in range(chunks_per_doc)
+        for q in range(queries_per_chunk)
+    ]
+
+
+@pytest.mark.parametrize("by", ["document", "chunk"])
+def test_split_has_no_chunk_or_document_in_both_sets(by):
+    pairs = _pairs()
+    train_pairs, val = split_pairs(pairs, val_fraction=0.25, by=by, seed=7)
+    assert len(train_pairs) + len(val) == len(pairs)
+    assert not {p.passage_id for p in train_pairs} & {p.passage_id for p in val}
+    if by == "document":
+        assert not {p.doc_id for p in train_pairs} & {p.doc_id for p in val}
+    check_no_leak(train_pairs, val, by)
+    assert 0.15 <= len(val) / len(pairs) <= 0.35
+    again = split_pairs(pairs, val_fraction=0.25, by=by, seed=7)
+    assert again == (train_pairs, val)  # seeded: reproducible
+    other = split_pairs(pairs, val_fraction=0.25, by=by, seed=8)
+    assert other != (train_pairs, val)
+
+
+def test_split_keeps_both_sides_non_empty_and_detects_leaks():
+    pairs = _pairs(n_docs=2, chunks_per_doc=1)
+    train_pairs, val = split_pairs(pairs, val_fraction=0.9, by="document", seed=1)
+    assert train_pairs and val
+    with pytest.raises(ValueError, match="both train and validation"):
+        check_no_leak(pairs[:2], pairs[1:3], "document")
+    with pytest.raises(ValueError, match="split_by"):
+        split_pairs(pairs, val_fraction=0.2, by="sentence")
+
+
+def tiny_chunks() -> list[Chunk]:
+    chunks = []
+    for line in (TINY / "corpus.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        chunks.append(
+            Chunk(id=row["_id"], doc_id=row["title"].lower(), text=row["text"], title=row["title"])
+        )
+    return chunks
+
+
+def test_load_labelled_beir_and_csv(tmp_path):
+    chunks = tiny_chunks()
+    passages = Passages.from_chunks(chunks)
+    pairs = load_labelled(TINY, passages, chunks, split="test")
+    assert pairs and all(p.source == "labelled" and p.passage_id in passages for p in pairs)
+    assert {p.doc_id for p in pairs} <= {c.doc_id for c in chunks}
+
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text(
+        "query,passage_id\nwhat inhaler stops an asthma attack,p02\nanemia treatment,anemia\n",
+        encoding="utf-8",
+    )
+    by_csv = load_labelled(csv_path, passages, chunks)
+    assert by_csv[0].passage_id == "p02"
+    # A document id maps to that document's best BM25 chunk.
+    assert by_csv[1].doc_id == "anemia" and by_csv[1].passage_id in {"p03", "p04"}
+    csv_path.write_text("query,passage_id\nx,nope\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown passage id"):
+        load_labelled(csv_path, passages, chunks)
+
+
+@pytest.fixture
+def tiny_settings(settings_factory):
+    settings = settings_factory(
+        corpus=str(FIXTURES / "beir_tiny"),
+        synth={"llm_queries_per_chunk": 0, "structural_queries_per_chunk": 2, "min_chunk_words": 3},
+        finetune={
+            "batch_size": 8,
+            "max_steps": 6,
+            "eval_steps": 3,
+            "learning_rate": 5e-5,
+            "warmup_ratio": 0.0,
+            "negatives_range_min": 1,
+            "labelled_eval": str(TINY),
+            "reranker_batch_size": 8,
+            "reranker_negatives": 1,
+            "reranker_max_length": 128,
+            "max_seq_length": 128,
+        },
+    )
+    ws = settings.workspace
+    ws.mkdir(parents=True, exist_ok=True)
+    chunkstore.save(settings.chunks_path, settings.manifest_path, tiny_chunks(), {})
+    report = synth.run(settings, progress=False)
+    assert report.filter.kept >= 20
+    return settings
+
+
+@pytest.mark.slow
+def test_train_embedder_publishes_a_complete_run(tiny_settings):
+    from rag_app.embedder import Embedder
+    from rag_app.registry import list_runs
+
+    settings = tiny_settings
+    data = train.prepare(settings)
+    assert data.train and data.val
+    check_no_leak(data.train, data.val, "document")
+    report = train.train_embedder(settings, data, name="tiny-ft", progress=False)
+
+    run_dir = settings.models_dir / "tiny-ft"
+    assert report.path == run_dir and run_dir.is_dir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["name"] == record["run_id"] == "tiny-ft"
+    assert record["kind"] == "embedder"
+    assert record["base_model"] == "all-MiniLM-L6-v2"
+    assert record["train_pairs"] == len(data.train) and record["val_pairs"] == len(data.val)
+    assert record["verified"] is True  # beir_tiny's labelled queries were scored
+    assert isinstance(record["recommended"], bool)
+    for key in ("val_mrr@10", "val_mrr@10_base", "labelled_mrr@10", "labelled_mrr@10_base"):
+        assert 0.0 <= record["metrics"][key] <= 1.0
+    assert record["settings"]["max_steps"] == 6
+    card = (run_dir / "README.md").read_text()
+    assert "tiny-ft" in card and "labelled_mrr@10" in card and "$" not in card.split("```")[0]
+    assert (run_dir / "train.jsonl").is_file() and (run_dir / "val.jsonl").is_file()
+    assert (settings.synth_dir / "val.jsonl").is_file()
+    assert not list((settings.workspace / "tmp").glob("*"))  # staging and checkpoints gone
+
+    tuned = Embedder.load(str(run_dir), device="cpu")
+    base = Embedder.load("all-MiniLM-L6-v2", device="cpu")
+    assert tuned.name == "tiny-ft" and tuned.fingerprint != base.fingerprint
+    assert tuned.encode_queries(["asthma inhaler"]).shape == (1, 384)
+    assert [r.name for r in list_runs(settings)] == ["tiny-ft"]
+    assert registry.resolve_run(settings, "latest", kind="embedder").path == run_dir
+    with pytest.raises(FileExistsError):
+        train.train_embedder(settings, data, name="tiny-ft", progress=False)
+
+
+@pytest.mark.slow
+def test_training_raises_mrr_on_its_own_pairs(settings_factory):
+    """The loop learns: a few steps teach form codes the base model cannot know."""
+    from rag_app.embedder import Embedder
+
+    settings = settings_factory(
+        finetune={"batch_size": 10, "max_steps": 12, "learning_rate": 2e-4, "max_seq_length": 96}
+    )
+    chunks = tiny_chunks()
+    passages = Passages.from_chunks(chunks)
+    pairs = [Pair(f"form {7 * i + 3:03d}", c.id, c.doc_id) for i, c in enumerate(chunks)]
+    data = train.TrainData(chunks, passages, pairs, pairs)
+    report = train.train_embedder(settings, data, name="memorise", progress=False)
+    m = report.metrics
+    assert m["val_mrr@10"] > m["val_mrr@10_base"] + 0.05
+    assert report.recommended and not report.verified  # no labelled guardrail here
+    Embedder.load(str(report.path), device="cpu")
+
+
+def test_a_failed_run_leaves_nothing_behind(tiny_settings, monkeypatch):
+    from rag_app.registry import list_runs
+
+    settings = tiny_settings
+    with (
+        pytest.raises(RuntimeError, match="disk full"),
+        registry.staged_run(settings, "broken") as folder,
+    ):
+        (folder / "model.safetensors").write_bytes(b"half a model")
+        raise RuntimeError("disk full")
+    with (
+        pytest.raises(RuntimeError, match=r"no run\.json"),
+        registry.staged_run(settings, "no-record") as folder,
+    ):
+        (folder / "model.safetensors").write_bytes(b"weights, no record")
+    assert not settings.models_dir.exists() or not any(settings.models_dir.iterdir())
+    assert not any((settings.workspace / "tmp").iterdir())
+    assert list_runs(settings) == []
+    with pytest.raises(ValueError, match="run name"), registry.staged_run(settings, "../escape"):
+        pass
+
+
+def test_model_card_says_unverified_without_labelled_set():
+    record = {
+        "name": "x",
+        "kind": "embedder",
+        "metrics": {"val_mrr@10": 0.8, "val_mrr@10_base": 0.7},
+        "recommended": True,
+        "verified": False,
+        "settings": {"split_by": "document"},
+    }
+    text = model_card.render(record)
+    assert "Unverified" in text and "| val_mrr@10 | 0.7000 | 0.8000 | +0.1000 |" in text
+    record.update(recommended=False)
+    assert "Not recommended" in model_card.render(record)
+
+
+def test_prepare_without_data_says_what_to_run(settings_factory):
+    settings = settings_factory()
+    chunkstore.save(settings.chunks_path, settings.manifest_path, tiny_chunks(), {})
+    with pytest.raises(train.NoTrainingDataError, match="rag-app synth"):
+        train.prepare(settings)
+
+
+@pytest.mark.slow
+def test_train_reranker_is_a_trained_cross_encoder(tiny_settings):
+    from finetune.reranker import train_reranker
+    from rag_app.rerank import Reranker, check_trained, find_trained_reranker
+
+    settings = tiny_settings
+    data = train.prepare(settings)
+    report = train_reranker(settings, data, name="tiny-rr", progress=False)
+    run_dir = Path(report.path)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["kind"] == "reranker" and record["name"] == "tiny-rr"
+    assert {"val_rerank_ndcg@10", "val_rerank_ndcg@10_base"} <= set(record["metrics"])
+    assert record["beats_no_rerank"] == report.recommended
+    check_trained(run_dir)  # a real, trained head (the serving side refuses untrained ones)
+    assert find_trained_reranker(settings) == run_dir
+    reranker = Reranker.load(str(run_dir), device="cpu", max_length=128)
+    scores = reranker.score("asthma inhaler", ["Asthma is treated with inhalers.", "Gout pain."])
+    assert scores.shape == (2,)
