@@ -116,6 +116,9 @@ def finetune_cmd(
     no_synthetic: Annotated[
         bool, typer.Option("--no-synthetic", help="Train on --train-data only.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retrain even if an identical run exists.")
+    ] = False,
 ) -> None:
     """Fine-tune the embedder (and the reranker) on synthetic / labelled pairs."""
     from finetune import reranker as reranker_mod
@@ -156,12 +159,18 @@ def finetune_cmd(
             f"(split by {settings.finetune.split_by}); sources {data.sources}"
         )
         if embedder:
-            report = train.train_embedder(settings, data, name=name, progress=progress)
+            found = None
+            if not force and name is None:
+                fingerprint = train.data_fingerprint(settings, data, "embedder")
+                found = train.existing_run(settings, fingerprint, "embedder")
+            report = found or train.train_embedder(settings, data, name=name, progress=progress)
             typer.echo(report.summary())
             typer.echo(f"next: rag-app index --model {report.path}")
         if do_reranker:
             rname = f"{name}-reranker" if name and embedder else name
-            report = reranker_mod.train_reranker(settings, data, name=rname, progress=progress)
+            report = reranker_mod.run(
+                settings, name=rname, progress=progress, force=force, data=data
+            )
             typer.echo(report.summary())
             if report.recommended:
                 typer.echo("use it with models.reranker = 'auto' (or the path above)")

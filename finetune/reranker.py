@@ -25,7 +25,16 @@ import time
 from collections import defaultdict
 
 from finetune import model_card, registry
-from finetune.train import TrainData, TrainReport, _warmup, _write_pairs, settings_record
+from finetune.train import (
+    TrainData,
+    TrainReport,
+    _warmup,
+    _write_pairs,
+    data_fingerprint,
+    existing_run,
+    prepare,
+    settings_record,
+)
 from rag_app.config import Settings
 from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
 
@@ -213,6 +222,7 @@ def train_reranker(
             "val_queries": len(samples),
             **{f"negatives {k}": v for k, v in mining.as_dict().items()},
         },
+        "data_fingerprint": data_fingerprint(settings, data, "reranker"),
         "steps": int(result.global_step),
         "train_seconds": round(train_seconds, 1),
         "pairs_per_s": round(int(result.global_step) * cfg.reranker_batch_size / train_seconds, 2)
@@ -243,3 +253,20 @@ def train_reranker(
         steps=int(result.global_step),
         batch_size=cfg.reranker_batch_size,
     )
+
+
+def run(
+    settings: Settings,
+    *,
+    name: str | None = None,
+    progress: bool = True,
+    force: bool = False,
+    data: TrainData | None = None,
+) -> TrainReport:
+    """Prepare the data (unless given) and train the reranker; reuses an identical run."""
+    data = data if data is not None else prepare(settings)
+    if not force and name is None:
+        found = existing_run(settings, data_fingerprint(settings, data, "reranker"), "reranker")
+        if found is not None:
+            return found
+    return train_reranker(settings, data, name=name, progress=progress)

@@ -88,6 +88,7 @@ class TrainReport:
     steps: int
 
     batch_size: int = 16
+    reused: bool = False  # an identical earlier run was found; nothing was trained
 
     @property
     def pairs_per_s(self) -> float:
@@ -110,6 +111,11 @@ class TrainReport:
             if self.recommended
             else "NOT recommended (no gain on validation)"
         )
+        if self.reused:
+            return (
+                f"{self.kind} {self.name}: already trained on the same data and settings "
+                f"(use --force to retrain); {'; '.join(parts)}; {verdict} -> {self.path}"
+            )
         return (
             f"{self.kind} {self.name}: {self.train_pairs} train / {self.val_pairs} val pairs, "
             f"{self.steps} steps in {self.train_seconds:.0f}s ({self.pairs_per_s:.1f} pairs/s); "
@@ -490,6 +496,7 @@ def train_embedder(
         },
         "llm": data.synth_meta.get("llm"),
         "prompt_version": data.synth_meta.get("prompt_version"),
+        "data_fingerprint": data_fingerprint(settings, data, "embedder"),
         "steps": int(result.global_step),
         "train_seconds": round(train_seconds, 1),
         "pairs_per_s": round(_seen(result, cfg.batch_size) / train_seconds, 2)
@@ -554,6 +561,56 @@ def _cross_encoder(settings: Settings, device: str):
     return Reranker.load(spec, device=device).model
 
 
-def run(settings: Settings, *, name: str | None = None, progress: bool = True) -> TrainReport:
-    """Prepare the data and fine-tune the embedder (`rag-app finetune`)."""
-    return train_embedder(settings, prepare(settings), name=name, progress=progress)
+def data_fingerprint(settings: Settings, data: TrainData, kind: str) -> str:
+    """Identifies a training job: base weights, pairs, split and hyper-parameters."""
+    import hashlib
+
+    digest = hashlib.sha256(kind.encode())
+    digest.update(weights_fingerprint(resolve_embedder(settings.models.embedder)).encode())
+    digest.update(json.dumps(settings_record(settings), sort_keys=True, default=str).encode())
+    for side in (data.train, data.val):
+        for pair in side:
+            digest.update(f"{pair.query}\0{pair.passage_id}\n".encode())
+        digest.update(b"--")
+    for query, passage in data.general:
+        digest.update(f"{query}\0{passage}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def existing_run(settings: Settings, fingerprint: str, kind: str) -> TrainReport | None:
+    """The report of a finished run of the same job, so re-running does not retrain."""
+    for found in reversed(registry.list_runs(settings, kind=kind)):
+        record = found.record
+        if record.get("data_fingerprint") == fingerprint:
+            return TrainReport(
+                name=found.name,
+                kind=kind,
+                path=found.path,
+                metrics=dict(found.metrics),
+                recommended=bool(record.get("recommended")),
+                verified=bool(record.get("verified")),
+                train_pairs=int(record.get("train_pairs", 0)),
+                val_pairs=int(record.get("val_pairs", 0)),
+                seconds=0.0,
+                train_seconds=float(record.get("train_seconds", 0.0)),
+                steps=int(record.get("steps", 0)),
+                batch_size=int((record.get("settings") or {}).get("batch_size", 16)),
+                reused=True,
+            )
+    return None
+
+
+def run(
+    settings: Settings, *, name: str | None = None, progress: bool = True, force: bool = False
+) -> TrainReport:
+    """Prepare the data and fine-tune the embedder (`rag-app finetune`).
+
+    When a run with the same base model, data and settings exists it is returned instead
+    (`reused=True`), unless `force`.
+    """
+    data = prepare(settings)
+    if not force and name is None:
+        found = existing_run(settings, data_fingerprint(settings, data, "embedder"), "embedder")
+        if found is not None:
+            return found
+    return train_embedder(settings, data, name=name, progress=progress)

@@ -227,3 +227,19 @@ def test_resume_after_sigkill_real_llm(workspace):
     again = synth.run(settings, llm=llm, progress=False)
     assert again.chunks_generated == 0 and again.llm_queries == 0
     assert len(raw.read_text(encoding="utf-8").splitlines()) == 8
+
+
+def test_synth_cli_structural_only(workspace):
+    from typer.testing import CliRunner
+
+    from rag_app.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["synth", "-w", str(workspace), "--per-chunk", "0", "--structural", "1", "--llm", "none"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "synth: 8 chunks" in result.output and "kept" in result.output
+    assert (workspace / "synth" / "queries.jsonl").is_file()
+    missing = CliRunner().invoke(app, ["synth", "-w", str(workspace / "nothing"), "--llm", "none"])
+    assert missing.exit_code == 1 and "rag-app ingest" in missing.output

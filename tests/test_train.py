@@ -151,6 +151,18 @@ def test_train_embedder_publishes_a_complete_run(tiny_settings):
     assert registry.resolve_run(settings, "latest", kind="embedder").path == run_dir
     with pytest.raises(FileExistsError):
         train.train_embedder(settings, data, name="tiny-ft", progress=False)
+    again = train.run(settings, progress=False)  # same data and settings: nothing retrained
+    assert again.reused and again.path == run_dir and "already trained" in again.summary()
+
+    from typer.testing import CliRunner
+
+    from rag_app.cli import app
+
+    listed = CliRunner().invoke(app, ["models", "-w", str(settings.workspace)])
+    assert listed.exit_code == 0, listed.output
+    assert "tiny-ft  [embedder" in listed.output and "val_mrr@10" in listed.output
+    as_json = CliRunner().invoke(app, ["models", "-w", str(settings.workspace), "--json"])
+    assert json.loads(as_json.output)[0]["kind"] == "embedder"
 
 
 @pytest.mark.slow
