@@ -325,6 +325,18 @@ def source_ranks(
     return ranks
 
 
+def source_margins(query_vectors, passage_vectors, source_rows: Sequence[int]) -> list[float]:
+    """Score of each query's source passage minus the best other passage's score."""
+    import numpy as np
+
+    scores = np.asarray(query_vectors) @ np.asarray(passage_vectors).T
+    out = []
+    for i, row in enumerate(source_rows):
+        others = np.delete(scores[i], row)
+        out.append(float(scores[i, row] - (others.max() if others.size else -1.0)))
+    return out
+
+
 def bm25_ranks(index, queries: Sequence[str], source_ids: Sequence[str]) -> list[int]:
     """1-based rank of each query's source chunk under a `rag_app.store.bm25.BM25Index`."""
     import numpy as np

@@ -464,7 +464,14 @@ def filter_candidates(
         passages = _embed_chunks(embedder, all_chunks, settings)
         row_of = {c.id: i for i, c in enumerate(all_chunks)}
         qvecs = embedder.encode_queries([c.query for c in kept])
-        ranks = filters.source_ranks(qvecs, passages, [row_of[c.chunk_id] for c in kept])
+        rows = [row_of[c.chunk_id] for c in kept]
+        ranks = filters.source_ranks(qvecs, passages, rows)
+        if cfg.consistency_margin > 0:
+            margins = filters.source_margins(qvecs, passages, rows)
+            ranks = [
+                r if m >= cfg.consistency_margin else k + 1
+                for r, m in zip(ranks, margins, strict=True)
+            ]
         if cfg.consistency_bm25:
             from rag_app.store.bm25 import BM25Index
 

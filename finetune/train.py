@@ -109,6 +109,8 @@ class TrainReport:
             if self.recommended and self.verified
             else "unverified (synthetic validation only)"
             if self.recommended
+            else "NOT recommended (no gain on the labelled set)"
+            if self.verified
             else "NOT recommended (no gain on validation)"
         )
         if self.reused:
@@ -459,6 +461,8 @@ def train_embedder(
     finally:
         train_seconds = time.perf_counter() - train_began
     model = trainer.model
+    if cfg.merge_alpha < 1.0:
+        merge_weights(model, base.model, cfg.merge_alpha)
     metrics.update(_scores(val_eval, model, "val"))
     if guard_eval is not None:
         metrics.update(_scores(guard_eval, model, "labelled"))
@@ -530,6 +534,22 @@ def train_embedder(
         steps=int(result.global_step),
         batch_size=cfg.batch_size,
     )
+
+
+def merge_weights(model, base_model, alpha: float) -> None:
+    """Weight-space ensemble (WiSE-FT, Wortsman et al. 2022): alpha x tuned + (1 - alpha) x base.
+
+    Interpolating back toward the base keeps most of an in-domain gain while undoing much of
+    the damage on queries unlike the training ones (issue 10's failure mode).
+    """
+    import torch
+
+    base_state = base_model.state_dict()
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            other = base_state.get(key)
+            if other is not None and tensor.is_floating_point() and other.shape == tensor.shape:
+                tensor.mul_(alpha).add_(other.to(tensor.device, tensor.dtype), alpha=1 - alpha)
 
 
 def _warmup(ratio: float) -> dict[str, float]:

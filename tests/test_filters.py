@@ -106,6 +106,8 @@ def test_source_ranks_counts_better_passages():
     passages = np.eye(3, dtype=np.float32)
     queries = np.array([[0.9, 0.1, 0.0], [0.9, 0.1, 0.0]], dtype=np.float32)
     assert filters.source_ranks(queries, passages, [0, 1]) == [1, 2]
+    margins = filters.source_margins(queries, passages, [0, 1])
+    assert margins == pytest.approx([0.8, -0.8])
 
 
 def test_filter_report_counts_by_reason():

@@ -201,7 +201,10 @@ def test_resume_after_sigkill_real_llm(workspace):
 
     from rag_app.llm.factory import build_llm
 
-    settings = settings_for(workspace, structural_queries_per_chunk=1, consistency_top_k=3)
+    # The batch size is not part of a row's key: resume the rest in one batch.
+    settings = settings_for(
+        workspace, structural_queries_per_chunk=1, consistency_top_k=3, batch_size=8
+    )
     llm = build_llm(settings)
     report = synth.run(settings, llm=llm, progress=False)
 

@@ -246,3 +246,18 @@ def test_train_reranker_is_a_trained_cross_encoder(tiny_settings):
     reranker = Reranker.load(str(run_dir), device="cpu", max_length=128)
     scores = reranker.score("asthma inhaler", ["Asthma is treated with inhalers.", "Gout pain."])
     assert scores.shape == (2,)
+
+
+def test_merge_weights_interpolates_floating_tensors():
+    import torch
+
+    tuned, base = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        tuned.weight.fill_(1.0)
+        base.weight.fill_(3.0)
+        tuned.bias.fill_(0.0)
+        base.bias.fill_(-2.0)
+    train.merge_weights(tuned, base, 0.25)
+    assert torch.allclose(tuned.weight, torch.full((2, 2), 2.5))
+    assert torch.allclose(tuned.bias, torch.full((2,), -1.5))
+    assert torch.allclose(base.weight, torch.full((2, 2), 3.0))  # the base is untouched
