@@ -150,6 +150,11 @@ class SynthSettings(BaseModel):
     consistency_top_k: int = Field(
         2, ge=0, description="Keep a query if its chunk ranks in the base top k (0 = off)."
     )
+    consistency_margin: float = Field(
+        0.0,
+        ge=0,
+        description="If > 0: also require rank 1 with this cosine margin over the runner-up.",
+    )
     consistency_bm25: bool = Field(
         False, description="Also require the chunk in BM25's top consistency_top_k."
     )
@@ -172,6 +177,12 @@ class FinetuneSettings(BaseModel):
         default_factory=list, description="e.g. [384, 256, 128]; empty: no MatryoshkaLoss."
     )
     freeze_layers: int = Field(0, ge=0, description="Freeze embeddings + this many layers.")
+    merge_alpha: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Keep alpha x fine-tuned + (1 - alpha) x base weights (WiSE-FT); 1 = off.",
+    )
     val_fraction: float = Field(0.2, gt=0, lt=1)
     split_by: Literal["chunk", "document"] = "document"
     use_synthetic: bool = True
@@ -187,11 +198,6 @@ class FinetuneSettings(BaseModel):
     negatives_per_query: int = Field(1, ge=0, le=16)
     negatives_range_min: int = Field(3, ge=0, description="Skip the base model's top ranks.")
     negatives_range_max: int = Field(30, ge=1)
-    consistency_margin: float = Field(
-        0.0,
-        ge=0,
-        description="If > 0: also require rank 1 with this cosine margin over the runner-up.",
-    )
     negatives_relative_margin: float = Field(
         0.05, ge=0, lt=1, description="Negative score must be below (1 - m) x positive's."
     )
@@ -214,12 +220,6 @@ class FinetuneSettings(BaseModel):
 class Settings(BaseSettings):
     """The effective configuration of one project (corpus + workspace)."""
 
-    merge_alpha: float = Field(
-        1.0,
-        gt=0,
-        le=1,
-        description="Keep alpha x fine-tuned + (1 - alpha) x base weights (WiSE-FT); 1 = off.",
-    )
     model_config = SettingsConfigDict(
         env_prefix="RAG_APP_",
         env_nested_delimiter="__",
