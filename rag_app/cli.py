@@ -119,6 +119,10 @@ def index_cmd(
         str | None,
         typer.Option(help="Embedder: bundled name, fine-tuned run dir, or hub id."),
     ] = None,
+    dim: Annotated[
+        int | None,
+        typer.Option(help="Index vectors truncated to N dimensions (Matryoshka), own collection."),
+    ] = None,
 ) -> None:
     """Build or refresh the BM25 index and the model's Chroma collection (resumable)."""
     from rag_app import index
@@ -128,7 +132,7 @@ def index_cmd(
 
     settings = _settings(config, workspace=workspace)
     try:
-        report = index.run(settings, model=model, progress=sys.stderr.isatty())
+        report = index.run(settings, model=model, progress=sys.stderr.isatty(), dim=dim)
     except (
         NotIngestedError,
         CorruptWorkspaceError,
@@ -136,14 +140,17 @@ def index_cmd(
         ModelMismatchError,
         ChromaUnavailableError,
         RuntimeError,
+        ValueError,
     ) as exc:
         _fail(str(exc))
     typer.echo(
-        f"indexed {report.chunks} chunks for {report.model} ({report.fingerprint}): "
+        f"indexed {report.chunks} chunks for {report.model} ({report.fingerprint}, "
+        f"dim {report.dim}): "
         f"embedded {report.embedded}, deleted {report.deleted}, "
         f"metadata updated {report.metadata_updated}, BM25 {report.bm25} "
         f"in {report.seconds:.1f}s"
         + (f" ({report.chunks_per_s:.1f} chunks/s)" if report.embedded else "")
+        + (f"; {report.reused} truncated from the full-dim index" if report.reused else "")
     )
     if not report.changed:
         typer.echo("index is up to date: nothing to do")
@@ -167,6 +174,13 @@ def search_cmd(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
+    dim: Annotated[
+        int | None, typer.Option(help="Embedding dimension (one indexed with --dim).")
+    ] = None,
+    rescore: Annotated[
+        bool | None,
+        typer.Option("--rescore/--no-rescore", help="Truncated dim: rescore at full dim."),
+    ] = None,
 ) -> None:
     """Retrieve passages for a query and show each stage's score and rank."""
     from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
@@ -182,7 +196,14 @@ def search_cmd(
     settings = _settings(config, workspace=workspace, retrieval={"top_k": k})
     try:
         flt = parse_filter(filters)
-        retriever = build_retriever(settings, model=model, mode=mode, rerank=rerank)  # type: ignore[arg-type]
+        retriever = build_retriever(
+            settings,
+            model=model,
+            mode=mode,  # type: ignore[arg-type]
+            rerank=rerank,
+            dim=dim,
+            rescore=rescore,
+        )
         hits = retriever.retrieve(query, k=settings.retrieval.top_k, filters=flt)
     except (
         FilterError,

@@ -93,6 +93,22 @@ class RetrievalSettings(BaseModel):
     chroma_url: str | None = Field(
         None, description="Chroma server (e.g. http://127.0.0.1:8000); embedded when unset."
     )
+    dim: int | None = Field(
+        None,
+        ge=8,
+        description="Serve embedders truncated to this many dimensions (Matryoshka); "
+        "needs `rag-app index --dim N`. None: the model's full dimension.",
+    )
+    model_dims: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per-model dimension, by model spec or run name; overrides `dim`.",
+    )
+    rescore: bool = Field(
+        False, description="Truncated dim: rescore the top candidates with full-dim vectors."
+    )
+    rescore_candidates: int = Field(
+        50, ge=1, description="Candidates fetched at the truncated dim before rescoring."
+    )
 
 
 class ServerSettings(BaseModel):
@@ -111,6 +127,27 @@ class ServerSettings(BaseModel):
             if ":" not in entry or entry.startswith(":"):
                 raise ValueError("auth entries must look like 'user:password'")
         return value
+
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="User name -> the groups it belongs to (for access_policy).",
+    )
+    access_policy: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Chunk `access` value -> groups allowed to read it ('*': every logged-in "
+        "user). 'public' and chunks without `access` are readable by everyone; any other "
+        "value only by the groups listed here. Empty: no enforcement. Needs `auth`.",
+    )
+
+    @model_validator(mode="after")
+    def _policy_needs_login(self) -> ServerSettings:
+        if self.access_policy and not self.auth:
+            raise ValueError(
+                "server.access_policy is set but server.auth is empty: without a login the "
+                "chat cannot tell users apart, so it refuses to serve. Set server.auth "
+                "(RAG_APP_SERVER__AUTH='[\"user:password\"]') or remove the policy."
+            )
+        return self
 
 
 class SynthSettings(BaseModel):

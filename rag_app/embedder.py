@@ -67,12 +67,25 @@ class Embedder:
         model: the underlying `sentence_transformers.SentenceTransformer`.
     """
 
-    def __init__(self, model, *, name: str, spec: str, fingerprint: str, dim: int) -> None:
+    def __init__(
+        self,
+        model,
+        *,
+        name: str,
+        spec: str,
+        fingerprint: str,
+        dim: int,
+        truncate_dim: int | None = None,
+        full: Embedder | None = None,
+    ) -> None:
         self.model = model
         self.name = name
         self.spec = spec
         self.fingerprint = fingerprint
         self.dim = dim
+        self.truncate_dim = truncate_dim
+        # the same weights at their native dimension (self when not truncated)
+        self.full: Embedder = full or self
 
     def __repr__(self) -> str:
         return f"Embedder({self.fingerprint}, dim={self.dim}, device={self.model.device})"
@@ -86,7 +99,36 @@ class Embedder:
         trust_remote_code: bool = False,
         truncate_dim: int | None = None,
     ) -> Embedder:
-        """Load (once per process) the model a spec resolves to; see `rag_app.models`."""
+        """Load (once per process) the model a spec resolves to; see `rag_app.models`.
+
+        `truncate_dim` (Matryoshka) keeps the first N dimensions of every vector (then
+        re-normalises): same weights, shared with the full model, but its own fingerprint
+        (`...-dN`) and so its own collection. A `truncate_dim` equal to the native dimension
+        is the full model; a larger one is a ValueError.
+        """
+        if truncate_dim is not None:
+            full = cls.load(spec, device=device, trust_remote_code=trust_remote_code)
+            if truncate_dim == full.dim:
+                return full
+            if not 1 <= truncate_dim < full.dim:
+                raise ValueError(
+                    f"{full.name} has {full.dim} dimensions; cannot truncate to {truncate_dim}"
+                )
+            key = ("truncated", full.fingerprint, str(full.model.device), truncate_dim)
+            with _LOCK:
+                cached = _CACHE.get(key)
+                if cached is None or cached.full is not full:
+                    cached = cls(
+                        full.model,
+                        name=full.name,
+                        spec=spec,
+                        fingerprint=f"{full.fingerprint}-d{truncate_dim}",
+                        dim=truncate_dim,
+                        truncate_dim=truncate_dim,
+                        full=full,
+                    )
+                    _CACHE[key] = cached
+                return cached
         resolved = resolve_embedder(spec)
         offline_env_for(resolved)
         device = resolve_device(device)
@@ -104,10 +146,7 @@ class Embedder:
             from sentence_transformers import SentenceTransformer
 
             model = SentenceTransformer(
-                resolved.location,
-                device=device,
-                trust_remote_code=trust_remote_code,
-                truncate_dim=truncate_dim,
+                resolved.location, device=device, trust_remote_code=trust_remote_code
             )
             model.eval()
             getter = (
@@ -117,8 +156,6 @@ class Embedder:
             dim = int(getter())
             name = model_display_name(resolved)
             fingerprint = f"{_slug(name)}-{weights_fingerprint(resolved)}"
-            if truncate_dim:
-                fingerprint += f"-d{dim}"
             embedder = cls(model, name=name, spec=spec, fingerprint=fingerprint, dim=dim)
             log.info("loaded embedder %s on %s", fingerprint, device)
             _CACHE[key] = embedder
@@ -136,6 +173,7 @@ class Embedder:
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
+            truncate_dim=self.truncate_dim,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
@@ -167,10 +205,18 @@ class Embedder:
                     normalize_embeddings=True,
                     convert_to_numpy=True,
                     show_progress_bar=False,
+                    truncate_dim=self.truncate_dim,
                 )
                 bar.update(len(idx))
         bar.close()
         return out
+
+
+def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """The first `dim` dimensions of (unit) vectors, re-normalised to unit length."""
+    cut = np.asarray(vectors, dtype=np.float32)[..., :dim]
+    norms = np.linalg.norm(cut, axis=-1, keepdims=True)
+    return np.ascontiguousarray(cut / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def clear_cache() -> None:

@@ -5,6 +5,10 @@ batches that are upserted as soon as they are encoded, so a run killed half-way 
 what it did and the next run embeds the rest. Chunks no longer in the workspace are
 deleted; metadata edited without a text change (front matter) is refreshed in place.
 Re-running with nothing changed does nothing and says so.
+
+`dim` (Matryoshka) indexes the model's vectors truncated to their first `dim` dimensions in
+a collection of its own; when the full-dimension collection already holds a chunk, its
+stored vector is truncated instead of embedding the text again.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from rag_app import chunkstore
 from rag_app.config import Settings
-from rag_app.embedder import Embedder
+from rag_app.embedder import Embedder, truncate
 from rag_app.filters import chroma_metadata
 from rag_app.store.bm25 import BM25Index
-from rag_app.store.chroma import VectorStore
+from rag_app.store.chroma import ModelMismatchError, NotIndexedError, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,8 @@ class IndexReport:
     fingerprint: str
     chunks: int
     embedded: int = 0
+    dim: int = 0
+    reused: int = 0  # truncated from the full-dimension collection instead of embedded
     deleted: int = 0
     metadata_updated: int = 0
     bm25: str = "loaded"  # "loaded", "built" or "rebuilt" (was damaged)
@@ -73,12 +81,24 @@ def _workspace_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run(settings: Settings, model: str | None = None, progress: bool = True) -> IndexReport:
-    """Bring the BM25 index and `model`'s collection up to date with the workspace chunks."""
+def run(
+    settings: Settings,
+    model: str | None = None,
+    progress: bool = True,
+    dim: int | None = None,
+) -> IndexReport:
+    """Bring the BM25 index and `model`'s collection up to date with the workspace chunks.
+
+    `dim`: index at this truncated (Matryoshka) dimension; default `retrieval.model_dims` /
+    `retrieval.dim`, else the model's full dimension.
+    """
     from tqdm.auto import tqdm
+
+    from rag_app.retrieve import resolve_dim
 
     started = time.perf_counter()
     spec = model or settings.models.embedder
+    dim = dim if dim is not None else resolve_dim(settings, spec)
     chunks = chunkstore.load_chunks(settings.chunks_path, settings.manifest_path)
     with _workspace_lock(settings.workspace / ".index.lock"):
         _, bm25_status = BM25Index.load_or_build(settings.bm25_dir, chunks)
@@ -86,6 +106,7 @@ def run(settings: Settings, model: str | None = None, progress: bool = True) -> 
             spec,
             device=settings.models.device,
             trust_remote_code=settings.models.trust_remote_code,
+            truncate_dim=dim,
         )
         store = VectorStore.open(
             settings,
@@ -94,12 +115,26 @@ def run(settings: Settings, model: str | None = None, progress: bool = True) -> 
             create=True,
             model_name=embedder.name,
             model_spec=spec,
+            base_fingerprint=embedder.full.fingerprint,
+            truncate_dim=embedder.truncate_dim,
         )
+        full_store = None
+        if embedder.truncate_dim:
+            with contextlib.suppress(NotIndexedError, ModelMismatchError):
+                full_store = VectorStore.open(
+                    settings,
+                    embedder.full.fingerprint,
+                    embedder.full.dim,
+                    create=False,
+                    model_name=embedder.name,
+                    model_spec=spec,
+                )
         report = IndexReport(
             model=embedder.name,
             fingerprint=embedder.fingerprint,
             chunks=len(chunks),
             bm25=bm25_status,
+            dim=embedder.dim,
         )
         wanted = {c.id: c for c in chunks}
         present = store.ids()
@@ -132,9 +167,14 @@ def run(settings: Settings, model: str | None = None, progress: bool = True) -> 
         ) as bar:
             for start in range(0, len(missing), UPSERT_EVERY):
                 part = missing[start : start + UPSERT_EVERY]
-                vectors = embedder.encode_documents(
-                    [c.embedding_text() for c in part], batch_size=batch_size
-                )
+                stored = full_store.embeddings([c.id for c in part]) if full_store else {}
+                if stored and len(stored) == len(part):
+                    vectors = truncate(np.stack([stored[c.id] for c in part]), embedder.dim)
+                    report.reused += len(part)
+                else:
+                    vectors = embedder.encode_documents(
+                        [c.embedding_text() for c in part], batch_size=batch_size
+                    )
                 store.upsert(part, vectors)
                 report.embedded += len(part)
                 bar.update(len(part))

@@ -136,23 +136,58 @@ class BM25Retriever:
 
 
 class DenseRetriever:
-    """Vector retrieval: the embedder's query vector against its own Chroma collection."""
+    """Vector retrieval: the embedder's query vector against its own Chroma collection.
 
-    def __init__(self, embedder: Embedder, store: VectorStore, corpus: Corpus) -> None:
+    With `rescore_store` (the same weights' full-dimension collection) and a truncated
+    (Matryoshka) embedder, the top `rescore_candidates` found at the truncated dimension are
+    re-ordered by their full-dimension cosine; the query is encoded once, at full dimension.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        corpus: Corpus,
+        rescore_store: VectorStore | None = None,
+        rescore_candidates: int = 50,
+    ) -> None:
         store.check(embedder.fingerprint, embedder.dim, embedder.name)
+        if rescore_store is not None:
+            rescore_store.check(embedder.full.fingerprint, embedder.full.dim, embedder.name)
         self.embedder = embedder
         self.store = store
         self.corpus = corpus
+        self.rescore_store = rescore_store
+        self.rescore_candidates = rescore_candidates
         self._warned_stale = False
 
     def describe(self) -> str:
+        if self.rescore_store is not None:
+            return f"dense({self.embedder.fingerprint}, rescored at dim {self.embedder.full.dim})"
         return f"dense({self.embedder.fingerprint})"
 
+    def _search(self, query: str, k: int, where: dict | None) -> list[tuple[str, float]]:
+        if self.rescore_store is None:
+            return self.store.query(self.embedder.encode_queries([query])[0], k, where=where)
+        from rag_app.embedder import truncate
+
+        full = self.embedder.full.encode_queries([query])[0]
+        found = self.store.query(
+            truncate(full, self.embedder.dim), max(k, self.rescore_candidates), where=where
+        )
+        vectors = self.rescore_store.embeddings([cid for cid, _ in found])
+        rescored = sorted(
+            ((cid, float(vectors[cid] @ full)) for cid, _ in found if cid in vectors),
+            key=lambda pair: -pair[1],
+        )
+        # a candidate missing from the full-dimension index keeps its place after the others
+        rest = [(cid, score) for cid, score in found if cid not in vectors]
+        return (rescored + rest)[:k]
+
     def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
-        vector = self.embedder.encode_queries([query])[0]
         where = filters.to_chroma() if filters else None
         hits = []
-        for cid, score in self.store.query(vector, k, where=where):
+        for cid, score in self._search(query, k, where):
             chunk = self.corpus.by_id.get(cid)
             if chunk is None:  # indexed chunk no longer in the workspace
                 if not self._warned_stale:
@@ -281,11 +316,26 @@ def _describe(retriever: object) -> str:
 
 
 # --- factory --------------------------------------------------------------------------------
+def resolve_dim(settings: Settings, model: str | None = None) -> int | None:
+    """The serving dimension of a model: `retrieval.model_dims` (by spec, or by the run's
+    directory name), else `retrieval.dim`, else None (the model's full dimension)."""
+    from pathlib import Path
+
+    spec = model or settings.models.embedder
+    dims = settings.retrieval.model_dims
+    for key in (spec, Path(spec).name):
+        if key in dims:
+            return dims[key]
+    return settings.retrieval.dim
+
+
 def build_retriever(
     settings: Settings,
     model: str | None = None,
     mode: Mode = "hybrid",
     rerank: bool | None = None,
+    dim: int | None = None,
+    rescore: bool | None = None,
 ) -> Retriever:
     """The retriever the settings describe, for `model` (default: `models.embedder`).
 
@@ -293,6 +343,8 @@ def build_retriever(
     is available (the reason is in the retriever's `notes`); `rerank=True` raises
     `RerankerUnavailableError` instead. A model without an index raises
     `rag_app.store.chroma.NotIndexedError` naming the `rag-app index --model ...` command.
+    `dim` serves the embedder truncated to that (indexed) dimension (default: `resolve_dim`);
+    `rescore` (default `retrieval.rescore`) re-orders its candidates at full dimension.
     """
     if mode not in ("bm25", "dense", "hybrid"):
         raise ValueError(f"unknown retrieval mode {mode!r}; use bm25, dense or hybrid")
@@ -302,7 +354,7 @@ def build_retriever(
     if mode == "bm25":
         retriever = BM25Retriever(corpus)
     else:
-        dense = build_dense(settings, corpus, model)
+        dense = build_dense(settings, corpus, model, dim=dim, rescore=rescore)
         if mode == "dense":
             retriever = dense
         else:
@@ -331,21 +383,51 @@ def build_retriever(
     return retriever
 
 
-def build_dense(settings: Settings, corpus: Corpus, model: str | None = None) -> DenseRetriever:
-    """A dense retriever for `model`, refusing a model whose collection does not exist."""
+def build_dense(
+    settings: Settings,
+    corpus: Corpus,
+    model: str | None = None,
+    *,
+    dim: int | None = None,
+    rescore: bool | None = None,
+) -> DenseRetriever:
+    """A dense retriever for `model` (at `dim`), refusing one whose collection does not exist.
+
+    Rescoring needs the full-dimension collection too (`rag-app index --model M`).
+    """
     from rag_app.embedder import Embedder
     from rag_app.store.chroma import VectorStore
 
     spec = model or settings.models.embedder
+    dim = dim if dim is not None else resolve_dim(settings, spec)
     embedder = Embedder.load(
-        spec, device=settings.models.device, trust_remote_code=settings.models.trust_remote_code
+        spec,
+        device=settings.models.device,
+        trust_remote_code=settings.models.trust_remote_code,
+        truncate_dim=dim,
     )
-    store = VectorStore.open(
-        settings,
-        embedder.fingerprint,
-        embedder.dim,
-        create=False,
-        model_name=embedder.name,
-        model_spec=spec,
+
+    def open_store(emb: Embedder) -> VectorStore:
+        return VectorStore.open(
+            settings,
+            emb.fingerprint,
+            emb.dim,
+            create=False,
+            model_name=emb.name,
+            model_spec=spec,
+            base_fingerprint=emb.full.fingerprint,
+            truncate_dim=emb.truncate_dim,
+        )
+
+    store = open_store(embedder)
+    use_rescore = settings.retrieval.rescore if rescore is None else rescore
+    rescore_store = None
+    if use_rescore and embedder.truncate_dim:
+        rescore_store = open_store(embedder.full)
+    return DenseRetriever(
+        embedder,
+        store,
+        corpus,
+        rescore_store=rescore_store,
+        rescore_candidates=settings.retrieval.rescore_candidates,
     )
-    return DenseRetriever(embedder, store, corpus)

@@ -76,9 +76,10 @@ def _embedding_function_class():
     return PrecomputedEmbeddings
 
 
-def index_command(model_spec: str | None) -> str:
-    """The command that (re)builds the index for a model."""
-    return f"rag-app index --model {model_spec}" if model_spec else "rag-app index"
+def index_command(model_spec: str | None, dim: int | None = None) -> str:
+    """The command that (re)builds the index for a model (at a truncated dimension)."""
+    command = f"rag-app index --model {model_spec}" if model_spec else "rag-app index"
+    return command + (f" --dim {dim}" if dim else "")
 
 
 def client_for(settings: Settings):
@@ -151,17 +152,21 @@ class VectorStore:
         *,
         model_name: str = "",
         model_spec: str = "",
+        base_fingerprint: str | None = None,
+        truncate_dim: int | None = None,
     ) -> VectorStore:
         """The collection for a fingerprint; created when `create`, else it must exist.
 
         Raises `ModelMismatchError` when the collection holds another dimension, or (with
         `create=False`) when only an index of the same model with other weights exists;
-        `NotIndexedError` when this model has no index at all.
+        `NotIndexedError` when this model has no index at all, or none at this truncated
+        dimension (`base_fingerprint` / `truncate_dim`: the same weights at full dimension).
         """
         client = client_for(settings)
         name = embedder_fingerprint
         spec = model_spec or model_name
-        command = index_command(spec)
+        command = index_command(spec, truncate_dim)
+        base = base_fingerprint or embedder_fingerprint
         ef = _embedding_function_class()()
         existing = {c.name: c for c in client.list_collections()}
         if name in existing:
@@ -175,12 +180,28 @@ class VectorStore:
                     "model_name": model_name or embedder_fingerprint,
                     "model_spec": spec,
                     "dim": int(dim),
+                    "base_fingerprint": base,
+                    "truncate_dim": int(truncate_dim or 0),
                     "created_by": "rag-app",
                     "schema": SCHEMA_VERSION,
                 },
                 embedding_function=ef,
             )
         else:
+            dims = sorted(
+                {
+                    int(m.get("dim") or 0)
+                    for m in (c.metadata or {} for c in existing.values())
+                    if base in (m.get("base_fingerprint"), m.get("fingerprint"))
+                },
+                reverse=True,
+            )
+            if dims:
+                raise NotIndexedError(
+                    f"no dense index of {model_name or base} at dimension {dim} (indexed "
+                    f"dimensions: {', '.join(map(str, dims))}); build it with `{command}` "
+                    "or pick an indexed dimension"
+                )
             same_model = [
                 c
                 for c in existing.values()
@@ -287,6 +308,19 @@ class VectorStore:
                 return out
             offset += _PAGE
 
+    def embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by id (ids not in the collection are left out)."""
+        out: dict[str, np.ndarray] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), _PAGE):
+            got = self.collection.get(ids=ids[start : start + _PAGE], include=["embeddings"])
+            vectors = got.get("embeddings")
+            if vectors is None:
+                continue
+            for cid, vec in zip(got["ids"], vectors, strict=True):
+                out[cid] = np.asarray(vec, dtype=np.float32)
+        return out
+
     def metadatas(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         ids = list(ids)
@@ -315,3 +349,15 @@ class VectorStore:
 
     def __repr__(self) -> str:
         return f"VectorStore({self.fingerprint}, dim={self.dim})"
+
+
+def indexed_dims(settings: Settings, base_fingerprint: str) -> list[int]:
+    """Dimensions indexed for one model's weights (full and Matryoshka-truncated), largest
+    first."""
+    dims = set()
+    for collection in client_for(settings).list_collections():
+        meta = collection.metadata or {}
+        mine = base_fingerprint in (meta.get("base_fingerprint"), meta.get("fingerprint"))
+        if mine and meta.get("dim"):
+            dims.add(int(meta["dim"]))
+    return sorted(dims, reverse=True)

@@ -3,6 +3,11 @@
 Per-session state lives in the components themselves (chat history, retriever choice,
 filters), never in module globals, so concurrent users cannot see each other's choices.
 All the work is done by `ChatService`; this module only lays out widgets and wires them.
+
+Every endpoint that returns passages (the chat `ask`, `compare`, the `/search` API) takes
+the logged-in user from `gr.Request.username` and passes it to the service, which applies
+`server.access_policy` before retrieval (see `rag_app.access`). A policy without
+`server.auth` is refused at start.
 """
 
 from __future__ import annotations
@@ -24,11 +29,39 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 log = logging.getLogger(__name__)
 
 FILTER_FIELDS = ("doc_type", "department")
+DATE_FIELD = "effective_date"
 MODES = [("Hybrid (BM25 + dense)", "hybrid"), ("Dense only", "dense"), ("BM25 only", "bm25")]
 
 
-def _filter_specs(values: dict[str, list[str] | None]) -> list[str]:
-    return [f"{key}={','.join(v)}" for key, v in values.items() if v]
+def _filter_specs(
+    values: dict[str, list[str] | None], date_from: str | None = None, date_to: str | None = None
+) -> list[str]:
+    specs = [f"{key}={','.join(v)}" for key, v in values.items() if v]
+    if date_from and date_from.strip():
+        specs.append(f"{DATE_FIELD}>={date_from.strip()}")
+    if date_to and date_to.strip():
+        specs.append(f"{DATE_FIELD}<={date_to.strip()}")
+    return specs
+
+
+def _wants_request(fn: Any, request_type: Any) -> Any:
+    """Resolve the `request` annotation (a string under `from __future__ import annotations`,
+    and gradio is imported lazily) so Gradio recognises the parameter and injects the
+    `gr.Request` rather than treating it as an input."""
+    fn.__annotations__["request"] = request_type
+    return fn
+
+
+def _split_extra(extra: tuple, n_filters: int) -> tuple[tuple, tuple]:
+    """(filter dropdown values, (dim, date from, date to)) from a handler's extra inputs;
+    missing trailing values (older API clients) default to None."""
+    tail = (*extra[n_filters:], None, None, None)
+    return tuple(extra[:n_filters]), tail[:3]
+
+
+def _user(request: Any) -> str | None:
+    """The logged-in user of a Gradio request (None without auth)."""
+    return getattr(request, "username", None) or None
 
 
 def _build_filter(specs: list[str]):
@@ -44,11 +77,21 @@ def build_app(settings: Settings, service: ChatService | None = None):
     import gradio as gr
 
     service = service or ChatService(settings)
+    check_access_config(settings)
     options = service.options()
     choices = [(o.label, o.key) for o in options]
     tuned = service.default_finetuned()
     can_rerank, rerank_reason = service.reranker_status()
     filter_values = service.filter_values(FILTER_FIELDS)
+    has_dates = bool(service.filter_values((DATE_FIELD,)))
+    try:
+        dims = service.dims(BASELINE)
+    except Exception as exc:  # no index yet: the first question says what to run
+        log.info("no indexed dimensions: %s", exc)
+        dims = []
+    from rag_app.retrieve import resolve_dim
+
+    default_dim = resolve_dim(settings) or (dims[0] if dims else None)
 
     with gr.Blocks(title="rag-app: domain chat") as demo:
         gr.Markdown("## Ask the knowledge base")
@@ -90,6 +133,27 @@ def build_app(settings: Settings, service: ChatService | None = None):
                     )
                     for key, values in filter_values.items()
                 }
+                dim = gr.Dropdown(
+                    [(f"{d} (full)" if i == 0 else str(d), d) for i, d in enumerate(dims)],
+                    value=default_dim if default_dim in dims else None,
+                    label="Embedding dimension",
+                    info="Matryoshka truncation; index more with `rag-app index --dim N`.",
+                    visible=len(dims) > 1,
+                    elem_id="dim",
+                )
+                with gr.Row(visible=has_dates):
+                    date_from = gr.Textbox(
+                        label=f"{DATE_FIELD} from",
+                        value="",
+                        placeholder="YYYY-MM-DD",
+                        elem_id="date-from",
+                    )
+                    date_to = gr.Textbox(
+                        label=f"{DATE_FIELD} to",
+                        value="",
+                        placeholder="YYYY-MM-DD",
+                        elem_id="date-to",
+                    )
                 sources = gr.Markdown(elem_id="sources")
 
         with gr.Accordion("Compare baseline and fine-tuned", open=tuned is not None):
@@ -107,22 +171,30 @@ def build_app(settings: Settings, service: ChatService | None = None):
         filter_inputs = list(filters.values())
 
         def respond(
+            request: gr.Request,
             message: str,
             history: list[dict[str, Any]],
             key: str,
             search_mode: str,
             use_rerank: bool,
-            *filter_args: list[str] | None,
+            *extra: Any,
         ) -> Iterator[tuple[list[dict[str, Any]], str, str]]:
+            filter_args, (dim_value, date_lo, date_hi) = _split_extra(extra, len(filters))
             message = (message or "").strip()
             if not message:
                 yield history, "", gr.skip()
                 return
             history = [*history, {"role": "user", "content": message}]
-            specs = _filter_specs(dict(zip(filters, filter_args, strict=True)))
+            specs = _filter_specs(dict(zip(filters, filter_args, strict=True)), date_lo, date_hi)
             try:
                 hits = service.search(
-                    message, key, search_mode, use_rerank, filters=_build_filter(specs)
+                    message,
+                    key,
+                    search_mode,
+                    use_rerank,
+                    filters=_build_filter(specs),
+                    user=_user(request),
+                    dim=dim_value,
                 )
             except Exception as exc:  # shown to the user, the session stays usable
                 log.exception("retrieval failed")
@@ -137,7 +209,10 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 history[-1] = {"role": "assistant", "content": text}
                 yield history, "", gr.skip()
 
+        _wants_request(respond, gr.Request)
+        # new inputs go last: API clients that pass the filter dropdowns keep working
         inputs = [question, chatbot, retriever, mode, rerank, *filter_inputs]
+        inputs += [dim, date_from, date_to]
         outputs = [chatbot, question, sources]
         send.click(respond, inputs, outputs, api_name="ask")
         question.submit(respond, inputs, outputs, api_name=False)
@@ -146,31 +221,76 @@ def build_app(settings: Settings, service: ChatService | None = None):
         if tuned is not None:
 
             def compare(
-                query: str, search_mode: str, use_rerank: bool, *filter_args: list[str] | None
+                request: gr.Request,
+                query: str,
+                search_mode: str,
+                use_rerank: bool,
+                *extra: Any,
             ) -> str:
-                specs = _filter_specs(dict(zip(filters, filter_args, strict=True)))
-                flt = _build_filter(specs)
-                base_hits = service.search(query, BASELINE, search_mode, use_rerank, filters=flt)
-                tuned_hits = service.search(query, tuned.key, search_mode, use_rerank, flt)
+                filter_args, (dim_value, date_lo, date_hi) = _split_extra(extra, len(filters))
+                specs = _filter_specs(
+                    dict(zip(filters, filter_args, strict=True)), date_lo, date_hi
+                )
+                user = _user(request)
+                try:
+                    flt = _build_filter(specs)
+                    base_hits = service.search(
+                        query, BASELINE, search_mode, use_rerank, flt, user=user, dim=dim_value
+                    )
+                    tuned_hits = service.search(
+                        query, tuned.key, search_mode, use_rerank, flt, user=user, dim=dim_value
+                    )
+                except Exception as exc:
+                    log.exception("compare failed")
+                    return f"⚠️ Compare failed: {exc}"
                 return compare_markdown(
                     base_hits, tuned_hits, service.option(BASELINE).label, tuned.label
                 )
 
+            _wants_request(compare, gr.Request)
             compare_btn.click(
                 compare,
-                [compare_q, mode, rerank, *filter_inputs],
+                [compare_q, mode, rerank, *filter_inputs, dim, date_from, date_to],
                 compare_out,
                 api_name="compare",
             )
 
         def search_api(
-            query: str, key: str = BASELINE, search_mode: str = "hybrid", use_rerank: bool = True
+            query: str,
+            key: str = BASELINE,
+            search_mode: str = "hybrid",
+            use_rerank: bool = True,
+            dim: int | None = None,
+            filters: list[str] | None = None,
+            request: gr.Request = None,  # type: ignore[assignment]
         ) -> list[dict[str, Any]]:
-            """Retrieval only: the ranked passages with their per-stage scores."""
-            return [_hit_json(h) for h in service.search(query, key, search_mode, use_rerank)]
+            """Retrieval only: the ranked passages with their per-stage scores.
 
-        gr.api(search_api, api_name="search")
-        demo.load(lambda: service.status_markdown(), None, status, api_name=False)
+            `filters`: specs like the CLI's (`department=Stores`, `effective_date>=2025`);
+            `dim`: an indexed embedding dimension (default: the configured one).
+            """
+            hits = service.search(
+                query,
+                key,
+                search_mode,
+                use_rerank,
+                filters=_build_filter(list(filters or [])),
+                user=_user(request),
+                dim=dim,
+            )
+            return [_hit_json(h) for h in hits]
+
+        gr.api(_wants_request(search_api, gr.Request), api_name="search")
+
+        def on_load(request: gr.Request):
+            user = _user(request)
+            own = service.filter_values(tuple(filters), user=user)
+            updates = [gr.update(choices=own.get(key, [])) for key in filters]
+            return (service.status_markdown(), *updates) if updates else service.status_markdown()
+
+        demo.load(
+            _wants_request(on_load, gr.Request), None, [status, *filter_inputs], api_name=False
+        )
     return demo
 
 
@@ -199,6 +319,22 @@ def _hit_json(hit: Hit) -> dict[str, Any]:
         "scores": hit.scores,
         "ranks": hit.ranks,
     }
+
+
+def check_access_config(settings: Settings) -> None:
+    """Refuse to serve an access policy without a login (users could not be told apart)."""
+    server = settings.server
+    if server.access_policy and not server.auth:
+        raise ValueError(
+            "server.access_policy is set but server.auth is empty: the chat cannot tell "
+            "users apart without a login, so it refuses to start. Set server.auth or remove "
+            "the policy."
+        )
+    if server.access_policy:
+        users = {entry.split(":", 1)[0] for entry in server.auth}
+        unknown = sorted(set(server.groups) - users)
+        if unknown:
+            log.warning("server.groups names users without a login: %s", ", ".join(unknown))
 
 
 def is_loopback(host: str) -> bool:

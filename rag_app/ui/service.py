@@ -4,6 +4,10 @@ Kept apart from the Gradio layout so it can be tested and scripted directly, and
 UI module only maps widgets to these calls. One `ChatService` is shared by all sessions
 of a server; it holds no per-session state (each session passes its own choices in), so
 two users never see each other's retriever choice or history.
+
+Access control (`rag_app.access`): every call that returns passages takes the logged-in
+`user`; with `server.access_policy` set, chunks their groups may not read are filtered out
+before retrieval and checked again on the way out.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rag_app.access import AccessPolicy
 from rag_app.config import Settings
 from rag_app.types import Hit
 
@@ -48,7 +53,8 @@ class ChatService:
     def __init__(self, settings: Settings, *, load_llm: bool = True) -> None:
         self.settings = settings
         self._load_llm = load_llm and settings.llm.backend != "none"
-        self._retrievers: dict[tuple[str, str, bool], object] = {}
+        self._retrievers: dict[tuple[str, str, bool, int | None], object] = {}
+        self.access = AccessPolicy.from_settings(settings)
         self._lock = threading.Lock()
         self._llm = None
         self._llm_error: str | None = None
@@ -88,19 +94,43 @@ class ChatService:
         return self._has_reranker, self._reranker_reason or ""
 
     # --- retrieval ---------------------------------------------------------------------
-    def retriever(self, key: str, mode: Mode, rerank: bool):
-        """Build (once) and return the retriever for a choice of model, mode and rerank."""
+    def retriever(self, key: str, mode: Mode, rerank: bool, dim: int | None = None):
+        """Build (once) and return the retriever for a choice of model, mode, rerank and
+        embedding dimension (None: `retrieval.dim` or the model's own)."""
         rerank = rerank and self.reranker_status()[0]
-        cache_key = (key, mode, rerank)
+        dim = int(dim) if dim else None
+        cache_key = (key, mode, rerank, dim)
         with self._lock:
             if cache_key not in self._retrievers:
                 from rag_app.retrieve import build_retriever
 
                 model = self.option(key).model or None
                 self._retrievers[cache_key] = build_retriever(
-                    self.settings, model=model, mode=mode, rerank=rerank
+                    self.settings, model=model, mode=mode, rerank=rerank, dim=dim
                 )
             return self._retrievers[cache_key]
+
+    def dims(self, key: str = BASELINE) -> list[int]:
+        """Embedding dimensions indexed for a retriever choice, largest (full) first."""
+        from rag_app.embedder import Embedder
+        from rag_app.store.chroma import indexed_dims
+
+        spec = self.option(key).model or self.settings.models.embedder
+        embedder = Embedder.load(
+            spec,
+            device=self.settings.models.device,
+            trust_remote_code=self.settings.models.trust_remote_code,
+        )
+        return indexed_dims(self.settings, embedder.fingerprint)
+
+    def access_filter(self, user: str | None, filters=None):
+        """`filters` AND what `user` may read (unchanged when no policy is configured)."""
+        if not self.access.enforced:
+            return filters
+        from rag_app.retrieve import load_corpus
+
+        values = load_corpus(self.settings).filter_values(["access"]).get("access", [])
+        return self.access.filter_for(user, values, filters)
 
     def search(
         self,
@@ -110,15 +140,23 @@ class ChatService:
         rerank: bool = True,
         filters=None,
         k: int | None = None,
+        *,
+        user: str | None = None,
+        dim: int | None = None,
     ) -> list[Hit]:
+        """Top-k hits for `query`, only among chunks `user` may read."""
         query = query.strip()
         if not query:
             return []
-        retriever = self.retriever(key, mode, rerank)
-        return retriever.retrieve(query, k=k or self.settings.retrieval.top_k, filters=filters)
+        retriever = self.retriever(key, mode, rerank, dim)
+        flt = self.access_filter(user, filters)
+        hits = retriever.retrieve(query, k=k or self.settings.retrieval.top_k, filters=flt)
+        if self.access.enforced:
+            hits = self.access.visible(user, hits)
+        return hits
 
-    def filter_values(self, keys: tuple[str, ...]) -> dict[str, list[str]]:
-        """Distinct values of the given metadata keys in the index, for filter widgets."""
+    def filter_values(self, keys: tuple[str, ...], user: str | None = None) -> dict[str, list[str]]:
+        """Distinct values of the given metadata keys among the chunks `user` may read."""
         from rag_app import chunkstore
 
         try:
@@ -127,6 +165,8 @@ class ChatService:
             return {}
         values: dict[str, set[str]] = {key: set() for key in keys}
         for chunk in chunks:
+            if not self.access.can_read(user, chunk.metadata):
+                continue
             for key in keys:
                 if key in chunk.metadata:
                     values[key].add(str(chunk.metadata[key]))
