@@ -237,3 +237,41 @@ def test_concurrent_clients_get_their_own_answers(server):
             assert "fused" in stages
         else:
             assert stages == {mode}
+
+
+def test_chat_stays_usable_when_the_llm_server_is_down(ui_settings):
+    """An OpenAI-compatible URL that refuses connections: passages plus a clear note."""
+    from gradio_client import Client
+
+    settings = ui_settings.model_copy(
+        update={
+            "llm": ui_settings.llm.model_copy(
+                update={
+                    "backend": "openai",
+                    "base_url": f"http://127.0.0.1:{free_port()}/v1",
+                    "model": "x",
+                    "max_retries": 1,
+                    "timeout_s": 2,
+                }
+            ),
+            "server": ui_settings.server.model_copy(update={"port": free_port()}),
+        }
+    )
+    demo, url = launch(settings, block=False)
+    try:
+        chat, _, _ = Client(url, verbose=False).predict(
+            "how long can a tech work in one shift?",
+            [],
+            BASELINE,
+            "hybrid",
+            False,
+            None,
+            None,
+            api_name="/ask",
+        )
+        content = chat[-1]["content"]  # Gradio 6: a list of {"type": "text", "text": ...} parts
+        answer = content if isinstance(content, str) else " ".join(p["text"] for p in content)
+        assert "13 hours" in answer
+        assert "127.0.0.1" in answer  # the note names the server that failed
+    finally:
+        demo.close()
