@@ -127,6 +127,16 @@ def run(settings: Any, *, chat: bool = True, echo: Callable[[str], None] = print
     return timer
 
 
+# The shipped corpus must go from clone to chat in minutes on a 2-core laptop, so the demo
+# asks the slow embedded LLM for queries on a sample of chunks (structural pseudo-queries
+# still cover every chunk) and trains on shorter sequences. `--full` drops these limits;
+# settings from rag-app.toml or RAG_APP_* still apply on top of either.
+QUICK_PROFILE: dict[str, Any] = {
+    "synth": {"max_chunks": 160, "llm_queries_per_chunk": 2},
+    "finetune": {"max_seq_length": 128},
+}
+
+
 def register(app: typer.Typer) -> None:
     """Add `rag-app demo` to the CLI."""
 
@@ -136,11 +146,38 @@ def register(app: typer.Typer) -> None:
         workspace: Annotated[Path | None, typer.Option("--workspace", "-w")] = None,
         corpus: Annotated[Path | None, typer.Option(help="Documents (default: corpus/).")] = None,
         chat: Annotated[bool, typer.Option(help="Serve the chat at the end.")] = True,
+        full: Annotated[
+            bool, typer.Option(help="No demo limits: LLM queries for every chunk, full length.")
+        ] = False,
     ) -> None:
         """Ingest, index, synth, fine-tune, re-index, evaluate, then open the chat."""
-        from rag_app.config import load_settings
+        from rag_app.config import Settings, load_settings
 
-        settings = load_settings(
-            config, workspace=workspace, corpus=corpus, models={"reranker": "auto"}
-        )
+        base = load_settings(config, workspace=workspace, corpus=corpus)
+        profile = {} if full else _unset_only(QUICK_PROFILE, base)
+        profile.setdefault("models", {})
+        if base.models.reranker is None:
+            profile["models"]["reranker"] = "auto"
+        settings = Settings.model_validate(_merge(base.model_dump(), profile))
+        if profile.get("synth") or profile.get("finetune"):
+            typer.echo(f"demo limits (use --full to lift): {profile}")
         run(settings, chat=chat, echo=typer.echo)
+
+
+def _unset_only(profile: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """The profile's values for fields the user left at their defaults."""
+    out: dict[str, Any] = {}
+    for section, values in profile.items():
+        current = getattr(settings, section)
+        defaults = type(current)()
+        keep = {k: v for k, v in values.items() if getattr(current, k) == getattr(defaults, k)}
+        if keep:
+            out[section] = keep
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) else value
+    return out

@@ -1,0 +1,99 @@
+"""`rag-app demo` end to end on a small corpus: every stage for real, then again as a no-op.
+
+The stages are the production ones (ingest, MiniLM index, SmolLM2 synth, fine-tuning,
+reranker training, re-index, eval on held-out questions); only the sizes are small, so
+this checks that the pipeline's pieces fit together, not the quality of the result.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eval import demo
+from rag_app.registry import list_runs
+
+pytestmark = pytest.mark.slow
+
+COMPONENTS = [
+    ("main wheel", "axle nut", 410, "NW-TC-3241"),
+    ("nose wheel", "axle nut", 150, "NW-TC-3242"),
+    ("brake unit", "mounting bolts", 85, "NW-TC-3243"),
+    ("propeller blade", "retention bolts", 120, "NW-TC-6110"),
+    ("engine mount", "bracket bolts", 95, "NW-TC-7121"),
+    ("hydraulic pump", "flange bolts", 25, "NW-TC-2911"),
+    ("starter generator", "clamp band", 12, "NW-TC-2431"),
+    ("oil filter", "housing cap", 30, "NW-TC-7921"),
+]
+
+
+def _write_corpus(root):
+    for name, part, torque, card in COMPONENTS:
+        slug = name.replace(" ", "-")
+        (root / "task_cards").mkdir(parents=True, exist_ok=True)
+        (root / "task_cards" / f"{slug}.md").write_text(
+            f"---\ntitle: {name.title()} replacement\ndoc_type: task_card\n---\n"
+            f"# {name.title()} replacement ({card})\n\n"
+            f"## Removal\n\nOpen the access panel and support the {name} before removing the "
+            f"{part}. Keep removed parts in a labelled bag and record them on the work sheet.\n\n"
+            f"## Installation\n\nFit the new {name}, then torque the {part} to {torque} Nm in "
+            f"two steps. A second inspector checks the torque and signs task card {card}.\n"
+        )
+    (root / ".ragignore").write_text("eval/\n")
+    qdir = root / "eval" / "qrels"
+    qdir.mkdir(parents=True)
+    queries = [
+        ("q1", "torque for the main wheel axle nut?", "task_cards/main-wheel.md"),
+        ("q2", "prop blade retention bolt torque", "task_cards/propeller-blade.md"),
+        ("q3", "who signs the oil filter cap card", "task_cards/oil-filter.md"),
+        ("q4", "hydraulic pump flange torque value", "task_cards/hydraulic-pump.md"),
+    ]
+    (root / "eval" / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t, _ in queries)
+    )
+    (qdir / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, _, d in queries)
+    )
+
+
+def test_demo_runs_every_stage_then_skips_them(settings_factory, tmp_path):
+    corpus = tmp_path / "corpus"
+    _write_corpus(corpus)
+    settings = settings_factory(
+        corpus=corpus,
+        models={"reranker": "auto"},
+        synth={"max_chunks": 3, "llm_queries_per_chunk": 1, "min_chunk_words": 5},
+        finetune={
+            "batch_size": 4,
+            "max_steps": 4,
+            "max_seq_length": 96,
+            "negatives_range_min": 1,
+            "reranker_batch_size": 4,
+            "reranker_max_length": 96,
+        },
+    )
+    lines: list[str] = []
+    first = demo.run(settings, chat=False, echo=lines.append)
+    stages = [name for name, _, _ in first.times]
+    assert stages == [
+        "ingest",
+        "index (base model)",
+        "synthetic queries",
+        "fine-tune embedder",
+        "train reranker",
+        "index (fine-tuned model)",
+        "evaluate on corpus/eval",
+    ]
+    assert {r.kind for r in list_runs(settings)} == {"embedder", "reranker"}
+    output = "\n".join(lines)
+    assert "hybrid-finetuned" in output and "ndcg@10" in output  # the before/after table
+    assert "Time per stage" in output
+
+    again: list[str] = []
+    second = demo.run(settings, chat=False, echo=again.append)
+    summaries = dict((name, summary) for name, _, summary in second.times)
+    assert "unchanged" in summaries["ingest"]
+    assert "already indexed" in summaries["index (base model)"]
+    assert len(list_runs(settings, kind="embedder")) == 1  # not trained twice
+    assert len(list_runs(settings, kind="reranker")) == 1
