@@ -116,6 +116,10 @@ def finetune_cmd(
     no_synthetic: Annotated[
         bool, typer.Option("--no-synthetic", help="Train on --train-data only.")
     ] = False,
+    merge_alpha: Annotated[
+        float | None,
+        typer.Option(help="Keep alpha x tuned + (1 - alpha) x base weights (WiSE-FT)."),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Retrain even if an identical run exists.")
     ] = False,
@@ -137,6 +141,7 @@ def finetune_cmd(
             "train_data": [str(p) for p in train_data] if train_data else None,
             "use_synthetic": False if no_synthetic else None,
             "reranker": reranker,
+            "merge_alpha": merge_alpha,
         },
     )
     do_reranker = settings.finetune.reranker

@@ -160,7 +160,7 @@ class SynthSettings(BaseModel):
     """
 
     llm_queries_per_chunk: int = Field(
-        3, ge=0, le=20, description="LLM candidates per chunk (styles alternate)."
+        2, ge=0, le=20, description="LLM candidates per chunk (styles alternate)."
     )
     styles: list[Literal["keyword", "question"]] = Field(
         default_factory=lambda: ["keyword", "question"],
