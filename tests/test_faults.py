@@ -60,7 +60,9 @@ def tiny_workspace(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     config = _config(tmp_path)
-    settings = load_settings(config)
+    # load_settings(path) exports RAG_APP_CONFIG for good; scope it to this test instead.
+    monkeypatch.setenv("RAG_APP_CONFIG", str(config))
+    settings = load_settings()
     settings.workspace.mkdir(parents=True)
     chunks = []
     from rag_app.types import Chunk
@@ -129,3 +131,18 @@ def test_killed_finetune_publishes_nothing_and_a_rerun_completes(tiny_workspace)
     assert not any(tmp.glob(f"{run.name}*")), "the completed run left staging behind"
     tuned = Embedder.load(str(run.path), device="cpu")
     assert tuned.encode_queries(["asthma inhaler"]).shape == (1, 384)
+
+
+@pytest.mark.parametrize("key", ["/etc", "../models/x", "sentence-transformers/all-mpnet-base-v2"])
+def test_chat_api_refuses_a_retriever_that_is_not_a_listed_run(settings_factory, key):
+    """`/search` and `/ask` take the retriever key from the client: only the baseline and
+    the registry's runs are accepted, so a client cannot make the server load a model from
+    an arbitrary path or hub id."""
+    from rag_app.ui.service import ChatService
+
+    service = ChatService(settings_factory())
+    with pytest.raises(KeyError, match="unknown retriever"):
+        service.search("axle nut torque", key=key, mode="bm25", rerank=False)
+    with pytest.raises(KeyError, match="unknown retriever"):
+        service.dims(key)
+    assert not service._retrievers
