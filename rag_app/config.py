@@ -10,6 +10,7 @@ whole state and deleting it is a clean reset.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,9 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG_FILE = "rag-app.toml"
+# The --config file of the load_settings call in progress (a context variable rather than
+# an environment variable, so one call's file never leaks into later ones).
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("rag_app_config_file", default=None)
 
 
 class IngestSettings(BaseModel):
@@ -287,7 +291,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = os.environ.get("RAG_APP_CONFIG") or DEFAULT_CONFIG_FILE
+        toml_file = _CONFIG_FILE.get() or os.environ.get("RAG_APP_CONFIG") or DEFAULT_CONFIG_FILE
         return (
             init_settings,
             env_settings,
@@ -342,11 +346,16 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     `overrides` may be nested dicts (`models={"embedder": "x"}`); `None` values are
     ignored so CLI options left unset do not mask the file or environment.
     """
+    token = None
     if config_file is not None:
         if not Path(config_file).is_file():
             raise FileNotFoundError(f"config file not found: {config_file}")
-        os.environ["RAG_APP_CONFIG"] = str(config_file)
-    base = Settings()
+        token = _CONFIG_FILE.set(str(config_file))  # this call only; no process-wide env
+    try:
+        base = Settings()
+    finally:
+        if token is not None:
+            _CONFIG_FILE.reset(token)
     clean = _drop_none(overrides)
     if not clean:
         return base

@@ -47,3 +47,12 @@ def test_secrets_are_masked_when_printed(settings_factory):
     text = str(s.redacted())
     assert "sk-secret-123" not in text and "pw123" not in text
     assert "sk-secret-123" not in repr(s)
+
+
+def test_config_file_does_not_leak_into_later_calls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAG_APP_CONFIG", raising=False)
+    cfg = tmp_path / "other.toml"
+    cfg.write_text("seed = 7\n")
+    assert load_settings(cfg).seed == 7
+    assert load_settings().seed == 42
