@@ -149,3 +149,23 @@ def test_report_cli_without_results_fails_cleanly(tmp_path):
     result = CliRunner().invoke(app, ["eval", "report", "--workspace", str(tmp_path / "w")])
     assert result.exit_code == 1
     assert "no eval results" in result.output
+
+
+@pytest.mark.slow
+def test_answer_eval_with_the_real_embedded_llm(evaluated):
+    """The production path: rag_app.answer with the bundled SmolLM2, scored by the proxy."""
+    from eval.answers import run_answer_eval
+    from rag_app.config import load_settings
+    from rag_app.llm.factory import build_llm
+
+    ws, _ = evaluated
+    settings = load_settings(workspace=ws, llm={"max_new_tokens": 32, "temperature": 0.0})
+    res = run_answer_eval(
+        settings, TINY, ["bm25"], build_llm(settings), k=2, limit=2, n_resamples=100
+    )
+    scored = res.configs["bm25"]
+    # The 135M model sometimes returns nothing; that is counted as an error (the answer
+    # falls back to passages), never hidden.
+    assert scored["n_queries"] == 2 and scored["errors"] < 2
+    for name in ("faithfulness", "answer_relevance", "citation_precision"):
+        assert 0.0 <= scored["mean"][name] <= 1.0
