@@ -207,7 +207,7 @@ class FinetuneSettings(BaseModel):
 
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="Stop after this many steps (-1: epochs decide).")
-    learning_rate: float = Field(2e-5, gt=0)
+    learning_rate: float = Field(1e-5, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     batch_size: int = Field(16, ge=2)
@@ -217,7 +217,9 @@ class FinetuneSettings(BaseModel):
     matryoshka_dims: list[int] = Field(
         default_factory=list, description="e.g. [384, 256, 128]; empty: no MatryoshkaLoss."
     )
-    freeze_layers: int = Field(0, ge=0, description="Freeze embeddings + this many layers.")
+    freeze_layers: int = Field(
+        3, ge=0, description="Freeze embeddings + this many layers (least harm measured)."
+    )
     merge_alpha: float = Field(
         1.0,
         gt=0,
