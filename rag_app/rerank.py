@@ -180,7 +180,12 @@ def _run_record(path: Path) -> dict:
 
 
 def find_trained_reranker(settings: Settings) -> Path | None:
-    """The newest `models_dir/<run>/` whose run.json has `"kind": "reranker"`."""
+    """The newest `models_dir/<run>/` whose run.json has `"kind": "reranker"`.
+
+    Runs recorded as not beating the unreranked order (`"beats_no_rerank": false`) are
+    skipped: 'auto' should never make results worse. A path in `models.reranker` still
+    uses such a run when the user asks for it.
+    """
     root = settings.models_dir
     if not root.is_dir():
         return None
@@ -188,6 +193,10 @@ def find_trained_reranker(settings: Settings) -> Path | None:
     for run_json in root.glob("*/run.json"):
         record = _run_record(run_json.parent)
         if record.get("kind") == "reranker":
+            if record.get("beats_no_rerank") is False:
+                # trained, but it ranked validation queries worse than no reranking at all
+                log.info("skipping reranker %s: it did not beat no-rerank", run_json.parent)
+                continue
             stamp = str(record.get("created") or record.get("created_at") or "")
             runs.append((stamp, run_json.stat().st_mtime, run_json.parent))
     if not runs:
@@ -211,6 +220,17 @@ def load_reranker(settings: Settings) -> tuple[Reranker | None, str]:
     if spec.strip().lower() == "auto":
         found = find_trained_reranker(settings)
         if found is None:
+            rejected = [
+                p.parent.name
+                for p in settings.models_dir.glob("*/run.json")
+                if _run_record(p.parent).get("kind") == "reranker"
+            ]
+            if rejected:
+                return None, (
+                    "reranking off: the trained reranker(s) "
+                    f"{', '.join(sorted(rejected))} did not beat the unreranked order on "
+                    "validation (set models.reranker to a run's path to use one anyway)"
+                )
             return None, (
                 f"reranking off: models.reranker is 'auto' but no trained reranker is in "
                 f"{settings.models_dir} (train one with `rag-app finetune`)"

@@ -268,3 +268,18 @@ def test_auto_reranker_reranks_with_trained_head(workspace, trained_reranker):
     rerank_scores = [h.scores["rerank"] for h in hits]
     assert rerank_scores == sorted(rerank_scores, reverse=True)
     assert hits[0].score == hits[0].scores["rerank"]
+
+
+def test_auto_skips_a_reranker_that_did_not_beat_no_rerank(tmp_path):
+    import json
+
+    from rag_app.config import load_settings
+    from rag_app.rerank import find_trained_reranker, load_reranker
+
+    settings = load_settings(workspace=tmp_path / "ws", models={"reranker": "auto"})
+    run = settings.models_dir / "rr-worse"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"kind": "reranker", "beats_no_rerank": False}))
+    assert find_trained_reranker(settings) is None
+    reranker, reason = load_reranker(settings)
+    assert reranker is None and "rr-worse" in reason and "did not beat" in reason
