@@ -547,8 +547,11 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
                     Candidate(query, chunk.id, chunk.doc_id, f"llm:{reply.get('style', '?')}")
                 )
     if cfg.structural_queries_per_chunk:
+        # Structural queries are cheap, so they cover every eligible chunk; `max_chunks`
+        # only caps what the (slow) LLM is asked about.
         df, n_docs = document_frequencies(all_chunks)
-        for chunk in chunks:
+        eligible = [c for c in all_chunks if len(filters.words(c.text)) >= cfg.min_chunk_words]
+        for chunk in eligible:
             made = structural_queries(chunk, df, n_docs, cfg.structural_queries_per_chunk)
             report.generated += len(made)
             candidates.extend(made)

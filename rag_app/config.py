@@ -179,7 +179,9 @@ class SynthSettings(BaseModel):
     batch_size: int = Field(8, ge=1, description="Chunks per generate_many call.")
     max_new_tokens: int = Field(24, ge=4, le=512)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
-    max_chunks: int | None = Field(None, ge=1, description="Sample at most this many chunks.")
+    max_chunks: int | None = Field(
+        None, ge=1, description="Ask the LLM about at most this many (sampled) chunks."
+    )
     min_chunk_words: int = Field(12, ge=0, description="Skip boilerplate chunks shorter than this.")
     max_chunk_chars: int = Field(1500, ge=100, description="Chunk text shown to the LLM.")
     min_query_words: int = Field(2, ge=1)
