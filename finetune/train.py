@@ -426,6 +426,9 @@ def train_embedder(
     model = SentenceTransformer(
         resolved.location, device=device, trust_remote_code=settings.models.trust_remote_code
     )
+    # `max_seq_length` is a training-speed choice only: scoring and serving use the base
+    # model's length, or the fine-tuned model would see truncated chunks the base sees whole.
+    serve_max_length = model.max_seq_length
     model.max_seq_length = min(cfg.max_seq_length, model.max_seq_length or cfg.max_seq_length)
     _freeze(model, cfg.freeze_layers)
     loss = _loss(model, settings)
@@ -475,6 +478,7 @@ def train_embedder(
     finally:
         train_seconds = time.perf_counter() - train_began
     model = trainer.model
+    model.max_seq_length = serve_max_length
     if cfg.merge_alpha < 1.0:
         merge_weights(model, base.model, cfg.merge_alpha)
     metrics.update(_scores(val_eval, model, "val"))

@@ -97,3 +97,10 @@ def test_demo_runs_every_stage_then_skips_them(settings_factory, tmp_path):
     assert "already indexed" in summaries["index (base model)"]
     assert len(list_runs(settings, kind="embedder")) == 1  # not trained twice
     assert len(list_runs(settings, kind="reranker")) == 1
+
+    # trained on 96-token sequences, but served at the base model's length (256), so the
+    # fine-tuned index sees the same text of every chunk as the base index
+    from sentence_transformers import SentenceTransformer
+
+    tuned = list_runs(settings, kind="embedder")[0]
+    assert SentenceTransformer(str(tuned.path)).max_seq_length == 256
