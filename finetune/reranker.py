@@ -28,12 +28,12 @@ from finetune import model_card, registry
 from finetune.train import (
     TrainData,
     TrainReport,
-    _warmup,
     _write_pairs,
     data_fingerprint,
     existing_run,
     prepare,
     settings_record,
+    shared_training_args,
 )
 from rag_app.config import Settings
 from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
@@ -151,35 +151,19 @@ def train_reranker(
     loss = BinaryCrossEntropyLoss(
         model, pos_weight=torch.tensor(float(cfg.reranker_negatives), device=model.device)
     )
-    steps_per_epoch = max(1, -(-len(train_dataset) // cfg.reranker_batch_size))
-    eval_steps = cfg.eval_steps or steps_per_epoch
-    checkpoints = settings.workspace / "tmp" / f"{name}-checkpoints"
-    on_gpu = device.startswith("cuda")
     args = CrossEncoderTrainingArguments(
-        output_dir=str(checkpoints),
         num_train_epochs=cfg.reranker_epochs,
-        max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.reranker_batch_size,
         learning_rate=cfg.reranker_learning_rate,
-        **_warmup(cfg.warmup_ratio),
-        weight_decay=cfg.weight_decay,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_val_ndcg@10",
-        greater_is_better=True,
-        logging_steps=max(1, min(50, eval_steps)),
-        seed=settings.seed,
-        data_seed=settings.seed,
-        report_to="none",
-        use_cpu=device == "cpu",
-        fp16=on_gpu and not torch.cuda.is_bf16_supported(),
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
+        **shared_training_args(
+            settings,
+            name=name,
+            device=device,
+            progress=progress,
+            train_size=len(train_dataset),
+            batch_size=cfg.reranker_batch_size,
+            best_metric="eval_val_ndcg@10",
+        ),
     )
     trainer = CrossEncoderTrainer(
         model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator
@@ -238,7 +222,7 @@ def train_reranker(
         _write_pairs(folder / "val.jsonl", data.val)
         model_card.write(folder, record)
         registry.write_record(folder, record)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    shutil.rmtree(args.output_dir, ignore_errors=True)
     return TrainReport(
         name=name,
         kind="reranker",

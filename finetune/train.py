@@ -347,6 +347,50 @@ def settings_record(settings: Settings) -> dict[str, Any]:
 
 
 # --- training -----------------------------------------------------------------------------
+def shared_training_args(
+    settings: Settings,
+    *,
+    name: str,
+    device: str,
+    progress: bool,
+    train_size: int,
+    batch_size: int,
+    best_metric: str,
+) -> dict[str, Any]:
+    """Trainer arguments the embedder and the reranker share: schedule, checkpoints
+    (evaluated and saved once an epoch unless `eval_steps` says otherwise, best one kept),
+    seeding and device precision."""
+    import torch
+
+    cfg = settings.finetune
+    steps_per_epoch = max(1, -(-train_size // batch_size))
+    eval_steps = cfg.eval_steps or steps_per_epoch
+    on_gpu = device.startswith("cuda")
+    return {
+        "output_dir": str(settings.workspace / "tmp" / f"{name}-checkpoints"),
+        "max_steps": cfg.max_steps,
+        "weight_decay": cfg.weight_decay,
+        **_warmup(cfg.warmup_ratio),
+        "eval_strategy": "steps",
+        "eval_steps": eval_steps,
+        "save_strategy": "steps",
+        "save_steps": eval_steps,
+        "save_total_limit": 2,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": best_metric,
+        "greater_is_better": True,
+        "logging_steps": max(1, min(50, eval_steps)),
+        "seed": settings.seed,
+        "data_seed": settings.seed,
+        "report_to": "none",
+        "use_cpu": device == "cpu",
+        "fp16": on_gpu and not torch.cuda.is_bf16_supported(),
+        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
+        "disable_tqdm": not progress,
+        "dataloader_num_workers": 0,
+    }
+
+
 def train_embedder(
     settings: Settings,
     data: TrainData,
@@ -355,7 +399,6 @@ def train_embedder(
     progress: bool = True,
 ) -> TrainReport:
     """Train, validate before/after, and publish a run folder; see the module docstring."""
-    import torch
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
@@ -433,37 +476,21 @@ def train_embedder(
     _freeze(model, cfg.freeze_layers)
     loss = _loss(model, settings)
 
-    steps_per_epoch = max(1, -(-len(train_dataset) // cfg.batch_size))
-    eval_steps = cfg.eval_steps or steps_per_epoch
-    checkpoints = settings.workspace / "tmp" / f"{name}-checkpoints"
-    on_gpu = device.startswith("cuda")
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoints),
         num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        **_warmup(cfg.warmup_ratio),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model=f"eval_val_cosine_{GUARD_METRIC}",
-        greater_is_better=True,
-        logging_steps=max(1, min(50, eval_steps)),
-        seed=settings.seed,
-        data_seed=settings.seed,
-        report_to="none",
-        use_cpu=device == "cpu",
-        fp16=on_gpu and not torch.cuda.is_bf16_supported(),
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
+        **shared_training_args(
+            settings,
+            name=name,
+            device=device,
+            progress=progress,
+            train_size=len(train_dataset),
+            batch_size=cfg.batch_size,
+            best_metric=f"eval_val_cosine_{GUARD_METRIC}",
+        ),
     )
     trainer = SentenceTransformerTrainer(
         model=model,
@@ -534,7 +561,7 @@ def train_embedder(
         _write_pairs(folder / "val.jsonl", data.val)
         model_card.write(folder, record)
         registry.write_record(folder, record)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    shutil.rmtree(args.output_dir, ignore_errors=True)
     # Where the eval harness looks for the held-out split of the latest run.
     _write_pairs(settings.synth_dir / "train.jsonl", data.train)
     _write_pairs(settings.synth_dir / "val.jsonl", data.val)
