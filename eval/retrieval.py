@@ -363,30 +363,19 @@ def load_eval_set(
         )
     digest = fingerprint(ds.path) if ds.path is not None else None
     refs, ref_kind = _references_from(ds)
-    if ds.has_corpus:
-        ns = ingest_beir_corpus(settings, ds, digest or "nofingerprint")
-        return EvalSet(
-            name=ds.name,
-            split=ds.split,
-            source="beir",
-            granularity="chunk",
-            queries=dict(ds.queries),
-            qrels=dict(ds.qrels),
-            settings=ns,
-            path=str(ds.path),
-            fingerprint=digest,
-            references=refs,
-            reference_kind=ref_kind,
-            notes=notes,
-        )
+    # A dataset with its own passages is indexed in its own namespace and judged per
+    # passage (chunk); one without (the shipped corpus/eval) is judged per document.
+    with_corpus = ds.has_corpus
     return EvalSet(
         name=ds.name,
         split=ds.split,
-        source="corpus-eval",
-        granularity="doc",
+        source="beir" if with_corpus else "corpus-eval",
+        granularity="chunk" if with_corpus else "doc",
         queries=dict(ds.queries),
         qrels=dict(ds.qrels),
-        settings=settings,
+        settings=(
+            ingest_beir_corpus(settings, ds, digest or "nofingerprint") if with_corpus else settings
+        ),
         path=str(ds.path),
         fingerprint=digest,
         references=refs,
