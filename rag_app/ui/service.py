@@ -156,21 +156,20 @@ class ChatService:
         return hits
 
     def filter_values(self, keys: tuple[str, ...], user: str | None = None) -> dict[str, list[str]]:
-        """Distinct values of the given metadata keys among the chunks `user` may read."""
+        """Distinct values of the given metadata keys among the chunks `user` may read.
+
+        Reads the retrievers' shared, cached corpus rather than the chunk file again.
+        """
         from rag_app import chunkstore
+        from rag_app.filters import filter_values
+        from rag_app.retrieve import load_corpus
 
         try:
-            chunks = chunkstore.load_chunks(self.settings.chunks_path, self.settings.manifest_path)
+            chunks = load_corpus(self.settings).chunks
         except (chunkstore.NotIngestedError, chunkstore.CorruptWorkspaceError):
             return {}
-        values: dict[str, set[str]] = {key: set() for key in keys}
-        for chunk in chunks:
-            if not self.access.can_read(user, chunk.metadata):
-                continue
-            for key in keys:
-                if key in chunk.metadata:
-                    values[key].add(str(chunk.metadata[key]))
-        return {key: sorted(v) for key, v in values.items() if v}
+        readable = [c for c in chunks if self.access.can_read(user, c.metadata)]
+        return filter_values(readable, keys)
 
     def status_markdown(self) -> str:
         """One line telling the user what is running: models, reranker, LLM."""
