@@ -151,14 +151,14 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Ingest, index, synth, fine-tune, re-index, evaluate, then open the chat."""
-        from rag_app.config import Settings, load_settings
+        from rag_app.config import load_settings
 
         base = load_settings(config, workspace=workspace, corpus=corpus)
         profile = {} if full else _unset_only(QUICK_PROFILE, base)
         profile.setdefault("models", {})
         if base.models.reranker is None:
             profile["models"]["reranker"] = "auto"
-        settings = Settings.model_validate(_merge(base.model_dump(), profile))
+        settings = load_settings(config, workspace=workspace, corpus=corpus, **profile)
         if profile.get("synth") or profile.get("finetune"):
             typer.echo(f"demo limits (use --full to lift): {profile}")
         run(settings, chat=chat, echo=typer.echo)
@@ -173,11 +173,4 @@ def _unset_only(profile: dict[str, Any], settings: Any) -> dict[str, Any]:
         keep = {k: v for k, v in values.items() if getattr(current, k) == getattr(defaults, k)}
         if keep:
             out[section] = keep
-    return out
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) else value
     return out
