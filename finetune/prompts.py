@@ -12,7 +12,7 @@ Users override any part with a TOML file (`synth.prompts_file`)::
     system = "You write search queries for a maintenance library."
     [keyword]
     instruction = "Write a short keyword search for this passage."
-    examples = [["<passage>", "<query>"], ...]
+    examples = [["<document title>", "<passage>", "<query>"], ...]  # or [passage, query]
 
 Changing the prompts changes `PromptSet.version`, so a resumed synth run never mixes rows
 from two prompt versions under one key.
@@ -34,33 +34,40 @@ from pathlib import Path
 
 from rag_app.llm.base import Message
 
-PROMPT_FORMAT = 1
+PROMPT_FORMAT = 2
 
 SYSTEM = (
     "You write one search query that a user would type to find the given passage. "
     "Reply with the query only, on one line."
 )
 
-_EXAMPLES_KEYWORD: list[tuple[str, str]] = [
+# Examples are (title, passage, query): the generator sees each passage under its document
+# title (and section), as the embedder does, so it can name what the passage is about even
+# when the passage itself never repeats it (measured on medquad-small, issue 10).
+_EXAMPLES_KEYWORD: list[tuple[str, str, str]] = [
     (
+        "Main landing gear > Wheel installation",
         "The main landing gear wheel nuts are torqued in two stages: seat the nut at 270 Nm "
         "while rotating the wheel, back off to zero, then apply the final torque of 135 Nm.",
         "main wheel nut torque",
     ),
     (
+        "Asthma",
         "Asthma is treated with quick-relief inhalers such as albuterol during an attack and "
         "with inhaled corticosteroids as long-term control.",
         "asthma inhaler treatment",
     ),
 ]
 
-_EXAMPLES_QUESTION: list[tuple[str, str]] = [
+_EXAMPLES_QUESTION: list[tuple[str, str, str]] = [
     (
+        "Main landing gear > Wheel installation",
         "The main landing gear wheel nuts are torqued in two stages: seat the nut at 270 Nm "
         "while rotating the wheel, back off to zero, then apply the final torque of 135 Nm.",
         "What torque do I use on the main wheel nuts?",
     ),
     (
+        "Asthma",
         "Asthma is treated with quick-relief inhalers such as albuterol during an attack and "
         "with inhaled corticosteroids as long-term control.",
         "How is asthma treated?",
@@ -73,7 +80,7 @@ class StylePrompt:
     """One query style: the instruction in the user turn and its worked examples."""
 
     instruction: str
-    examples: tuple[tuple[str, str], ...]
+    examples: tuple[tuple[str, str, str], ...]  # (title, passage, query)
     question: bool  # True when the answer should be a question (the filter checks it)
 
 
@@ -113,8 +120,8 @@ class PromptSet:
         )
         return hashlib.sha256(raw.encode()).hexdigest()[:10]
 
-    def messages(self, style: str, passage: str) -> list[Message]:
-        """A few-shot chat asking for one query of `style` about `passage`."""
+    def messages(self, style: str, passage: str, title: str = "") -> list[Message]:
+        """A few-shot chat asking for one query of `style` about `passage` (from `title`)."""
         try:
             prompt = self.styles[style]
         except KeyError:
@@ -122,15 +129,17 @@ class PromptSet:
                 f"unknown query style {style!r}; known: {', '.join(sorted(self.styles))}"
             ) from None
         out: list[Message] = [{"role": "system", "content": self.system}]
-        for example_passage, example_query in prompt.examples:
-            out.append({"role": "user", "content": _user(prompt.instruction, example_passage)})
+        for example_title, example_passage, example_query in prompt.examples:
+            user = _user(prompt.instruction, example_passage, example_title)
+            out.append({"role": "user", "content": user})
             out.append({"role": "assistant", "content": example_query})
-        out.append({"role": "user", "content": _user(prompt.instruction, passage)})
+        out.append({"role": "user", "content": _user(prompt.instruction, passage, title)})
         return out
 
 
-def _user(instruction: str, passage: str) -> str:
-    return f"{instruction}\n\nPassage: {passage}"
+def _user(instruction: str, passage: str, title: str) -> str:
+    source = f"Document: {title}\n" if title.strip() else ""
+    return f"{instruction}\n\n{source}Passage: {passage}"
 
 
 def load_prompts(path: Path | None) -> PromptSet:
@@ -151,9 +160,15 @@ def load_prompts(path: Path | None) -> PromptSet:
         base = styles.get(name, StylePrompt("Write one search query for this passage.", (), False))
         examples = value.get("examples")
         if examples is not None:
-            if not all(isinstance(e, list | tuple) and len(e) == 2 for e in examples):
-                raise ValueError(f"{path}: [{name}].examples must be [passage, query] pairs")
-            examples = tuple((str(p), str(q)) for p, q in examples)
+            if not all(isinstance(e, list | tuple) and len(e) in (2, 3) for e in examples):
+                raise ValueError(
+                    f"{path}: [{name}].examples must be [passage, query] or "
+                    "[title, passage, query] lists"
+                )
+            examples = tuple(
+                ("", str(e[0]), str(e[1])) if len(e) == 2 else (str(e[0]), str(e[1]), str(e[2]))
+                for e in examples
+            )
         styles[name] = StylePrompt(
             instruction=str(value.get("instruction", base.instruction)),
             examples=base.examples if examples is None else examples,

@@ -293,6 +293,15 @@ def select_chunks(chunks: Sequence[Chunk], settings: Settings) -> tuple[list[Chu
     return good, skipped
 
 
+def _source_title(chunk: Chunk) -> str:
+    """Document title and section path as the generator sees them ("Title > Section")."""
+    title = _clean_heading(chunk.title)
+    heads = [_clean_heading(h) for h in chunk.heading_path.split(">") if h.strip()]
+    if heads and title and filters.normalise(heads[0]) == filters.normalise(title):
+        heads = heads[1:]
+    return " > ".join([p for p in [title, *heads] if p])
+
+
 def _styles_for(cfg, n: int) -> list[str]:
     styles = list(cfg.styles) or ["question"]
     return [styles[i % len(styles)] for i in range(n)]
@@ -330,7 +339,7 @@ def generate(
     for start in range(0, len(todo), cfg.batch_size):
         batch = todo[start : start + cfg.batch_size]
         messages = [
-            prompts.messages(style, c.text[: cfg.max_chunk_chars])
+            prompts.messages(style, c.text[: cfg.max_chunk_chars], title=_source_title(c))
             for c in batch
             for style in styles
         ]
@@ -407,7 +416,7 @@ def filter_candidates(
 ) -> list[Candidate]:
     """Apply every filter of `finetune.filters`; counts go to `report`."""
     cfg = settings.synth
-    examples = [q for style in prompts.styles.values() for _, q in style.examples]
+    examples = [q for style in prompts.styles.values() for *_, q in style.examples]
     kept: list[Candidate] = []
     for cand in candidates:
         style = cand.source.split(":", 1)[-1]

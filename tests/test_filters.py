@@ -23,7 +23,7 @@ CHUNK = (
     "then apply the final torque of 135 Nm and go to the next locking hole. "
     "Never back off to align the hole; the maximum is 160 Nm."
 )
-EXAMPLES = [q for style in DEFAULT_STYLES.values() for _, q in style.examples]
+EXAMPLES = [q for style in DEFAULT_STYLES.values() for *_, q in style.examples]
 # The fixture was generated with a third example pair, since dropped because it was echoed.
 FIXTURE_EXAMPLES = [
     *EXAMPLES,
@@ -181,6 +181,13 @@ def test_prompts_override_file(tmp_path):
     assert "symptom" in custom.styles
     with pytest.raises(ValueError, match="unknown query style"):
         default.messages("poem", "x")
+    titled = default.messages(
+        "question", "It is treated with levothyroxine.", title="Hypothyroidism"
+    )
+    assert titled[-1]["content"].endswith(
+        "Document: Hypothyroidism\nPassage: It is treated with levothyroxine."
+    )
+    assert "Document:" not in default.messages("question", "x")[-1]["content"]
     bad = tmp_path / "bad.toml"
     bad.write_text("[keyword\n", encoding="utf-8")
     with pytest.raises(ValueError, match="not valid TOML"):
