@@ -422,9 +422,7 @@ def find_finetuned(settings: Any) -> Path | None:
     try:
         from rag_app.registry import list_runs  # type: ignore[import-not-found]
 
-        runs = [
-            r for r in list_runs(settings, kind="embedder") if (r.path / "modules.json").is_file()
-        ]
+        runs = [r for r in list_runs(settings, kind="embedder") if _is_model_dir(r.path)]
         if runs:
             return Path(runs[-1].path)
     except ImportError:
@@ -432,9 +430,14 @@ def find_finetuned(settings: Any) -> Path | None:
     candidates = [
         (stamp, mtime, path)
         for stamp, mtime, path, record in _run_records(Path(settings.models_dir))
-        if record.get("kind", "embedder") != "reranker" and (path / "modules.json").is_file()
+        if record.get("kind", "embedder") != "reranker" and _is_model_dir(path)
     ]
     return max(candidates)[2] if candidates else None
+
+
+def _is_model_dir(path: Path) -> bool:
+    """A full sentence-transformers model, or a query adapter on one."""
+    return (path / "modules.json").is_file() or (path / "adapter.json").is_file()
 
 
 def _run_json(model_dir: Path | None) -> dict[str, Any]:

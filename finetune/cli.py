@@ -123,8 +123,19 @@ def finetune_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Retrain even if an identical run exists.")
     ] = False,
+    adapter: Annotated[
+        bool,
+        typer.Option(
+            "--adapter",
+            help="Train only a query-side adapter on the frozen embedder: no re-index needed.",
+        ),
+    ] = False,
+    adapter_kind: Annotated[
+        str | None, typer.Option(help="--adapter: linear or mlp (default: finetune.adapter_kind).")
+    ] = None,
 ) -> None:
     """Fine-tune the embedder (and the reranker) on synthetic / labelled pairs."""
+    from finetune import adapter as adapter_mod
     from finetune import reranker as reranker_mod
     from finetune import train
     from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
@@ -142,6 +153,7 @@ def finetune_cmd(
             "use_synthetic": False if no_synthetic else None,
             "reranker": reranker,
             "merge_alpha": merge_alpha,
+            "adapter_kind": adapter_kind,
         },
     )
     do_reranker = settings.finetune.reranker
@@ -164,13 +176,21 @@ def finetune_cmd(
             f"(split by {settings.finetune.split_by}); sources {data.sources}"
         )
         if embedder:
+            job = "adapter" if adapter else "embedder"
             found = None
             if not force and name is None:
-                fingerprint = train.data_fingerprint(settings, data, "embedder")
+                fingerprint = train.data_fingerprint(settings, data, job)
                 found = train.existing_run(settings, fingerprint, "embedder")
-            report = found or train.train_embedder(settings, data, name=name, progress=progress)
+            trainer = adapter_mod.train_adapter if adapter else train.train_embedder
+            report = found or trainer(settings, data, name=name, progress=progress)
             typer.echo(report.summary())
-            typer.echo(f"next: rag-app index --model {report.path}")
+            if adapter:
+                typer.echo(
+                    f"no re-index needed: it serves from the base model's index; "
+                    f"try: rag-app search 'your question' --model {report.path}"
+                )
+            else:
+                typer.echo(f"next: rag-app index --model {report.path}")
         if do_reranker:
             rname = f"{name}-reranker" if name and embedder else name
             report = reranker_mod.run(

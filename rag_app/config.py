@@ -254,6 +254,18 @@ class FinetuneSettings(BaseModel):
         description="BEIR-layout labelled queries for the guardrail (default: <corpus>/eval).",
     )
     eval_steps: int = Field(0, ge=0, description="Validate every N steps (0: once an epoch).")
+    adapter_kind: Literal["linear", "mlp"] = Field(
+        "linear", description="--adapter: query-side transform (identity at the start)."
+    )
+    adapter_hidden: int = Field(256, ge=8, description="--adapter mlp: hidden width.")
+    adapter_epochs: int = Field(30, ge=1, le=1000)
+    adapter_learning_rate: float = Field(1e-3, gt=0)
+    adapter_weight_decay: float = Field(
+        0.01, ge=0, description="Pulls the adapter back towards the identity."
+    )
+    adapter_patience: int = Field(
+        5, ge=1, description="Stop after this many epochs without a validation gain."
+    )
     reranker: bool = Field(True, description="Also train a cross-encoder reranker.")
     reranker_epochs: float = Field(1.0, gt=0)
     reranker_learning_rate: float = Field(3e-5, gt=0)

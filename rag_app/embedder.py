@@ -7,6 +7,10 @@ vectors of two models (or of two fine-tuning runs that share a name) never mix.
 Models load once per process (`Embedder.load` caches them), which is what lets the chat UI
 hold a baseline and a fine-tuned retriever side by side without paying twice.
 
+A spec that names a query-adapter run (`rag_app.query_adapter`) loads its base model and
+shares it: the adapter changes query vectors only, so it keeps the base model's fingerprint
+and serves from the base model's collection.
+
 Example:
     >>> emb = Embedder.load("all-MiniLM-L6-v2")
     >>> emb.encode_queries(["hydraulic pump overhaul"]).shape
@@ -30,6 +34,7 @@ from rag_app.models import (
     resolve_embedder,
     weights_fingerprint,
 )
+from rag_app.query_adapter import AdapterError, QueryAdapter, is_adapter_dir
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ class Embedder:
         dim: int,
         truncate_dim: int | None = None,
         full: Embedder | None = None,
+        query_adapter: QueryAdapter | None = None,
     ) -> None:
         self.model = model
         self.name = name
@@ -86,6 +92,8 @@ class Embedder:
         self.truncate_dim = truncate_dim
         # the same weights at their native dimension (self when not truncated)
         self.full: Embedder = full or self
+        # applied to query vectors only (at full dimension, before any truncation)
+        self.query_adapter = query_adapter
 
     def __repr__(self) -> str:
         return f"Embedder({self.fingerprint}, dim={self.dim}, device={self.model.device})"
@@ -106,6 +114,8 @@ class Embedder:
         (`...-dN`) and so its own collection. A `truncate_dim` equal to the native dimension
         is the full model; a larger one is a ValueError.
         """
+        if truncate_dim is None and is_adapter_dir(spec):
+            return cls._load_adapter(spec, device=device, trust_remote_code=trust_remote_code)
         if truncate_dim is not None:
             full = cls.load(spec, device=device, trust_remote_code=trust_remote_code)
             if truncate_dim == full.dim:
@@ -114,7 +124,14 @@ class Embedder:
                 raise ValueError(
                     f"{full.name} has {full.dim} dimensions; cannot truncate to {truncate_dim}"
                 )
-            key = ("truncated", full.fingerprint, str(full.model.device), truncate_dim)
+            adapter_path = full.query_adapter.path if full.query_adapter else None
+            key = (
+                "truncated",
+                full.fingerprint,
+                adapter_path,
+                str(full.model.device),
+                truncate_dim,
+            )
             with _LOCK:
                 cached = _CACHE.get(key)
                 if cached is None or cached.full is not full:
@@ -126,6 +143,7 @@ class Embedder:
                         dim=truncate_dim,
                         truncate_dim=truncate_dim,
                         full=full,
+                        query_adapter=full.query_adapter,
                     )
                     _CACHE[key] = cached
                 return cached
@@ -161,20 +179,56 @@ class Embedder:
             _CACHE[key] = embedder
             return embedder
 
+    @classmethod
+    def _load_adapter(cls, spec: str, *, device: str, trust_remote_code: bool) -> Embedder:
+        """The base model of an adapter run, wearing the adapter on its query side."""
+        adapter = QueryAdapter.load(spec)
+        base = cls.load(adapter.base_model, device=device, trust_remote_code=trust_remote_code)
+        if adapter.base_fingerprint and adapter.base_fingerprint != base.fingerprint:
+            raise AdapterError(
+                f"the adapter {spec} was trained on {adapter.base_fingerprint}, but "
+                f"{adapter.base_model!r} now loads {base.fingerprint}: retrain the adapter "
+                "(`rag-app finetune --adapter`) for these weights"
+            )
+        if adapter.dim != base.dim:
+            raise AdapterError(f"adapter {spec} is {adapter.dim}-d; {base.name} is {base.dim}-d")
+        key = ("adapter", str(adapter.path.resolve()), base.fingerprint, str(base.model.device))
+        with _LOCK:
+            stamp = _files_stamp(str(adapter.path))
+            cached = _CACHE.get(key)
+            if cached is not None and getattr(cached, "_stamp", None) == stamp:
+                return cached
+            embedder = cls(
+                base.model,
+                name=adapter.path.name,
+                spec=spec,
+                fingerprint=base.fingerprint,
+                dim=base.dim,
+                query_adapter=adapter,
+            )
+            embedder._stamp = stamp
+            _CACHE[key] = embedder
+            return embedder
+
     # --- encoding ------------------------------------------------------------------------
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors (the model's query prompt, if it has one), float32, unit length."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         encode = getattr(self.model, "encode_query", None) or self.model.encode
+        adapter = self.query_adapter
         vectors = encode(
             list(texts),
             batch_size=max(1, min(len(texts), 64)),
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
-            truncate_dim=self.truncate_dim,
+            truncate_dim=None if adapter else self.truncate_dim,
         )
+        if adapter is not None:
+            vectors = adapter.apply(vectors)
+            if self.truncate_dim:
+                vectors = truncate(vectors, self.truncate_dim)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def encode_documents(

@@ -1,0 +1,141 @@
+"""Adapter-only fine-tuning: a query-side transform on the frozen MiniLM embedder.
+
+The same beir_tiny workspace as test_train (structural queries, beir_tiny's own test queries
+as the labelled guardrail). The adapter must learn (memorise codes the base model cannot
+know), serve from the base model's collection without a re-index, round-trip through
+safetensors, and refuse to run on other base weights.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_train import tiny_chunks, tiny_settings  # noqa: F401  (fixture)
+
+from finetune import adapter, train
+from finetune.split import Pair, Passages
+from rag_app import query_adapter
+from rag_app.query_adapter import AdapterError, QueryAdapter
+
+
+def test_identity_adapter_changes_nothing_and_bad_files_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(5, 8)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    eye = {"weight": np.eye(8, dtype=np.float32), "bias": np.zeros(8, dtype=np.float32)}
+    query_adapter.save(tmp_path / "a", "linear", eye, base_model="m", base_fingerprint="m-1")
+    loaded = QueryAdapter.load(tmp_path / "a")
+    assert loaded.kind == "linear" and loaded.dim == 8
+    np.testing.assert_allclose(loaded.apply(q), q, atol=1e-6)
+    with pytest.raises(AdapterError, match="expects 8-dimensional"):
+        loaded.apply(np.ones((1, 4), dtype=np.float32))
+
+    mlp = {
+        "w1": rng.normal(size=(4, 8)).astype(np.float32),
+        "b1": np.zeros(4, dtype=np.float32),
+        "w2": np.zeros((8, 4), dtype=np.float32),
+        "b2": np.zeros(8, dtype=np.float32),
+    }
+    query_adapter.save(tmp_path / "m", "mlp", mlp, base_model="m", base_fingerprint="m-1")
+    np.testing.assert_allclose(QueryAdapter.load(tmp_path / "m").apply(q), q, atol=1e-6)
+
+    (tmp_path / "a" / query_adapter.WEIGHTS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(AdapterError, match="unreadable weights"):
+        QueryAdapter.load(tmp_path / "a")
+    config = json.loads((tmp_path / "m" / query_adapter.CONFIG_FILE).read_text())
+    config["dim"] = 16
+    (tmp_path / "m" / query_adapter.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(AdapterError, match="do not fit dim 16"):
+        QueryAdapter.load(tmp_path / "m")
+
+
+def test_ranking_metrics_match_hand_computed_values():
+    docs = np.eye(3, dtype=np.float32)
+    q = np.array([[0.1, 0.9, 0.0], [1.0, 0.0, 0.0]], dtype=np.float32)
+    m = adapter.ranking_metrics(q, docs, [{0}, {0}], k=2)
+    # query 1: doc 0 second (RR 1/2, nDCG 1/log2(3)); query 2: first
+    assert m["mrr@2"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["ndcg@2"] == pytest.approx((1 / np.log2(3) + 1.0) / 2)
+    assert m["accuracy@1"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_adapter_learns_what_the_base_model_cannot(settings_factory, kind):
+    """Codes like "form 003" mean nothing to MiniLM; the adapter maps them to their passage."""
+    settings = settings_factory(
+        finetune={"batch_size": 8, "adapter_kind": kind, "adapter_epochs": 60}
+    )
+    chunks = tiny_chunks()
+    passages = Passages.from_chunks(chunks)
+    pairs = [Pair(f"form {7 * i + 3:03d}", c.id, c.doc_id) for i, c in enumerate(chunks)]
+    data = train.TrainData(chunks, passages, pairs, pairs)
+    report = adapter.train_adapter(settings, data, name=f"memorise-{kind}", progress=False)
+    m = report.metrics
+    assert m["val_mrr@10"] > m["val_mrr@10_base"] + 0.2
+    assert report.recommended and not report.verified
+    record = json.loads((report.path / "run.json").read_text())
+    assert record["kind"] == "embedder" and record["method"] == "adapter"
+    assert record["best_epoch"] >= 1 and record["history"][0]["epoch"] == 0
+
+
+@pytest.mark.slow
+def test_adapter_run_serves_from_the_base_index_without_reindexing(tiny_settings):  # noqa: F811
+    from rag_app.embedder import Embedder
+    from rag_app.index import run as build_index
+    from rag_app.registry import list_runs
+    from rag_app.retrieve import build_retriever
+
+    settings = tiny_settings.model_copy(
+        update={
+            "finetune": tiny_settings.finetune.model_copy(
+                update={"adapter_epochs": 20, "adapter_learning_rate": 5e-3}
+            )
+        }
+    )
+    build_index(settings, progress=False)
+    data = train.prepare(settings)
+    report = adapter.train_adapter(settings, data, name="tiny-adapter", progress=False)
+    run_dir = settings.models_dir / "tiny-adapter"
+    assert report.path == run_dir
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "adapter.json",
+        "adapter.safetensors",
+        "run.json",
+        "README.md",
+        "train.jsonl",
+        "val.jsonl",
+    }
+    assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in run_dir.iterdir())
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["verified"] is True  # beir_tiny's labelled queries were the guardrail
+    for key in ("val_mrr@10", "val_mrr@10_base", "labelled_mrr@10", "labelled_mrr@10_base"):
+        assert 0.0 <= record["metrics"][key] <= 1.0
+    assert [r.name for r in list_runs(settings, kind="embedder")] == ["tiny-adapter"]
+
+    base = Embedder.load("all-MiniLM-L6-v2", device="cpu")
+    tuned = Embedder.load(str(run_dir), device="cpu")
+    assert tuned.fingerprint == base.fingerprint and tuned.model is base.model
+    assert tuned.name == "tiny-adapter" and tuned.query_adapter is not None
+    text = ["asthma inhaler"]
+    expected = QueryAdapter.load(run_dir).apply(base.encode_queries(text))
+    np.testing.assert_allclose(tuned.encode_queries(text), expected, atol=1e-6)
+    np.testing.assert_allclose(  # documents are the base model's, untouched
+        tuned.encode_documents(text), base.encode_documents(text), atol=1e-6
+    )
+
+    # serves from the base collection: no index for the run was built, and none is needed
+    retriever = build_retriever(settings, model=str(run_dir), mode="dense", rerank=False)
+    hits = retriever.retrieve("what inhaler stops an asthma attack", k=3)
+    assert hits and all(h.chunk.id for h in hits)
+    again = build_index(settings, model=str(run_dir), progress=False)
+    assert again.embedded == 0
+
+    # an adapter for other weights is refused, with what to do
+    config = json.loads((run_dir / "adapter.json").read_text())
+    config["base_fingerprint"] = "all-MiniLM-L6-v2-000000000000"
+    (run_dir / "adapter.json").write_text(json.dumps(config))
+    with pytest.raises(AdapterError, match="retrain the adapter"):
+        Embedder.load(str(run_dir), device="cpu")
