@@ -236,7 +236,12 @@ def models_cmd(
             if isinstance(v, int | float) and ("mrr@10" in k or "ndcg@10" in k)
         }
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(shown.items()))
-        typer.echo(f"{run.name}  [{run.kind}, {verdict}]  {run.created}\n    {metrics}")
+        kind = (
+            f"{run.kind} {rec['adapter_kind']} adapter"
+            if rec.get("method") == "adapter"
+            else run.kind
+        )
+        typer.echo(f"{run.name}  [{kind}, {verdict}]  {run.created}\n    {metrics}")
 
 
 def register(app: typer.Typer) -> None:

@@ -139,3 +139,21 @@ def test_adapter_run_serves_from_the_base_index_without_reindexing(tiny_settings
     (run_dir / "adapter.json").write_text(json.dumps(config))
     with pytest.raises(AdapterError, match="retrain the adapter"):
         Embedder.load(str(run_dir), device="cpu")
+
+
+def test_ui_label_says_what_is_known_of_a_runs_quality(tmp_path):
+    from rag_app.registry import Run
+    from rag_app.ui.service import run_label
+
+    verified = Run(
+        "a1",
+        "embedder",
+        tmp_path,
+        metrics={"labelled_mrr@10": 0.70, "labelled_mrr@10_base": 0.75},
+        record={"method": "adapter", "verified": True, "recommended": False},
+    )
+    assert run_label(verified) == (
+        "Fine-tuned (a1) · query adapter — labelled MRR@10 0.750 → 0.700, not recommended"
+    )
+    synthetic_only = Run("f1", "embedder", tmp_path, record={"recommended": True})
+    assert run_label(synthetic_only) == "Fine-tuned (f1) — unverified: synthetic validation only"

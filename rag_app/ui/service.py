@@ -47,6 +47,26 @@ class Turn:
     notes: list[str] = field(default_factory=list)
 
 
+def run_label(run) -> str:
+    """ "Fine-tuned (<run>)" plus what is known of its quality, so nobody mistakes a model
+    that lost on real questions, or was never checked on any, for an improvement."""
+    record = run.record
+    method = " · query adapter" if record.get("method") == "adapter" else ""
+    after = run.metrics.get("labelled_mrr@10")
+    before = run.metrics.get("labelled_mrr@10_base")
+    if (
+        record.get("verified")
+        and isinstance(after, int | float)
+        and isinstance(before, int | float)
+    ):
+        verdict = f"labelled MRR@10 {before:.3f} → {after:.3f}"
+        if not record.get("recommended"):
+            verdict += ", not recommended"
+    else:
+        verdict = "unverified: synthetic validation only"
+    return f"Fine-tuned ({run.name}){method} — {verdict}"
+
+
 class ChatService:
     """Shared, thread-safe access to retrievers and the LLM for every chat session."""
 
@@ -69,7 +89,7 @@ class ChatService:
 
         opts = [RetrieverOption(BASELINE, f"Baseline ({self.settings.models.embedder})", "")]
         for run in registry.list_runs(self.settings, kind="embedder"):
-            opts.append(RetrieverOption(run.name, f"Fine-tuned ({run.name})", str(run.path)))
+            opts.append(RetrieverOption(run.name, run_label(run), str(run.path)))
         return opts
 
     def option(self, key: str) -> RetrieverOption:
