@@ -259,7 +259,9 @@ class FinetuneSettings(BaseModel):
     )
     adapter_hidden: int = Field(256, ge=8, description="--adapter mlp: hidden width.")
     adapter_epochs: int = Field(30, ge=1, le=1000)
-    adapter_learning_rate: float = Field(1e-3, gt=0)
+    adapter_learning_rate: float = Field(
+        3e-4, gt=0, description="Best of 1e-4 / 3e-4 / 1e-3 on medquad-small dev (BENCHMARKS.md)."
+    )
     adapter_weight_decay: float = Field(
         0.01, ge=0, description="Pulls the adapter back towards the identity."
     )
