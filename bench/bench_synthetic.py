@@ -48,6 +48,7 @@ RESULTS = REPO / "bench" / "results"
 # "synthetic": queries written from the passages; "supervised": the dataset's qrels/train.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
     "full-default": ({}, {}, "full", "synthetic"),
+    "full-top20": ({"consistency_top_k": 20}, {}, "full", "synthetic"),
     "adapter-linear": ({}, {"adapter_kind": "linear"}, "adapter", "synthetic"),
     "adapter-mlp": ({}, {"adapter_kind": "mlp"}, "adapter", "synthetic"),
     "adapter-linear-llm-only": (
@@ -70,6 +71,24 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
     ),
     "adapter-linear-top10": (
         {"consistency_top_k": 10},
+        {"adapter_kind": "linear"},
+        "adapter",
+        "synthetic",
+    ),
+    "adapter-linear-top20": (
+        {"consistency_top_k": 20},
+        {"adapter_kind": "linear"},
+        "adapter",
+        "synthetic",
+    ),
+    "adapter-linear-top50": (
+        {"consistency_top_k": 50},
+        {"adapter_kind": "linear"},
+        "adapter",
+        "synthetic",
+    ),
+    "adapter-linear-nofilter": (
+        {"consistency_top_k": 0},
         {"adapter_kind": "linear"},
         "adapter",
         "synthetic",
