@@ -58,7 +58,7 @@ def train_supervised(dataset: Path, out: Path, base: str, epochs: int, batch: in
     from eval.datasets import load_beir
     from rag_app.models import resolve_embedder
 
-    train = load_beir(dataset, split="train")
+    train = load_beir(dataset, split="train", on_duplicate_query="disambiguate")
     anchors, positives = [], []
     for qid, docs in train.qrels.items():
         for doc_id, grade in docs.items():
