@@ -24,15 +24,19 @@ adapters seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -44,57 +48,92 @@ sys.path.insert(0, str(REPO))
 DEFAULT_DATASET = REPO.parent / "shared" / "datasets" / "medquad-small"
 RESULTS = REPO / "bench" / "results"
 
-# name -> (synth overrides, finetune overrides, method, training data)
-# "synthetic": queries written from the passages; "supervised": the dataset's qrels/train.
-VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
-    "full-default": ({}, {}, "full", "synthetic"),
-    "full-top20": ({"consistency_top_k": 20}, {}, "full", "synthetic"),
-    "adapter-linear": ({}, {"adapter_kind": "linear"}, "adapter", "synthetic"),
-    "adapter-mlp": ({}, {"adapter_kind": "mlp"}, "adapter", "synthetic"),
-    "adapter-linear-llm-only": (
-        {"structural_queries_per_chunk": 0},
-        {"adapter_kind": "linear"},
-        "adapter",
-        "synthetic",
+if TYPE_CHECKING:
+    from finetune.split import Pair
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One recipe: synth / finetune overrides, the trainer, the data, and an optional
+    post-filter on the training pairs (for ablations the config has no knob for)."""
+
+    synth: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    method: str = "adapter"  # "adapter" or "full"
+    source: str = "synthetic"  # "synthetic": written from the passages; "supervised": qrels/train
+    select: Callable[[Pair, dict[str, Any]], bool] | None = None  # (pair, its synth row) -> keep?
+    note: str = ""
+
+
+def _rank_within(low: int, high: int, sources: tuple[str, ...] = ()):
+    """Keep synthetic pairs whose source passage ranked low..high for the base model."""
+
+    def keep(pair: Pair, row: dict[str, Any]) -> bool:
+        rank = row.get("rank") or 10**9
+        return low <= rank <= high and (not sources or row.get("source", "").startswith(sources))
+
+    return keep
+
+
+def _query_share(share: float, seed: int = 42):
+    """Keep a seeded random `share` of the training queries (all pairs of a kept query)."""
+
+    def keep(pair: Pair, row: dict[str, Any]) -> bool:
+        digest = hashlib.sha256(f"{seed}:{pair.query}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") / 2**32 < share
+
+    return keep
+
+
+LINEAR = {"adapter_kind": "linear"}
+TOP50 = {"consistency_top_k": 50}
+MAIN_QUESTION = {
+    "prompts_file": REPO / "bench" / "prompts" / "main-question.toml",
+    "styles": ["question"],
+    "llm_queries_per_chunk": 1,
+    "consistency_top_k": 50,
+}
+VARIANTS: dict[str, Variant] = {
+    "full-default": Variant(method="full"),
+    "full-top20": Variant({"consistency_top_k": 20}, method="full"),
+    "adapter-linear": Variant(finetune=LINEAR),
+    "adapter-mlp": Variant(finetune={"adapter_kind": "mlp"}),
+    "adapter-linear-llm-only": Variant({"structural_queries_per_chunk": 0}, LINEAR),
+    "adapter-linear-structural-only": Variant({"llm_queries_per_chunk": 0}, LINEAR),
+    "adapter-linear-top1": Variant({"consistency_top_k": 1}, LINEAR),
+    "adapter-linear-top10": Variant({"consistency_top_k": 10}, LINEAR),
+    "adapter-linear-top20": Variant({"consistency_top_k": 20}, LINEAR),
+    "adapter-linear-top50": Variant(TOP50, LINEAR),
+    "adapter-linear-nofilter": Variant({"consistency_top_k": 0}, LINEAR),
+    "adapter-linear-rank2-20": Variant(
+        TOP50, LINEAR, select=_rank_within(2, 20), note="drop queries the base already ranks 1st"
     ),
-    "adapter-linear-structural-only": (
-        {"llm_queries_per_chunk": 0},
-        {"adapter_kind": "linear"},
-        "adapter",
-        "synthetic",
+    "adapter-linear-llm-top20": Variant(
+        TOP50, LINEAR, select=_rank_within(1, 20, ("llm:",)), note="LLM queries only"
     ),
-    "adapter-linear-top1": (
-        {"consistency_top_k": 1},
-        {"adapter_kind": "linear"},
-        "adapter",
-        "synthetic",
+    "adapter-linear-llm-question-top20": Variant(
+        TOP50, LINEAR, select=_rank_within(1, 20, ("llm:question",)), note="LLM questions only"
     ),
-    "adapter-linear-top10": (
-        {"consistency_top_k": 10},
-        {"adapter_kind": "linear"},
-        "adapter",
-        "synthetic",
+    "adapter-linear-mainq-top20": Variant(
+        MAIN_QUESTION,
+        LINEAR,
+        select=_rank_within(1, 20),
+        note="prompt: 'the main question this passage answers' (1 a chunk) + structural",
     ),
-    "adapter-linear-top20": (
-        {"consistency_top_k": 20},
-        {"adapter_kind": "linear"},
-        "adapter",
-        "synthetic",
+    "adapter-linear-mainq-llm-top20": Variant(
+        MAIN_QUESTION,
+        LINEAR,
+        select=_rank_within(1, 20, ("llm:",)),
+        note="prompt: 'the main question this passage answers', LLM queries only",
     ),
-    "adapter-linear-top50": (
-        {"consistency_top_k": 50},
-        {"adapter_kind": "linear"},
-        "adapter",
-        "synthetic",
+    "supervised-adapter-linear": Variant(finetune=LINEAR, source="supervised"),
+    "supervised-adapter-linear-30pct": Variant(
+        finetune=LINEAR,
+        source="supervised",
+        select=_query_share(0.3),
+        note="30% of the labelled training questions (about as many as the synthetic sets)",
     ),
-    "adapter-linear-nofilter": (
-        {"consistency_top_k": 0},
-        {"adapter_kind": "linear"},
-        "adapter",
-        "synthetic",
-    ),
-    "supervised-adapter-linear": ({}, {"adapter_kind": "linear"}, "adapter", "supervised"),
-    "supervised-full": ({}, {}, "full", "supervised"),
+    "supervised-full": Variant(method="full", source="supervised"),
 }
 
 
@@ -107,13 +146,13 @@ def dev_guard(dataset: Path, root: Path) -> Path:
     return guard
 
 
-def train_variant(ns, name: str, spec, dataset: Path, guard: Path, progress: bool) -> dict:
+def train_variant(ns, name: str, spec: Variant, dataset: Path, guard: Path, progress: bool) -> dict:
     """Synthesise (cached LLM replies), filter and train one variant; returns its record."""
     from finetune import adapter, synth, train
 
-    synth_over, ft_over, method, source = spec
-    synth_cfg = ns.synth.model_copy(update=synth_over)
-    ft_update = {"labelled_eval": guard, "reranker": False, **ft_over}
+    method, source = spec.method, spec.source
+    synth_cfg = ns.synth.model_copy(update=spec.synth)
+    ft_update = {"labelled_eval": guard, "reranker": False, **spec.finetune}
     if source == "supervised":
         ft_update.update({"train_data": [dataset], "use_synthetic": False})
     settings = ns.model_copy(
@@ -125,6 +164,8 @@ def train_variant(ns, name: str, spec, dataset: Path, guard: Path, progress: boo
         synth_report = synth.run(settings, progress=progress)
         print(f"[{name}] {synth_report.summary()}")
     data = train.prepare(settings)
+    if spec.select is not None:
+        data = _selected(settings, data, spec.select)
     job = "adapter" if method == "adapter" else "embedder"
     found = train.existing_run(settings, train.data_fingerprint(settings, data, job), "embedder")
     if found is None:
@@ -147,7 +188,25 @@ def train_variant(ns, name: str, spec, dataset: Path, guard: Path, progress: boo
         "guard_mrr@10_base": record["metrics"].get("labelled_mrr@10_base"),
         "recommended": record.get("recommended"),
         "prepare_and_train_seconds": round(time.perf_counter() - began, 1),
+        "note": spec.note,
     }
+
+
+def _selected(settings, data, select):
+    """`data` with only the train / validation pairs that `select` keeps."""
+    from finetune import synth
+
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    queries = settings.synth_dir / synth.QUERIES_FILE
+    if queries.is_file():
+        for line in queries.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            rows[(row["query"], row["chunk_id"])] = row
+
+    def keep(pairs):
+        return [p for p in pairs if select(p, rows.get((p.query, p.passage_id), {}))]
+
+    return dataclasses.replace(data, train=keep(data.train), val=keep(data.val))
 
 
 def score(settings, dataset: Path, run: str, split: str, out: Path) -> dict:
@@ -185,6 +244,35 @@ def score(settings, dataset: Path, run: str, split: str, out: Path) -> dict:
     }
 
 
+def write_report(stem: Path, rows: dict[str, Any], *, date: str, machine: str, command: str) -> str:
+    """Write the JSON and Markdown results so far (after every variant: a crash keeps them)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    report = {"date": date, "machine": machine, "command": command, "variants": rows}
+    stem.with_suffix(".json").write_text(
+        json.dumps(report, indent=2, default=str), encoding="utf-8"
+    )
+    md = [
+        f"Command: `{command}` ({date}, {machine})",
+        "",
+        "| variant | data | train pairs | dev nDCG@10 (base -> tuned) | dev gain [95% CI] "
+        "| test nDCG@10 (base -> tuned) | test gain [95% CI] | p (test) | train s | note |",
+        "|---|---|---:|---|---|---|---|---:|---:|---|",
+    ]
+    for name, row in rows.items():
+        d, t = row["dev"], row["test"]
+        md.append(
+            f"| {name} | {row['source']} | {row['train_pairs']} "
+            f"| {d['base']:.4f} -> {d['tuned']:.4f} "
+            f"| {d['delta'] * 100:+.2f} [{d['ci'][0] * 100:+.2f}, {d['ci'][1] * 100:+.2f}] "
+            f"| {t['base']:.4f} -> {t['tuned']:.4f} "
+            f"| {t['delta'] * 100:+.2f} [{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}] "
+            f"| {t['p']:.4f} | {row['train_seconds']} | {row.get('note', '')} |"
+        )
+    text = "\n".join(md) + "\n"
+    stem.with_suffix(".md").write_text(text, encoding="utf-8")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
@@ -212,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
     command = "python bench/bench_synthetic.py " + " ".join(argv or sys.argv[1:])
     rows: dict[str, Any] = {}
+    md = ""
+    stem = RESULTS / f"synthetic-{args.dataset.resolve().name}-{date}"
     for name in names:
         row = train_variant(ns, name, VARIANTS[name], args.dataset, guard, args.progress)
         for split in ("dev", "test"):
@@ -219,32 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             row[split] = score(settings, args.dataset, row["run"], split, out)
             print(f"[{name}] {split}: {row[split]}")
         rows[name] = row
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"synthetic-{args.dataset.resolve().name}-{date}"
-    report = {"date": date, "machine": machine, "command": command, "variants": rows}
-    stem.with_suffix(".json").write_text(
-        json.dumps(report, indent=2, default=str), encoding="utf-8"
-    )
-    md = [
-        f"Command: `{command}` ({date}, {machine})",
-        "",
-        "| variant | data | train pairs | dev nDCG@10 (base -> tuned) | dev gain [95% CI] "
-        "| test nDCG@10 (base -> tuned) | test gain [95% CI] | p (test) | train s |",
-        "|---|---|---:|---|---|---|---|---:|---:|",
-    ]
-    for name, row in rows.items():
-        d, t = row["dev"], row["test"]
-        md.append(
-            f"| {name} | {row['source']} | {row['train_pairs']} "
-            f"| {d['base']:.4f} -> {d['tuned']:.4f} "
-            f"| {d['delta'] * 100:+.2f} [{d['ci'][0] * 100:+.2f}, {d['ci'][1] * 100:+.2f}] "
-            f"| {t['base']:.4f} -> {t['tuned']:.4f} "
-            f"| {t['delta'] * 100:+.2f} [{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}] "
-            f"| {t['p']:.4f} | {row['train_seconds']} |"
-        )
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    print("\n".join(md))
+        md = write_report(stem, rows, date=date, machine=machine, command=command)
+    print(md)
     print(f"\nwritten {stem}.json and {stem}.md")
     return 0
 
