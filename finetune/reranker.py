@@ -34,6 +34,8 @@ from finetune.train import (
     prepare,
     settings_record,
     shared_training_args,
+    throughput,
+    validation_seconds,
 )
 from rag_app.config import Settings
 from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
@@ -171,6 +173,7 @@ def train_reranker(
     train_began = time.perf_counter()
     result = trainer.train()
     train_seconds = time.perf_counter() - train_began
+    eval_seconds = validation_seconds(trainer)
     model = trainer.model
     raw = evaluator(model)
     metrics = {
@@ -209,9 +212,13 @@ def train_reranker(
         "data_fingerprint": data_fingerprint(settings, data, "reranker"),
         "steps": int(result.global_step),
         "train_seconds": round(train_seconds, 1),
-        "pairs_per_s": round(int(result.global_step) * cfg.reranker_batch_size / train_seconds, 2)
-        if train_seconds
-        else 0,
+        "eval_seconds": round(eval_seconds, 1),
+        "pairs_per_s": round(
+            throughput(
+                int(result.global_step) * cfg.reranker_batch_size, train_seconds, eval_seconds
+            ),
+            2,
+        ),
         "device": device,
         "seed": settings.seed,
         "settings": settings_record(settings),
@@ -236,6 +243,7 @@ def train_reranker(
         train_seconds=train_seconds,
         steps=int(result.global_step),
         batch_size=cfg.reranker_batch_size,
+        eval_seconds=eval_seconds,
     )
 
 

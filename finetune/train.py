@@ -103,11 +103,12 @@ class TrainReport:
 
     batch_size: int = 16
     reused: bool = False  # an identical earlier run was found; nothing was trained
+    eval_seconds: float = 0.0  # of train_seconds, spent validating inside the training loop
 
     @property
     def pairs_per_s(self) -> float:
-        """Training examples processed a second (steps x batch size / time)."""
-        return self.steps * self.batch_size / self.train_seconds if self.train_seconds else 0.0
+        """Training examples processed a second of training steps (validation excluded)."""
+        return throughput(self.steps * self.batch_size, self.train_seconds, self.eval_seconds)
 
     def summary(self) -> str:
         def pair(key: str) -> str:
@@ -134,7 +135,8 @@ class TrainReport:
             )
         return (
             f"{self.kind} {self.name}: {self.train_pairs} train / {self.val_pairs} val pairs, "
-            f"{self.steps} steps in {self.train_seconds:.0f}s ({self.pairs_per_s:.1f} pairs/s); "
+            f"{self.steps} steps in {self.train_seconds:.0f}s, {self.eval_seconds:.0f}s of it "
+            f"validation ({self.pairs_per_s:.1f} pairs/s); "
             f"{'; '.join(parts)}; {verdict} -> {self.path}"
         )
 
@@ -504,6 +506,7 @@ def train_embedder(
         result = trainer.train()
     finally:
         train_seconds = time.perf_counter() - train_began
+    eval_seconds = validation_seconds(trainer)
     model = trainer.model
     model.max_seq_length = serve_max_length
     if cfg.merge_alpha < 1.0:
@@ -548,9 +551,10 @@ def train_embedder(
         "data_fingerprint": data_fingerprint(settings, data, "embedder"),
         "steps": int(result.global_step),
         "train_seconds": round(train_seconds, 1),
-        "pairs_per_s": round(_seen(result, cfg.batch_size) / train_seconds, 2)
-        if train_seconds
-        else 0,
+        "eval_seconds": round(eval_seconds, 1),
+        "pairs_per_s": round(
+            throughput(_seen(result, cfg.batch_size), train_seconds, eval_seconds), 2
+        ),
         "device": device,
         "seed": settings.seed,
         "settings": settings_record(settings),
@@ -578,7 +582,23 @@ def train_embedder(
         train_seconds=train_seconds,
         steps=int(result.global_step),
         batch_size=cfg.batch_size,
+        eval_seconds=eval_seconds,
     )
+
+
+def validation_seconds(trainer) -> float:
+    """Seconds the trainer spent in its evaluator during `train()` (from its log history).
+
+    The per-epoch validation that picks the best checkpoint embeds every passage, which on a
+    CPU can cost as much as the training steps; throughput is reported without it.
+    """
+    return float(sum(h.get("eval_runtime", 0.0) for h in trainer.state.log_history))
+
+
+def throughput(examples: int, seconds: float, eval_seconds: float = 0.0) -> float:
+    """Examples a second of training steps: validation time inside the loop excluded."""
+    steps_seconds = seconds - eval_seconds
+    return examples / steps_seconds if steps_seconds > 0 else 0.0
 
 
 def merge_weights(model, base_model, alpha: float) -> None:
@@ -661,6 +681,7 @@ def existing_run(settings: Settings, fingerprint: str, kind: str) -> TrainReport
                 steps=int(record.get("steps", 0)),
                 batch_size=int((record.get("settings") or {}).get("batch_size", 16)),
                 reused=True,
+                eval_seconds=float(record.get("eval_seconds", 0.0)),
             )
     return None
 

@@ -137,6 +137,13 @@ def test_train_embedder_publishes_a_complete_run(tiny_settings):
     for key in ("val_mrr@10", "val_mrr@10_base", "labelled_mrr@10", "labelled_mrr@10_base"):
         assert 0.0 <= record["metrics"][key] <= 1.0
     assert record["settings"]["max_steps"] == 6
+    # Throughput counts training steps only: the in-loop validation is timed separately.
+    assert 0.0 < record["eval_seconds"] < record["train_seconds"]
+    steps_seconds = record["train_seconds"] - record["eval_seconds"]
+    assert record["pairs_per_s"] == pytest.approx(
+        record["steps"] * settings.finetune.batch_size / steps_seconds, rel=0.05
+    )
+    assert "s of it validation" in report.summary()
     card = (run_dir / "README.md").read_text()
     assert "tiny-ft" in card and "labelled_mrr@10" in card and "$" not in card.split("```")[0]
     assert (run_dir / "train.jsonl").is_file() and (run_dir / "val.jsonl").is_file()
