@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,11 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+sys.path.insert(0, str(REPO / "bench"))
 
 
 def main() -> None:
@@ -53,6 +47,7 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from bench_latency import percentile, time_queries
     from rank_bm25 import BM25Okapi
     from sentence_transformers import CrossEncoder
 
@@ -81,20 +76,14 @@ def main() -> None:
                 pairs = [(queries[i], p) for p in candidates[i]]
                 return model.predict(pairs, batch_size=bs, show_progress_bar=False)
 
-            scores = [run(i) for i in range(len(queries))]  # warm-up, and the scores
+            scores = [run(i) for i in range(len(queries))]
             if not baseline_scores:
                 baseline_scores = scores
             diff = max(
                 float(np.abs(a - b).max()) for a, b in zip(scores, baseline_scores, strict=True)
             )
-            per_query = [[] for _ in queries]
-            for _ in range(args.repeats):
-                for i in range(len(queries)):
-                    t0 = time.perf_counter()
-                    run(i)
-                    per_query[i].append((time.perf_counter() - t0) * 1000)
-            ms = [statistics.median(t) for t in per_query]
-            p50, p95 = statistics.median(ms), percentile(ms, 95)
+            ms = time_queries(run, list(range(len(queries))), args.repeats)
+            p50, p95 = percentile(ms, 50), percentile(ms, 95)
             baseline_p50 = baseline_p50 or p50
             rows.append((max_length, bs, p50, p95, baseline_p50 / p50, diff))
             print(

@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pass {repeat + 1}: bare {bare[-1]:.2f} pairs/s, ours {ours[-1]:.2f}", flush=True)
 
     cfg = ns.finetune
+    peak_mb = peak_rss_mb()
     ratio = statistics.median(ours) / statistics.median(bare)
     date = datetime.now(UTC).date().isoformat()
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "ours_with_validation_pairs_per_s": ours_with_eval,
         "ratio": round(ratio, 3),
         "ours_runs": records,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_mb,
     }
     md = [
         f"Command: `{command}` ({date}, {machine})",
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| rag-app finetune, in-loop validation counted | {statistics.median(ours_with_eval):.2f} "
         f"| {len(ours_with_eval)} |",
         "",
-        f"Peak RSS of the process (base model, mining, both trainings): {peak_rss_mb():.0f} MB",
+        f"Peak RSS of the process (base model, mining, both trainings): {peak_mb:.0f} MB",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"train-{args.dataset.resolve().name}-{date}"

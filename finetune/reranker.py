@@ -28,6 +28,7 @@ from finetune import model_card, registry
 from finetune.train import (
     TrainData,
     TrainReport,
+    _seen,
     _write_pairs,
     data_fingerprint,
     existing_run,
@@ -214,10 +215,7 @@ def train_reranker(
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(eval_seconds, 1),
         "pairs_per_s": round(
-            throughput(
-                int(result.global_step) * cfg.reranker_batch_size, train_seconds, eval_seconds
-            ),
-            2,
+            throughput(_seen(result, cfg.reranker_batch_size), train_seconds, eval_seconds), 2
         ),
         "device": device,
         "seed": settings.seed,

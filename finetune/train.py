@@ -133,10 +133,12 @@ class TrainReport:
                 f"{self.kind} {self.name}: already trained on the same data and settings "
                 f"(use --force to retrain); {'; '.join(parts)}; {verdict} -> {self.path}"
             )
+        # Only trainers that time their in-loop validation apart report it (not the adapter).
+        validating = f", {self.eval_seconds:.0f}s of it validation" if self.eval_seconds else ""
         return (
             f"{self.kind} {self.name}: {self.train_pairs} train / {self.val_pairs} val pairs, "
-            f"{self.steps} steps in {self.train_seconds:.0f}s, {self.eval_seconds:.0f}s of it "
-            f"validation ({self.pairs_per_s:.1f} pairs/s); "
+            f"{self.steps} steps in {self.train_seconds:.0f}s{validating} "
+            f"({self.pairs_per_s:.1f} pairs/s); "
             f"{'; '.join(parts)}; {verdict} -> {self.path}"
         )
 
