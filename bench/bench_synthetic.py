@@ -126,6 +126,11 @@ VARIANTS: dict[str, Variant] = {
         select=_rank_within(1, 20, ("llm:",)),
         note="prompt: 'the main question this passage answers', LLM queries only",
     ),
+    "adapter-linear-structural-top20": Variant(
+        {"llm_queries_per_chunk": 0, "consistency_top_k": 20},
+        LINEAR,
+        note="no LLM: title + sibling-contrast terms",
+    ),
     "supervised-adapter-linear": Variant(finetune=LINEAR, source="supervised"),
     "supervised-adapter-linear-30pct": Variant(
         finetune=LINEAR,

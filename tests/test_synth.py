@@ -140,6 +140,27 @@ def test_read_raw_repairs_a_truncated_last_line(tmp_path):
     assert sorted(synth.read_raw(path)) == ["c0:v", "c1:v", "c2:v", "c3:v"]
 
 
+def test_contrast_terms_pick_what_sets_a_chunk_apart_from_its_siblings():
+    """Title words and words every sibling shares are left out; codes stay whole."""
+    chunks = make_chunks()
+    stats = synth.term_statistics(chunks)
+    interval, removal = chunks[0], chunks[1]  # the two hydraulic-pump chunks
+    assert synth.sibling_key(interval) == synth.sibling_key(removal)
+    for chunk in (interval, removal):
+        terms = synth.contrast_terms(chunk, stats, 3)
+        assert len(terms) == 3
+        lowered = {t.lower() for t in terms}
+        assert not lowered & {"hydraulic", "pump", "overhaul", "edp-3"}  # title / shared
+    for chunk, sibling in ((interval, removal), (removal, interval)):
+        for term in synth.contrast_terms(chunk, stats, 3):  # in this chunk, not the other
+            assert term in chunk.text.lower() and term not in sibling.text.lower()
+    sealants = next(c for c in chunks if "PR-1422" in c.text)
+    assert synth.contrast_terms(sealants, stats, 2)[0] == "PR-1422"
+    queries = {q.source: q.query for q in synth.structural_queries(interval, stats, 2)}
+    assert queries["structure:heading"] == "Interval Hydraulic Pump Overhaul"
+    assert queries["structure:terms"].startswith("Hydraulic Pump Overhaul ")
+
+
 def test_structural_queries_only_no_llm(workspace):
     """With no LLM queries asked, structure alone yields filtered, consistent pairs."""
     settings = settings_for(
@@ -153,7 +174,7 @@ def test_structural_queries_only_no_llm(workspace):
     assert report.filter.generated == report.filter.kept + dropped
     assert all(c.source.startswith("structure:") and 1 <= c.rank <= 2 for c in kept)
     queries = [c.query for c in kept]
-    assert any("EDP-3" in q for q in queries)  # codes kept whole as glossary terms
+    assert any("PR-1422" in q for q in queries)  # a code only one chunk has, kept whole
     saved = json.loads((settings.synth_dir / "report.json").read_text())
     assert saved["kept"] == len(kept)
 
