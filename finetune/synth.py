@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -366,6 +367,13 @@ def _source_title(chunk: Chunk) -> str:
     return " > ".join([p for p in [title, *heads] if p])
 
 
+def batch_seed(seed: int, first_chunk_id: str) -> int:
+    """The sampling seed of one LLM batch: fixed by the run's seed and the batch's first
+    chunk, so the same corpus and settings give the same synthetic queries."""
+    digest = hashlib.sha256(f"{seed}:{first_chunk_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
 def _styles_for(cfg, n: int) -> list[str]:
     styles = list(cfg.styles) or ["question"]
     return [styles[i % len(styles)] for i in range(n)]
@@ -413,6 +421,7 @@ def generate(
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             stop=["\n"],
+            seed=batch_seed(settings.seed, batch[0].id),
         )
         seconds += time.perf_counter() - began
         if len(outputs) != len(messages):

@@ -107,6 +107,18 @@ def test_generate_many_returns_one_output_per_input(llm):
 
 
 @pytest.mark.slow
+def test_seeded_sampling_repeats_and_leaves_the_global_rng_alone(llm):
+    """synth passes a seed so a run can be reproduced; sampling must honour it."""
+    import torch
+
+    batch = [QUESTION, [{"role": "user", "content": "Name a colour."}]]
+    state = torch.random.get_rng_state()
+    first = llm.generate_many(batch, max_new_tokens=SHORT, temperature=1.0, seed=7)
+    second = llm.generate_many(batch, max_new_tokens=SHORT, temperature=1.0, seed=7)
+    assert first == second
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 def test_stop_strings_end_generation(llm):
     text = llm.generate(QUESTION, max_new_tokens=SHORT, temperature=0)
     word = text.split()[1]  # "The capital of ..." -> stop at the second word

@@ -55,7 +55,11 @@ class LLM(Protocol):
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
-    ) -> list[str]: ...
+        seed: int | None = None,
+    ) -> list[str]:
+        """One reply per conversation. A `seed` makes sampled replies repeatable: the same
+        batch with the same seed gives the same replies, so a synth run can be reproduced."""
+        ...
 
 
 def check_messages(messages: list[Message]) -> list[Message]:

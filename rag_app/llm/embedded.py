@@ -307,6 +307,7 @@ class EmbeddedLLM:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
+        seed: int | None = None,
     ) -> list[str]:
         """Padded batch generation, `batch_size` conversations at a time."""
         import torch
@@ -319,7 +320,9 @@ class EmbeddedLLM:
             enc = self._encode(prompts[i : i + self.batch_size], kwargs["max_new_tokens"])
             width = enc["input_ids"].shape[1]
             try:
-                with self.loaded.lock, torch.inference_mode():
+                with self.loaded.lock, torch.inference_mode(), torch.random.fork_rng(devices=[]):
+                    if seed is not None:  # per sub-batch, in a forked RNG: no global side effect
+                        torch.manual_seed(seed + i)
                     out = self.loaded.model.generate(**enc, **kwargs)
             except Exception as exc:
                 raise LLMError(f"generation failed: {exc}") from exc

@@ -96,8 +96,11 @@ class LlamaCppLLM:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
+        seed: int | None = None,
     ) -> str:
         kwargs = self._kwargs(max_new_tokens, temperature, stop)
+        if seed is not None:
+            kwargs["seed"] = seed
         try:
             with self._lock:
                 out = self.llama.create_chat_completion(messages=check_messages(messages), **kwargs)
@@ -145,9 +148,16 @@ class LlamaCppLLM:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
+        seed: int | None = None,
     ) -> list[str]:
         """Sequential: llama-cpp-python's high-level API serves one sequence at a time."""
         return [
-            self.generate(m, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
-            for m in batch
+            self.generate(
+                m,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                stop=stop,
+                seed=None if seed is None else seed + i,
+            )
+            for i, m in enumerate(batch)
         ]

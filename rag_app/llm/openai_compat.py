@@ -202,9 +202,12 @@ class OpenAICompatLLM:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
+        seed: int | None = None,
     ) -> str:
         msgs = check_messages(messages)
         kwargs = self._call_kwargs(max_new_tokens, temperature, stop)
+        if seed is not None:  # OpenAI and llama.cpp's server honour it; others may ignore it
+            kwargs["seed"] = seed
         reply = self._call(lambda: self._client().invoke(msgs, **kwargs))
         return cut_at_stop(_text(reply.content), stop).strip()
 
@@ -265,20 +268,27 @@ class OpenAICompatLLM:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
+        seed: int | None = None,
     ) -> list[str]:
         """Concurrent requests (`concurrency` at a time): servers batch them themselves."""
         if not batch:
             return []
 
-        def one(messages: list[Message]) -> str:
+        def one(item: tuple[int, list[Message]]) -> str:
+            i, messages = item
             return self.generate(
-                messages, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop
+                messages,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                stop=stop,
+                seed=None if seed is None else seed + i,
             )
 
+        items = list(enumerate(batch))
         if self.concurrency == 1 or len(batch) == 1:
-            return [one(m) for m in batch]
+            return [one(item) for item in items]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batch))) as pool:
-            return list(pool.map(one, batch))
+            return list(pool.map(one, items))
 
 
 def _root_cause(exc: BaseException) -> str:
