@@ -86,51 +86,38 @@ def _query_share(share: float, seed: int = 42):
 
 
 LINEAR = {"adapter_kind": "linear"}
-TOP50 = {"consistency_top_k": 50}
-MAIN_QUESTION = {
-    "prompts_file": REPO / "bench" / "prompts" / "main-question.toml",
-    "styles": ["question"],
-    "llm_queries_per_chunk": 1,
-    "consistency_top_k": 50,
+# The synth defaults before 2026-12-02: keyword + "any question" prompts, two LLM queries a
+# chunk, round trip top 2 (the structural term queries have changed since, see BENCHMARKS).
+OLD = {
+    "prompts_file": REPO / "bench" / "prompts" / "any-question.toml",
+    "styles": ["keyword", "question"],
+    "llm_queries_per_chunk": 2,
+    "consistency_top_k": 2,
 }
+
+
+def _old(**update: Any) -> dict[str, Any]:
+    return {**OLD, **update}
+
+
 VARIANTS: dict[str, Variant] = {
-    "full-default": Variant(method="full"),
-    "full-top20": Variant({"consistency_top_k": 20}, method="full"),
-    "adapter-linear": Variant(finetune=LINEAR),
+    # the shipped defaults: 'main question' prompt, 1 a chunk, round trip top 20, title +
+    # sibling-contrast term queries, linear query adapter
+    "default": Variant(note="the defaults of rag-app synth + finetune"),
+    "adapter-linear-llm-only": Variant(
+        select=_rank_within(1, 20, ("llm:",)), note="defaults, LLM questions only"
+    ),
+    "adapter-linear-structural-only": Variant(
+        {"llm_queries_per_chunk": 0}, note="defaults, no LLM: title + sibling-contrast terms"
+    ),
     "adapter-mlp": Variant(finetune={"adapter_kind": "mlp"}),
-    "adapter-linear-llm-only": Variant({"structural_queries_per_chunk": 0}, LINEAR),
-    "adapter-linear-structural-only": Variant({"llm_queries_per_chunk": 0}, LINEAR),
-    "adapter-linear-top1": Variant({"consistency_top_k": 1}, LINEAR),
-    "adapter-linear-top10": Variant({"consistency_top_k": 10}, LINEAR),
-    "adapter-linear-top20": Variant({"consistency_top_k": 20}, LINEAR),
-    "adapter-linear-top50": Variant(TOP50, LINEAR),
-    "adapter-linear-nofilter": Variant({"consistency_top_k": 0}, LINEAR),
-    "adapter-linear-rank2-20": Variant(
-        TOP50, LINEAR, select=_rank_within(2, 20), note="drop queries the base already ranks 1st"
-    ),
-    "adapter-linear-llm-top20": Variant(
-        TOP50, LINEAR, select=_rank_within(1, 20, ("llm:",)), note="LLM queries only"
-    ),
-    "adapter-linear-llm-question-top20": Variant(
-        TOP50, LINEAR, select=_rank_within(1, 20, ("llm:question",)), note="LLM questions only"
-    ),
-    "adapter-linear-mainq-top20": Variant(
-        MAIN_QUESTION,
-        LINEAR,
-        select=_rank_within(1, 20),
-        note="prompt: 'the main question this passage answers' (1 a chunk) + structural",
-    ),
-    "adapter-linear-mainq-llm-top20": Variant(
-        MAIN_QUESTION,
-        LINEAR,
-        select=_rank_within(1, 20, ("llm:",)),
-        note="prompt: 'the main question this passage answers', LLM queries only",
-    ),
-    "adapter-linear-structural-top20": Variant(
-        {"llm_queries_per_chunk": 0, "consistency_top_k": 20},
-        LINEAR,
-        note="no LLM: title + sibling-contrast terms",
-    ),
+    "full": Variant(method="full", note="defaults, every weight trained"),
+    # the older defaults, for the ablation
+    "old-full-default": Variant(OLD, method="full"),
+    "old-adapter-linear": Variant(OLD, LINEAR),
+    "old-adapter-linear-top20": Variant(_old(consistency_top_k=20), LINEAR),
+    "old-adapter-linear-top50": Variant(_old(consistency_top_k=50), LINEAR),
+    "old-adapter-linear-nofilter": Variant(_old(consistency_top_k=0), LINEAR),
     "supervised-adapter-linear": Variant(finetune=LINEAR, source="supervised"),
     "supervised-adapter-linear-30pct": Variant(
         finetune=LINEAR,

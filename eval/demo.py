@@ -132,7 +132,7 @@ def run(settings: Any, *, chat: bool = True, echo: Callable[[str], None] = print
 # still cover every chunk) and trains on shorter sequences. `--full` drops these limits;
 # settings from rag-app.toml or RAG_APP_* still apply on top of either.
 QUICK_PROFILE: dict[str, Any] = {
-    "synth": {"max_chunks": 64, "llm_queries_per_chunk": 2},
+    "synth": {"max_chunks": 64},
     "finetune": {"max_seq_length": 128, "reranker_max_length": 128},
 }
 

@@ -124,12 +124,15 @@ def finetune_cmd(
         bool, typer.Option("--force", help="Retrain even if an identical run exists.")
     ] = False,
     adapter: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--adapter",
-            help="Train only a query-side adapter on the frozen embedder: no re-index needed.",
+            "--adapter/--full",
+            help=(
+                "--adapter: train a query-side adapter on the frozen embedder (no re-index); "
+                "--full: fine-tune every weight. Default: finetune.method (adapter)."
+            ),
         ),
-    ] = False,
+    ] = None,
     adapter_kind: Annotated[
         str | None, typer.Option(help="--adapter: linear or mlp (default: finetune.adapter_kind).")
     ] = None,
@@ -154,8 +157,10 @@ def finetune_cmd(
             "reranker": reranker,
             "merge_alpha": merge_alpha,
             "adapter_kind": adapter_kind,
+            "method": None if adapter is None else ("adapter" if adapter else "full"),
         },
     )
+    adapter = settings.finetune.method == "adapter"
     do_reranker = settings.finetune.reranker
     if not embedder and not do_reranker:
         _fail("nothing to train: --no-embedder and --no-reranker")

@@ -64,7 +64,7 @@ _EXAMPLES_QUESTION: list[tuple[str, str, str]] = [
         "Main landing gear > Wheel installation",
         "The main landing gear wheel nuts are torqued in two stages: seat the nut at 270 Nm "
         "while rotating the wheel, back off to zero, then apply the final torque of 135 Nm.",
-        "What torque do I use on the main wheel nuts?",
+        "How do I torque the main landing gear wheel nuts?",
     ),
     (
         "Asthma",
@@ -90,8 +90,12 @@ DEFAULT_STYLES: dict[str, StylePrompt] = {
         tuple(_EXAMPLES_KEYWORD),
         question=False,
     ),
+    # "The main question", not "a question": asked for any question, SmolLM2-135M picks a
+    # detail of the passage; asked for the question the whole passage answers, naming the
+    # subject, its questions are what users ask (issue 10, BENCHMARKS.md).
     "question": StylePrompt(
-        "Write one short question that this passage answers.",
+        "Write the main question that this passage answers, as a user would ask it. "
+        "Name the document's subject. Do not ask about a small detail.",
         tuple(_EXAMPLES_QUESTION),
         question=True,
     ),

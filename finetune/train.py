@@ -691,14 +691,20 @@ def existing_run(settings: Settings, fingerprint: str, kind: str) -> TrainReport
 def run(
     settings: Settings, *, name: str | None = None, progress: bool = True, force: bool = False
 ) -> TrainReport:
-    """Prepare the data and fine-tune the embedder (`rag-app finetune`).
+    """Prepare the data and fine-tune the embedder (`rag-app finetune`), by
+    `finetune.method`: a query adapter (the default) or every weight.
 
     When a run with the same base model, data and settings exists it is returned instead
     (`reused=True`), unless `force`.
     """
     data = prepare(settings)
+    job = "adapter" if settings.finetune.method == "adapter" else "embedder"
     if not force and name is None:
-        found = existing_run(settings, data_fingerprint(settings, data, "embedder"), "embedder")
+        found = existing_run(settings, data_fingerprint(settings, data, job), "embedder")
         if found is not None:
             return found
+    if job == "adapter":
+        from finetune.adapter import train_adapter  # adapter imports this module
+
+        return train_adapter(settings, data, name=name, progress=progress)
     return train_embedder(settings, data, name=name, progress=progress)

@@ -39,6 +39,7 @@ min_chunk_words = 3
 consistency_top_k = 0
 
 [finetune]
+method = "full"
 batch_size = 8
 max_seq_length = 64
 eval_steps = 1

@@ -116,6 +116,7 @@ def settings_for(ws: Path, **synth_overrides):
     from rag_app.config import load_settings
 
     base = {
+        "styles": ["keyword", "question"],
         "llm_queries_per_chunk": 2,
         "structural_queries_per_chunk": 0,
         "max_new_tokens": 8,
@@ -184,7 +185,8 @@ import sys
 from rag_app.config import load_settings
 from finetune import synth
 settings = load_settings(workspace=sys.argv[1], llm={"backend": "embedded"}, synth={
-    "llm_queries_per_chunk": 2, "structural_queries_per_chunk": 0, "max_new_tokens": 8,
+    "styles": ["keyword", "question"], "llm_queries_per_chunk": 2,
+    "structural_queries_per_chunk": 0, "max_new_tokens": 8,
     "batch_size": 1, "consistency_top_k": 0, "min_chunk_words": 5})
 synth.run(settings, progress=False)
 """

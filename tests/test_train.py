@@ -93,6 +93,7 @@ def tiny_settings(settings_factory):
         corpus=str(FIXTURES / "beir_tiny"),
         synth={"llm_queries_per_chunk": 0, "structural_queries_per_chunk": 2, "min_chunk_words": 3},
         finetune={
+            "method": "full",
             "batch_size": 8,
             "max_steps": 6,
             "eval_steps": 3,
