@@ -271,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, default=REPO / "workspace" / "bench-quality")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--max-chunks", type=int, default=400, help="passages asked of the LLM")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="settings.seed: LLM sampling (new replies only), split and training order",
+    )
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
 
@@ -283,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    settings = load_settings(workspace=args.workspace, synth={"max_chunks": args.max_chunks})
+    settings = load_settings(
+        workspace=args.workspace, seed=args.seed, synth={"max_chunks": args.max_chunks}
+    )
     dataset = load_beir(args.dataset, split="test", on_duplicate_query="disambiguate")
     ns = ingest_beir_corpus(settings, dataset, fingerprint(args.dataset))
     index.run(ns, progress=args.progress)  # the base model's collection (once)
@@ -293,11 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/bench_synthetic.py " + " ".join(argv or sys.argv[1:])
     rows: dict[str, Any] = {}
     md = ""
-    stem = RESULTS / f"synthetic-{args.dataset.resolve().name}-{date}"
+    seed = "" if args.seed == 42 else f"-seed{args.seed}"
+    stem = RESULTS / f"synthetic-{args.dataset.resolve().name}-{date}{seed}"
     for name in names:
         row = train_variant(ns, name, VARIANTS[name], args.dataset, guard, args.progress)
         for split in ("dev", "test"):
-            out = args.workspace / "bench-synthetic" / "eval" / f"{name}-{split}"
+            out = args.workspace / "bench-synthetic" / "eval" / f"{name}{seed}-{split}"
             row[split] = score(settings, args.dataset, row["run"], split, out)
             print(f"[{name}] {split}: {row[split]}")
         rows[name] = row
