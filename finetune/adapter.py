@@ -1,8 +1,9 @@
 """Adapter-only fine-tuning: learn a query-side transform, keep every document vector.
 
-`rag-app finetune --adapter` freezes the embedder and trains a small map on the base
-model's *query* vectors (`rag_app.query_adapter`: linear, or a residual MLP), on the same
-synthetic / labelled pairs as full fine-tuning. Why it is worth having:
+`rag-app finetune` (by default; `finetune.method = "adapter"`) freezes the embedder and
+trains a small map on the base model's *query* vectors (`rag_app.query_adapter`: linear, or
+a residual MLP), on the same synthetic / labelled pairs as full fine-tuning (`--full`).
+Why it is the default:
 
 - no re-index: passages keep the base model's vectors, so the run serves from the base
   model's existing collection and the chat switches to it instantly;
@@ -10,7 +11,9 @@ synthetic / labelled pairs as full fine-tuning. Why it is worth having:
   few thousand pairs train in seconds on a laptop CPU;
 - hard to break: the map starts as the identity, is pulled back towards it (weight decay on
   the difference) and the best epoch on validation is kept, which may be epoch 0 — the
-  base model unchanged — when nothing helps.
+  base model unchanged — when nothing helps;
+- measured: on synthetic data from the small default generator it gains +3.4 nDCG@10 on
+  medquad-small's real test questions, where full fine-tuning lost (docs/BENCHMARKS.md).
 
 The loss is the multiple-negatives ranking loss with the *whole corpus* as negatives (the
 document vectors are fixed, so scoring every passage is one matrix product), with the

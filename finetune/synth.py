@@ -13,9 +13,9 @@ Two sources, mixed (`synth.llm_queries_per_chunk`, `synth.structural_queries_per
   that set the chunk apart from its sibling chunks (`contrast_terms`; codes such as
   ``NW-F-142`` kept whole) as a glossary-style keyword query.
 
-Then `finetune.filters` cleans and filters every candidate, and a strict round-trip check
-with the base embedder keeps a query only when its chunk ranks in the top
-`synth.consistency_top_k` (issue 10: lenient filtering made the model worse). The kept
+Then `finetune.filters` cleans and filters every candidate, and a round-trip check with
+the base embedder keeps a query only when its chunk ranks in the top
+`synth.consistency_top_k` (20; unfiltered queries made the model worse, issue 10). The kept
 queries go to ``synth/queries.jsonl`` (rewritten atomically) and the counts to
 ``synth/report.json``.
 
