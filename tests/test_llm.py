@@ -117,6 +117,8 @@ def test_seeded_sampling_repeats_and_leaves_the_global_rng_alone(llm):
     second = llm.generate_many(batch, max_new_tokens=SHORT, temperature=1.0, seed=7)
     assert first == second
     assert torch.equal(torch.random.get_rng_state(), state)
+    llm.generate_many(batch, max_new_tokens=SHORT, temperature=1.0)  # unseeded: it advances
+    assert not torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_stop_strings_end_generation(llm):

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,8 +321,11 @@ class EmbeddedLLM:
             enc = self._encode(prompts[i : i + self.batch_size], kwargs["max_new_tokens"])
             width = enc["input_ids"].shape[1]
             try:
-                with self.loaded.lock, torch.inference_mode(), torch.random.fork_rng(devices=[]):
-                    if seed is not None:  # per sub-batch, in a forked RNG: no global side effect
+                # seeded: per sub-batch, in a forked RNG (no global side effect); unseeded:
+                # the global RNG, which advances, so a repeated prompt samples afresh
+                seeded = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
+                with self.loaded.lock, torch.inference_mode(), seeded:
+                    if seed is not None:
                         torch.manual_seed(seed + i)
                     out = self.loaded.model.generate(**enc, **kwargs)
             except Exception as exc:
