@@ -274,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed",
         type=int,
-        default=42,
-        help="settings.seed: LLM sampling (new replies only), split and training order",
+        help="settings.seed (default: the config's): LLM sampling (new replies only), split "
+        "and training order; results get a -seedN suffix",
     )
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
@@ -289,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    overrides = {} if args.seed is None else {"seed": args.seed}
     settings = load_settings(
-        workspace=args.workspace, seed=args.seed, synth={"max_chunks": args.max_chunks}
+        workspace=args.workspace, synth={"max_chunks": args.max_chunks}, **overrides
     )
     dataset = load_beir(args.dataset, split="test", on_duplicate_query="disambiguate")
     ns = ingest_beir_corpus(settings, dataset, fingerprint(args.dataset))
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/bench_synthetic.py " + " ".join(argv or sys.argv[1:])
     rows: dict[str, Any] = {}
     md = ""
-    seed = "" if args.seed == 42 else f"-seed{args.seed}"
+    seed = "" if args.seed is None else f"-seed{args.seed}"
     stem = RESULTS / f"synthetic-{args.dataset.resolve().name}-{date}{seed}"
     for name in names:
         row = train_variant(ns, name, VARIANTS[name], args.dataset, guard, args.progress)

@@ -257,6 +257,10 @@ class TermStats:
     group_df: dict[str, Counter]
     group_size: Counter
 
+    def siblings(self, chunk: Chunk) -> int:
+        """How many chunks share `chunk`'s sibling group (itself included)."""
+        return self.group_size.get(sibling_key(chunk), 1)
+
 
 def sibling_key(chunk: Chunk) -> str:
     """Chunks under one document title (or of one untitled document) are siblings."""
@@ -294,9 +298,8 @@ def contrast_terms(chunk: Chunk, stats: TermStats, n: int) -> list[str]:
     aspect words instead ("scan mri", "surgery radiation"). Words in the title and words
     every sibling shares are left out. A chunk without siblings gets its plain tf-idf terms.
     """
-    key = sibling_key(chunk)
-    size = stats.group_size.get(key, 1)
-    group_df = stats.group_df.get(key, Counter())
+    size = stats.siblings(chunk)
+    group_df = stats.group_df.get(sibling_key(chunk), Counter())
     title_words = set(filters.words(chunk.title))
 
     def distinctive(word: str) -> bool:
@@ -335,7 +338,7 @@ def structural_queries(chunk: Chunk, stats: TermStats, limit: int = 2) -> list[C
         out.append(
             Candidate(f"{section} {short_title}", chunk.id, chunk.doc_id, "structure:heading")
         )
-    elif (title or section) and stats.group_size.get(sibling_key(chunk), 1) == 1:
+    elif (title or section) and stats.siblings(chunk) == 1:
         # a bare title names every sibling equally well, so only a lone chunk gets it
         out.append(Candidate(section or title, chunk.id, chunk.doc_id, "structure:heading"))
     # Glossary-style keywords: the document's subject plus what sets this chunk apart.
