@@ -78,6 +78,13 @@ def _train_embedder(settings: Any) -> str:
 
 
 def _train_reranker(settings: Any) -> str:
+    if not settings.finetune.reranker:
+        return (
+            "skipped (finetune.reranker is off; the demo profile turns it off because a "
+            "cross-encoder trained from the bi-encoder in the demo's budget loses to no "
+            "reranking, docs/BENCHMARKS.md; `rag-app demo --full` or `rag-app finetune "
+            "--reranker` trains one)"
+        )
     from finetune import reranker
 
     r = reranker.run(settings, progress=sys.stderr.isatty())
@@ -129,13 +136,14 @@ def run(settings: Any, *, chat: bool = True, echo: Callable[[str], None] = print
 
 # The shipped corpus must go from clone to chat in minutes on a 2-core laptop, so the demo
 # asks the slow embedded LLM for queries on a sample of chunks (structural pseudo-queries
-# still cover every chunk), trains on shorter sequences and gives the reranker one mined
-# negative a pair instead of three (its training was 811 of the demo's 1,131 s on a 2-core
-# host, BENCHMARKS.md). `--full` drops these limits; settings from rag-app.toml or
-# RAG_APP_* still apply on top of either.
+# still cover every chunk), trains on shorter sequences and does not train a reranker.
+# The reranker was 811 of the demo's 1,131 s on a 2-core host, and even with one negative a
+# pair (629 s) it came out near random order (validation nDCG@10 0.22 against 0.61 without
+# reranking), so it was discarded every time (BENCHMARKS.md). `--full` drops these limits;
+# settings from rag-app.toml or RAG_APP_* still apply on top of either.
 QUICK_PROFILE: dict[str, Any] = {
     "synth": {"max_chunks": 64},
-    "finetune": {"max_seq_length": 128, "reranker_max_length": 128, "reranker_negatives": 1},
+    "finetune": {"max_seq_length": 128, "reranker": False},
 }
 
 
@@ -149,7 +157,10 @@ def register(app: typer.Typer) -> None:
         corpus: Annotated[Path | None, typer.Option(help="Documents (default: corpus/).")] = None,
         chat: Annotated[bool, typer.Option(help="Serve the chat at the end.")] = True,
         full: Annotated[
-            bool, typer.Option(help="No demo limits: LLM queries for every chunk, full length.")
+            bool,
+            typer.Option(
+                help="No demo limits: LLM queries for every chunk, full length, train the reranker."
+            ),
         ] = False,
     ) -> None:
         """Ingest, index, synth, fine-tune, re-index, evaluate, then open the chat."""
@@ -167,12 +178,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _unset_only(profile: dict[str, Any], settings: Any) -> dict[str, Any]:
-    """The profile's values for fields the user left at their defaults."""
+    """The profile's values for fields the user did not set (in rag-app.toml or RAG_APP_*).
+
+    Uses pydantic's record of explicitly set fields, so a user who sets a value equal to
+    the default (`finetune.reranker = true`) still keeps it.
+    """
     out: dict[str, Any] = {}
     for section, values in profile.items():
-        current = getattr(settings, section)
-        defaults = type(current)()
-        keep = {k: v for k, v in values.items() if getattr(current, k) == getattr(defaults, k)}
+        given = getattr(settings, section).model_fields_set
+        keep = {k: v for k, v in values.items() if k not in given}
         if keep:
             out[section] = keep
     return out

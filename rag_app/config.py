@@ -387,7 +387,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     clean = _drop_none(overrides)
     if not clean:
         return base
-    merged = _deep_merge(base.model_dump(), clean)
+    # only what TOML / env set, so the result still knows which fields the user chose
+    # (`model_fields_set`; `rag-app demo` applies its profile to the others only)
+    merged = _deep_merge(base.model_dump(exclude_unset=True), clean)
     return Settings.model_validate(merged)
 
 

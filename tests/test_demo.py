@@ -14,8 +14,6 @@ import pytest
 from eval import demo
 from rag_app.registry import list_runs
 
-pytestmark = pytest.mark.slow
-
 COMPONENTS = [
     ("main wheel", "axle nut", 410, "NW-TC-3241"),
     ("nose wheel", "axle nut", 150, "NW-TC-3242"),
@@ -57,6 +55,7 @@ def _write_corpus(root):
     )
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_then_skips_them(settings_factory, tmp_path):
     corpus = tmp_path / "corpus"
     _write_corpus(corpus)
@@ -103,3 +102,23 @@ def test_demo_runs_every_stage_then_skips_them(settings_factory, tmp_path):
     tuned = list_runs(settings, kind="embedder")[0]
     assert tuned.record["method"] == "adapter"
     assert "already indexed" in dict((n, s) for n, _, s in first.times)["index (fine-tuned model)"]
+
+
+def test_quick_profile_skips_reranker_training_but_keeps_user_settings(
+    settings_factory, monkeypatch
+):
+    defaults = settings_factory()
+    profile = demo._unset_only(demo.QUICK_PROFILE, defaults)
+    assert profile["finetune"]["reranker"] is False
+    quick = settings_factory(**profile)
+    summary = demo._train_reranker(quick)  # returns before loading any model
+    assert summary.startswith("skipped") and "--full" in summary
+    assert list_runs(quick, kind="reranker") == []
+
+    # a value the user set (config file or RAG_APP_*) is never overridden by the profile,
+    # even when it equals the default
+    monkeypatch.setenv("RAG_APP_FINETUNE__RERANKER", "true")
+    monkeypatch.setenv("RAG_APP_FINETUNE__MAX_SEQ_LENGTH", "200")
+    mine = settings_factory()
+    assert "finetune" not in demo._unset_only(demo.QUICK_PROFILE, mine)
+    assert demo._unset_only(demo.QUICK_PROFILE, mine)["synth"] == {"max_chunks": 64}
