@@ -110,6 +110,14 @@ VARIANTS: dict[str, Variant] = {
     "adapter-linear-structural-only": Variant(
         {"llm_queries_per_chunk": 0}, note="defaults, no LLM: title + sibling-contrast terms"
     ),
+    "terms-1": Variant(
+        {"structural_queries_per_chunk": 1},
+        note="defaults, one structural query a chunk (one term query where there is no heading)",
+    ),
+    "terms-3": Variant(
+        {"structural_queries_per_chunk": 3},
+        note="defaults, up to three structural queries a chunk (more term windows)",
+    ),
     "adapter-mlp": Variant(finetune={"adapter_kind": "mlp"}),
     "full": Variant(method="full", note="defaults, every weight trained"),
     # the older defaults, for the ablation
@@ -250,15 +258,22 @@ def write_report(stem: Path, rows: dict[str, Any], *, date: str, machine: str, c
         "| test nDCG@10 (base -> tuned) | test gain [95% CI] | p (test) | train s | note |",
         "|---|---|---:|---|---|---|---|---:|---:|---|",
     ]
+
+    def cells(split: dict[str, Any] | None) -> str:
+        if split is None:  # not scored in this run
+            return "– | –"
+        low, high = split["ci"]
+        return (
+            f"{split['base']:.4f} -> {split['tuned']:.4f} "
+            f"| {split['delta'] * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}]"
+        )
+
     for name, row in rows.items():
-        d, t = row["dev"], row["test"]
+        test = row.get("test")
+        p = f"{test['p']:.4f}" if test else "–"
         md.append(
-            f"| {name} | {row['source']} | {row['train_pairs']} "
-            f"| {d['base']:.4f} -> {d['tuned']:.4f} "
-            f"| {d['delta'] * 100:+.2f} [{d['ci'][0] * 100:+.2f}, {d['ci'][1] * 100:+.2f}] "
-            f"| {t['base']:.4f} -> {t['tuned']:.4f} "
-            f"| {t['delta'] * 100:+.2f} [{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}] "
-            f"| {t['p']:.4f} | {row['train_seconds']} | {row.get('note', '')} |"
+            f"| {name} | {row['source']} | {row['train_pairs']} | {cells(row.get('dev'))} "
+            f"| {cells(test)} | {p} | {row['train_seconds']} | {row.get('note', '')} |"
         )
     text = "\n".join(md) + "\n"
     stem.with_suffix(".md").write_text(text, encoding="utf-8")
@@ -276,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="settings.seed (default: the config's): LLM sampling (new replies only), split "
         "and training order; results get a -seedN suffix",
+    )
+    parser.add_argument(
+        "--splits",
+        default="dev,test",
+        help="splits to score; `dev` alone while choosing a recipe keeps test unseen",
     )
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
@@ -306,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = RESULTS / f"synthetic-{args.dataset.resolve().name}-{date}{seed}"
     for name in names:
         row = train_variant(ns, name, VARIANTS[name], args.dataset, guard, args.progress)
-        for split in ("dev", "test"):
+        for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
             out = args.workspace / "bench-synthetic" / "eval" / f"{name}{seed}-{split}"
             row[split] = score(settings, args.dataset, row["run"], split, out)
             print(f"[{name}] {split}: {row[split]}")
