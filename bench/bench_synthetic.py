@@ -110,14 +110,6 @@ VARIANTS: dict[str, Variant] = {
     "adapter-linear-structural-only": Variant(
         {"llm_queries_per_chunk": 0}, note="defaults, no LLM: title + sibling-contrast terms"
     ),
-    "terms-1": Variant(
-        {"structural_queries_per_chunk": 1},
-        note="defaults, one structural query a chunk (one term query where there is no heading)",
-    ),
-    "terms-3": Variant(
-        {"structural_queries_per_chunk": 3},
-        note="defaults, up to three structural queries a chunk (more term windows)",
-    ),
     "adapter-mlp": Variant(finetune={"adapter_kind": "mlp"}),
     "full": Variant(method="full", note="defaults, every weight trained"),
     # the older defaults, for the ablation
@@ -297,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         default="dev,test",
         help="splits to score; `dev` alone while choosing a recipe keeps test unseen",
     )
+    parser.add_argument("--tag", default="", help="suffix of the result files' names")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
 
@@ -323,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     md = ""
     seed = "" if args.seed is None else f"-seed{args.seed}"
-    stem = RESULTS / f"synthetic-{args.dataset.resolve().name}-{date}{seed}"
+    tag = f"-{args.tag}" if args.tag else ""
+    stem = RESULTS / f"synthetic-{args.dataset.resolve().name}-{date}{seed}{tag}"
     for name in names:
         row = train_variant(ns, name, VARIANTS[name], args.dataset, guard, args.progress)
         for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
