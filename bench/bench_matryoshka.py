@@ -33,15 +33,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from _common import DEFAULT_DATASET, REPO, RESULTS
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DEFAULT_DATASET = REPO.parent / "shared" / "datasets" / "medquad-small"
-RESULTS = REPO / "bench" / "results"
 DIMS = (384, 256, 128, 64)
 
 

@@ -24,13 +24,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from _common import REPO
 
 
 def main() -> None:
@@ -47,7 +41,8 @@ def main() -> None:
 
     import numpy as np
     import torch
-    from bench_latency import percentile, time_queries
+    from _common import percentile
+    from bench_latency import time_queries
     from rank_bm25 import BM25Okapi
     from sentence_transformers import CrossEncoder
 

@@ -29,15 +29,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from _common import REPO, RESULTS
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-RESULTS = REPO / "bench" / "results"
 MODES = ("bm25", "dense", "hybrid")
 
 
@@ -60,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
 
-    from bench_latency import percentile, time_queries
+    from _common import percentile
+    from bench_latency import time_queries
 
     from eval.datasets import fingerprint, load_beir
     from eval.retrieval import ingest_beir_corpus

@@ -36,15 +36,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DEFAULT_DATASET = REPO.parent / "shared" / "datasets" / "medquad-small"
-RESULTS = REPO / "bench" / "results"
+from _common import DEFAULT_DATASET, REPO, RESULTS
 
 
 def peak_rss_mb() -> float:

@@ -1,0 +1,34 @@
+"""What every bench script sets up before importing a model library.
+
+Offline model loading (the bundled models; a hub look-up only waits for a network this
+project does not assume), no telemetry from Chroma or Gradio, quiet tokenizers, and the
+repository on `sys.path` so the scripts run as `python bench/<script>.py` without an
+install step. Import it before torch, transformers, chromadb or gradio.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+for _key, _value in (
+    ("HF_HUB_OFFLINE", "1"),
+    ("TRANSFORMERS_OFFLINE", "1"),
+    ("ANONYMIZED_TELEMETRY", "False"),
+    ("GRADIO_ANALYTICS_ENABLED", "False"),
+    ("TOKENIZERS_PARALLELISM", "false"),
+):
+    os.environ.setdefault(_key, _value)
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+DEFAULT_DATASET = REPO.parent / "shared" / "datasets" / "medquad-small"
+RESULTS = REPO / "bench" / "results"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank `q`th percentile (0-100) of `values`: a value that was measured."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
