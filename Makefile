@@ -30,6 +30,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The tests also drive llama.cpp (the `llamacpp` backend and a real OpenAI-compatible
+# server, `llama_cpp.server`). llama-cpp-python has no wheel on PyPI: pip builds it from
+# source once (~8 min on 2 cores) and reuses the built wheel from its cache after that.
+# `make demo` does not need it.
+LLAMACPP_STAMP := $(VENV)/.llamacpp
+$(LLAMACPP_STAMP): $(STAMP)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install --quiet -c constraints.txt 'llama-cpp-python[server]'
+	touch $(LLAMACPP_STAMP)
+
 # Browser tests drive Debian's Chromium through Playwright (no Playwright browser download).
 CHROMIUM ?= /usr/bin/chromium
 $(CHROMIUM):
@@ -40,7 +49,7 @@ $(CHROMIUM):
 demo: $(STAMP)
 	$(VENV)/bin/rag-app demo
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(LLAMACPP_STAMP) $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q

@@ -1,5 +1,6 @@
-"""Shared set-up for the LLM and answer tests: one embedded model per test session, a real
-OpenAI-compatible server (`transformers serve`) on loopback, and small real-looking hits."""
+"""Shared set-up for the LLM and answer tests: one embedded model per test session, real
+OpenAI-compatible servers (`transformers serve`, llama.cpp's server) on loopback, and small
+real-looking hits."""
 
 from __future__ import annotations
 
@@ -70,30 +71,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def transformers_server(model_dir: Path, log_path: Path) -> Iterator[str]:
-    """`transformers serve MODEL_DIR` on a free loopback port; yields its /v1 base URL."""
-    port = free_port()
-    exe = Path(sys.executable).with_name("transformers")
-    cmd = [
-        str(exe),
-        "serve",
-        str(model_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-        "--log-level",
-        "warning",
-    ]
-    # One thread: the server shares the CPU with the test process (and its own model).
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-    }
+def _serve(name: str, cmd: list[str], env: dict[str, str], ready_path: str, log_path: Path):
+    """Run `cmd` (a server on a free loopback port) until GET `ready_path` answers."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -101,20 +80,20 @@ def transformers_server(model_dir: Path, log_path: Path) -> Iterator[str]:
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(
-                    f"transformers serve exited with {proc.returncode}:\n"
+                    f"{name} exited with {proc.returncode}:\n"
                     + log_path.read_text(errors="replace")[-3000:]
                 )
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                with urllib.request.urlopen(ready_path, timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"transformers serve did not start in {SERVER_START_TIMEOUT_S} s:\n"
+                        f"{name} did not start in {SERVER_START_TIMEOUT_S} s:\n"
                         + log_path.read_text(errors="replace")[-3000:]
                     ) from None
                 time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield
     finally:
         proc.terminate()
         try:
@@ -122,6 +101,36 @@ def transformers_server(model_dir: Path, log_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# One thread each: a server shares the CPU with the test process (and its own model).
+_SERVER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+@contextmanager
+def transformers_server(model_dir: Path, log_path: Path) -> Iterator[str]:
+    """`transformers serve MODEL_DIR` on a free loopback port; yields its /v1 base URL."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("transformers")
+    cmd = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--device", "cpu", "--log-level", "warning"]
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **_SERVER_ENV}
+    with _serve("transformers serve", cmd, env, f"{base}/health", log_path):
+        yield f"{base}/v1"
+
+
+@contextmanager
+def llamacpp_server(gguf: Path, log_path: Path) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`) on a GGUF
+    file, on a free loopback port; yields its /v1 base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048"]
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **_SERVER_ENV}
+    with _serve("llama_cpp.server", cmd, env, f"{base}/v1/models", log_path):
+        yield f"{base}/v1"
 
 
 @contextmanager

@@ -56,13 +56,38 @@ def test_backend_none_builds_nothing(settings_factory):
     assert build_llm(settings_factory(llm={"backend": "none"})) is None
 
 
-def test_llamacpp_backend_explains_how_to_install(settings_factory):
-    from rag_app.llm.llamacpp import llama_cpp_available
+def test_llamacpp_backend_explains_how_to_install(settings_factory, monkeypatch):
+    """Where llama-cpp-python is missing, the backend says how to get it (simulated by hiding
+    the module, so the path is tested where it is installed too)."""
+    import sys
 
-    if llama_cpp_available():
-        pytest.skip("llama-cpp-python is installed; the missing-package path cannot be tested")
+    from rag_app.llm import llamacpp
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` now fails
+    monkeypatch.setattr(llamacpp, "_MODELS", {})  # no model loaded earlier in this process
+    assert not llamacpp.llama_cpp_available()
     with pytest.raises(LLMError, match=r"pip install 'rag-app\[llamacpp\]'"):
         build_llm(settings_factory(llm={"backend": "llamacpp"}))
+
+
+@pytest.mark.slow
+def test_llamacpp_backend_generates_streams_and_seeds(settings_factory):
+    """The llama.cpp backend on the bundled GGUF: greedy output is repeatable, the stream
+    adds up to it, and seeded sampling gives the same replies for the same seed."""
+    from rag_app.llm.llamacpp import LlamaCppLLM, llama_cpp_available
+
+    if not llama_cpp_available():
+        pytest.skip("llama-cpp-python is not installed (`make test` installs it)")
+    llm = build_llm(settings_factory(llm={"backend": "llamacpp", "temperature": 0.0}))
+    assert isinstance(llm, LlamaCppLLM) and isinstance(llm, LLM)
+    first = llm.generate(QUESTION, max_new_tokens=SHORT)
+    assert first and first == llm.generate(QUESTION, max_new_tokens=SHORT)
+    assert "".join(llm.stream(QUESTION, max_new_tokens=SHORT)).strip() == first.strip()
+    assert 0 < llm.count_tokens(first) <= SHORT + 1
+    prompts = [QUESTION, [{"role": "user", "content": "Name one colour."}]]
+    sampled = llm.generate_many(prompts, max_new_tokens=SHORT, temperature=1.0, seed=7)
+    assert len(sampled) == 2 and all(sampled)
+    assert sampled == llm.generate_many(prompts, max_new_tokens=SHORT, temperature=1.0, seed=7)
 
 
 def test_unknown_generator_is_an_llm_error(settings_factory):

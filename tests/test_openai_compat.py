@@ -1,15 +1,18 @@
 """The OpenAI-compatible backend against real servers on loopback: `transformers serve` with
-the dequantised SmolLM2 (offline), a port that refuses connections, and a server too slow
-to answer within the timeout."""
+the dequantised SmolLM2 and llama.cpp's server with the bundled GGUF (both offline; every
+real-server test runs against each), a port that refuses connections, and a server too
+slow to answer within the timeout."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from _llm_helpers import (
     broken_stream_server,
     free_port,
+    llamacpp_server,
     llm_settings,
     shared_base,
     slow_server,
@@ -26,22 +29,33 @@ QUESTION = [{"role": "user", "content": "What is the capital of France? One sent
 SHORT = 8
 
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory):
-    """`transformers serve` on the embedded model's dequantised copy (written if missing)."""
-    from rag_app.llm.embedded import dequantised_dir, is_complete, load_model
+@pytest.fixture(scope="module", params=["transformers", "llama.cpp"])
+def server_url(request, tmp_path_factory):
+    """A real OpenAI-compatible server on the default generator: `transformers serve` on the
+    embedded model's dequantised copy (written if missing), or `llama_cpp.server` on the
+    bundled GGUF (skipped, saying why, only where llama-cpp-python is not installed)."""
     from rag_app.models import resolve_generator
 
     settings = llm_settings(shared_base(tmp_path_factory))
     resolved = resolve_generator(settings.models.generator)
-    root = settings.cache_dir / "llm"
-    folder = dequantised_dir(resolved, root)
-    if not is_complete(folder):
-        load_model(resolved, device="cpu", cache_root=root, reuse=False)
-    log = tmp_path_factory.mktemp("server") / "transformers-serve.log"
+    log = tmp_path_factory.mktemp("server") / f"{request.param}-server.log"
     start = time.perf_counter()
-    with transformers_server(folder, log) as url:
-        print(f"\ntransformers serve up in {time.perf_counter() - start:.1f} s at {url}")
+    if request.param == "llama.cpp":
+        from rag_app.llm.llamacpp import llama_cpp_available
+
+        if not llama_cpp_available():
+            pytest.skip("llama-cpp-python is not installed (`make test` installs it)")
+        server = llamacpp_server(Path(resolved.location) / resolved.gguf_file, log)
+    else:
+        from rag_app.llm.embedded import dequantised_dir, is_complete, load_model
+
+        root = settings.cache_dir / "llm"
+        folder = dequantised_dir(resolved, root)
+        if not is_complete(folder):
+            load_model(resolved, device="cpu", cache_root=root, reuse=False)
+        server = transformers_server(folder, log)
+    with server as url:
+        print(f"\n{request.param} server up in {time.perf_counter() - start:.1f} s at {url}")
         yield url
 
 
@@ -96,7 +110,9 @@ def test_grounded_answer_through_a_real_server(served):
 
 
 @pytest.mark.slow
-def test_unknown_model_is_an_error_without_retries(server_url):
+def test_unknown_model_is_an_error_without_retries(server_url, request):
+    if request.node.callspec.params["server_url"] == "llama.cpp":
+        pytest.skip("llama.cpp's server answers any model name with its one model")
     llm = OpenAICompatLLM(server_url, model="no-such-model", timeout_s=30, max_retries=3)
     start = time.perf_counter()
     with pytest.raises(LLMError) as info:
