@@ -45,6 +45,7 @@ from finetune.train import (
     data_fingerprint,
     labelled_pairs_for_guard,
     settings_record,
+    throughput,
 )
 from rag_app import query_adapter
 from rag_app.config import Settings
@@ -320,7 +321,7 @@ def train_adapter(
         "history": history,
         "steps": steps,
         "train_seconds": round(train_seconds, 2),
-        "pairs_per_s": round(steps * cfg.batch_size / train_seconds, 1) if train_seconds else 0,
+        "pairs_per_s": round(throughput(steps * cfg.batch_size, train_seconds), 1),
         "device": "cpu",
         "seed": settings.seed,
         "settings": settings_record(settings),
