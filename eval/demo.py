@@ -80,10 +80,10 @@ def _train_embedder(settings: Any) -> str:
 def _train_reranker(settings: Any) -> str:
     if not settings.finetune.reranker:
         return (
-            "skipped (finetune.reranker is off; the demo profile turns it off because a "
-            "cross-encoder trained from the bi-encoder in the demo's budget loses to no "
-            "reranking, docs/BENCHMARKS.md; `rag-app demo --full` or `rag-app finetune "
-            "--reranker` trains one)"
+            "skipped: finetune.reranker is off (the demo's quick profile turns it off unless "
+            "you set it: a cross-encoder trained from the bi-encoder in the demo's budget "
+            "loses to no reranking, docs/BENCHMARKS.md; `rag-app demo --full` or `rag-app "
+            "finetune --reranker` trains one)"
         )
     from finetune import reranker
 
