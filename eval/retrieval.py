@@ -884,18 +884,17 @@ def prepare_run(
         from rag_app.rerank import load_reranker
 
         spec_r = _reranker_spec(settings)
-        if spec_r is None:
-            # nothing to load; the user's own settings say why (off, none trained, or none
-            # that beat the unreranked order)
-            reranker, reranker_reason = load_reranker(settings)
-        else:
+        # nothing to load: the user's own settings say why (off, none trained, or none
+        # that beat the unreranked order)
+        probe = settings
+        if spec_r is not None:
             probe = eval_set.settings.model_copy(
                 update={"models": eval_set.settings.models.model_copy(update={"reranker": spec_r})}
             )
-            reranker, reranker_reason = load_reranker(probe)
-            reranker_available = reranker is not None
-            if reranker_available:
-                eval_set.settings = probe
+        reranker, reranker_reason = load_reranker(probe)
+        reranker_available = reranker is not None
+        if reranker_available:
+            eval_set.settings = probe
     except Exception as exc:
         reranker_reason = f"reranking off: {exc}"
     names = list(configs) if configs else list(default_configs)
