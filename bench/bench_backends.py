@@ -13,7 +13,8 @@ own ONNX / OpenVINO backends need `optimum`, whose ONNX exporter pins transforme
 The ONNX variants need `pip install onnx onnxscript` (not project dependencies); without
 them they are skipped.
 
-All four encode in the same length-sorted batches as the product. In one process, on the
+All four run through `Embedder` (the ONNX ones as its model), so they encode in the
+product's length-sorted batches. In one process, on the
 same texts:
 - speed: `--n` sampled passages per timed pass, backends in rotating order, `--repeats`
   passes; medians and the ratio to torch-fp32;
@@ -56,7 +57,8 @@ def rankings(q, docs, ids: list[str], k: int = 10) -> list[list[str]]:
 
 
 class OnnxEncoder:
-    """A sentence-transformers MiniLM (transformer + mean pooling + normalise) on ONNX Runtime."""
+    """A sentence-transformers MiniLM (transformer + mean pooling + normalise) on ONNX Runtime,
+    with the `encode` that `rag_app.embedder.Embedder` calls."""
 
     def __init__(self, st_model, path: Path, threads: int) -> None:
         import onnxruntime as ort
@@ -118,34 +120,24 @@ class OnnxEncoder:
         pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
         return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
-    def encode_documents(self, texts, *, batch_size: int = 32, progress: bool = False):
-        """Same batching as `Embedder.encode_documents`: longest first, order restored."""
+    def encode(self, sentences, *, batch_size: int = 32, **_: object):
+        """The `SentenceTransformer.encode` subset `Embedder` calls: unit vectors, numpy."""
         import numpy as np
 
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = None
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            vectors = self._encode([texts[i] for i in idx])
-            if out is None:
-                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[idx] = vectors
-        return out
-
-    def encode_queries(self, texts):
-        import numpy as np
-
-        parts = [self._encode(list(texts[i : i + 64])) for i in range(0, len(texts), 64)]
+        parts = [
+            self._encode(list(sentences[i : i + batch_size]))
+            for i in range(0, len(sentences), batch_size)
+        ]
         return np.concatenate(parts).astype(np.float32)
 
 
-def build(names: list[str], fp32, folder: Path, threads: int) -> dict[str, object]:
+def build(names: list[str], fp32, folder: Path, threads: int) -> dict:
     """The encoders to compare, by name (ONNX ones only where onnx is installed)."""
     import torch
 
     from rag_app.embedder import Embedder
 
-    out: dict[str, object] = {}
+    out = {}
     have_onnx = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
     for name in names:
         if name == "torch-fp32":
@@ -159,7 +151,9 @@ def build(names: list[str], fp32, folder: Path, threads: int) -> dict[str, objec
             print(f"{name}: skipped (pip install onnx onnxscript)", file=sys.stderr)
         else:
             path = OnnxEncoder.export(fp32.model, folder, int8=name == "onnx-int8")
-            out[name] = OnnxEncoder(fp32.model, path, threads)
+            onnx = OnnxEncoder(fp32.model, path, threads)
+            # wrapped like the torch models, so every backend runs the product's batching
+            out[name] = Embedder(onnx, name=name, spec=fp32.spec, fingerprint=name, dim=fp32.dim)
     return out
 
 
