@@ -277,6 +277,93 @@ def chat_cmd(
     launch(settings, block=True)
 
 
+feedback_app = typer.Typer(
+    help="What chat users marked: summary (default) and export to a BEIR folder.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(feedback_app, name="feedback")
+
+SkipInvalidOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid", help="Skip malformed lines (counted) instead of stopping at the first."
+    ),
+]
+
+
+@feedback_app.callback()
+def feedback_cmd(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    skip_invalid: SkipInvalidOpt = False,
+) -> None:
+    """Summarise the chat's marks: by kind, retriever and user, and voters' agreement."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rag_app.feedback import LogFormatError
+    from rag_app.feedback.export import summarise
+
+    settings = _settings(config, workspace=workspace)
+    try:
+        summary = summarise(settings, strict=not skip_invalid)
+    except LogFormatError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"{summary['marks']} marks in {summary['feedback_file']}")
+    if not summary["marks"]:
+        typer.echo("no marks yet: mark sources relevant / not relevant in the chat")
+    for what in ("by_mark", "by_retriever", "by_user"):
+        for key, value in summary[what].items():
+            counts = value if isinstance(value, dict) else {"marks": value}
+            text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            typer.echo(f"  {what.removeprefix('by_')} {key}: {text}")
+    agreement = summary["agreement"]
+    if agreement is not None:
+        typer.echo(
+            f"  agreement: {agreement:.0%} of {summary['passages_with_several_voters']} "
+            "passages marked by several voters"
+        )
+    typer.echo(
+        f"  {summary['questions_marked']} questions marked, {summary['queries_logged']} logged"
+    )
+    for line in summary["skipped_lines"]:
+        typer.secho(f"  skipped {line}", fg=typer.colors.YELLOW)
+
+
+@feedback_app.command("export")
+def feedback_export_cmd(
+    out: Annotated[Path, typer.Argument(help="New folder for the BEIR export.")],
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace `out` if it exists.")] = False,
+    skip_invalid: SkipInvalidOpt = False,
+) -> None:
+    """Write the source marks as BEIR (queries.jsonl, qrels/train.tsv) for finetune / eval."""
+    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
+    from rag_app.feedback import LogFormatError
+    from rag_app.feedback.export import export
+
+    settings = _settings(config, workspace=workspace)
+    try:
+        report = export(settings, out, force=force, strict=not skip_invalid)
+    except (
+        FileExistsError,
+        FileNotFoundError,
+        LogFormatError,
+        NotIngestedError,
+        CorruptWorkspaceError,
+        ValueError,
+    ) as exc:
+        _fail(str(exc))
+    typer.echo(report.summary())
+    typer.echo(f"train on it: rag-app finetune --train-data {out}")
+
+
 def _load_plugins() -> None:
     """Add the commands of installed plugins (entry-point group `rag_app.cli`).
 

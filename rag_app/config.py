@@ -286,6 +286,17 @@ class FinetuneSettings(BaseModel):
     reranker_max_length: int = Field(256, ge=16, le=8192)
 
 
+class FeedbackSettings(BaseModel):
+    """What the chat records about its use (`rag_app.feedback`; docs/SECURITY.md)."""
+
+    enabled: bool = Field(
+        True, description="Show relevant / not relevant and thumbs buttons; record the marks."
+    )
+    log_queries: bool = Field(
+        True, description="Log every question asked, with the passages shown (queries.jsonl)."
+    )
+
+
 class Settings(BaseSettings):
     """The effective configuration of one project (corpus + workspace)."""
 
@@ -305,6 +316,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     seed: int = 42
 
     # Set by `load_settings`; not a user field.
@@ -354,6 +366,10 @@ class Settings(BaseSettings):
     @property
     def eval_dir(self) -> Path:
         return self.workspace / "eval"
+
+    @property
+    def feedback_dir(self) -> Path:
+        return self.workspace / "feedback"
 
     @property
     def cache_dir(self) -> Path:

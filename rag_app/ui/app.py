@@ -16,10 +16,12 @@ import ipaddress
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from rag_app.config import Settings
+from rag_app.feedback import hit_record
 from rag_app.types import Hit
 from rag_app.ui.render import compare_markdown, hits_markdown
 from rag_app.ui.service import BASELINE, ChatService
@@ -62,6 +64,49 @@ def _split_extra(extra: tuple, n_filters: int) -> tuple[tuple, tuple]:
 def _user(request: Any) -> str | None:
     """The logged-in user of a Gradio request (None without auth)."""
     return getattr(request, "username", None) or None
+
+
+def _session(request: Any) -> str | None:
+    """The browser session of a Gradio request (its hash, not a secret)."""
+    return getattr(request, "session_hash", None) or None
+
+
+def _source_choices(turn: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(f"[{h['position']}] {h['title'] or h['doc_id']}", h["position"]) for h in turn["hits"]]
+
+
+def _record_turn(
+    service: ChatService,
+    request: Any,
+    query: str,
+    key: str,
+    mode: str,
+    rerank: bool,
+    dim: int | None,
+    hits: list[Hit],
+) -> dict[str, Any]:
+    """A session's record of one answered question; logged to the query log when it is on.
+
+    A failing log write is reported in the server log and never breaks the chat."""
+    turn = {
+        "turn": uuid.uuid4().hex,
+        "query": query,
+        "retriever": service.describe(key, mode, rerank, dim),  # type: ignore[arg-type]
+        "hits": [hit_record(h, i) for i, h in enumerate(hits, start=1)],
+        "answer": "",
+    }
+    try:
+        service.feedback.log_query(
+            turn=turn["turn"],
+            query=query,
+            retriever=turn["retriever"],
+            hits=turn["hits"],
+            user=_user(request),
+            session=_session(request),
+        )
+    except OSError:
+        log.exception("query log not written")
+    return turn
 
 
 def _build_filter(specs: list[str]):
@@ -155,6 +200,16 @@ def build_app(settings: Settings, service: ChatService | None = None):
                         elem_id="date-to",
                     )
                 sources = gr.Markdown(elem_id="sources")
+                with gr.Group(visible=settings.feedback.enabled):
+                    source_pick = gr.Radio(
+                        [],
+                        label="Was a source right? Pick one, then mark it",
+                        elem_id="feedback-source",
+                    )
+                    with gr.Row():
+                        mark_yes = gr.Button("Relevant", size="sm", elem_id="mark-relevant")
+                        mark_no = gr.Button("Not relevant", size="sm", elem_id="mark-not-relevant")
+                    feedback_status = gr.Markdown(elem_id="feedback-status")
 
         with gr.Accordion("Compare baseline and fine-tuned", open=tuned is not None):
             if tuned is None:
@@ -169,20 +224,25 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 compare_out = gr.Markdown(elem_id="compare-out")
 
         filter_inputs = list(filters.values())
+        # this session's answered questions: what each mark refers to (server-side state,
+        # so a client can only point at passages it was shown)
+        turns = gr.State([])
 
         def respond(
             request: gr.Request,
             message: str,
             history: list[dict[str, Any]],
+            session_turns: list[dict[str, Any]] | None,
             key: str,
             search_mode: str,
             use_rerank: bool,
             *extra: Any,
-        ) -> Iterator[tuple[list[dict[str, Any]], str, str]]:
+        ) -> Iterator[tuple[Any, ...]]:
             filter_args, (dim_value, date_lo, date_hi) = _split_extra(extra, len(filters))
             message = (message or "").strip()
+            session_turns = list(session_turns or [])
             if not message:
-                yield history, "", gr.skip()
+                yield history, "", gr.skip(), gr.skip(), gr.skip()
                 return
             history = [*history, {"role": "user", "content": message}]
             specs = _filter_specs(dict(zip(filters, filter_args, strict=True)), date_lo, date_hi)
@@ -199,24 +259,115 @@ def build_app(settings: Settings, service: ChatService | None = None):
             except Exception as exc:  # shown to the user, the session stays usable
                 log.exception("retrieval failed")
                 history.append({"role": "assistant", "content": f"⚠️ Retrieval failed: {exc}"})
-                yield history, "", ""
+                yield history, "", "", gr.skip(), gr.skip()
                 return
             label = service.option(key).label
-            yield history, "", hits_markdown(hits, title=f"Sources · {label}")
+            turn = _record_turn(
+                service, request, message, key, search_mode, use_rerank, dim_value, hits
+            )
+            session_turns.append(turn)
+            pick = gr.update(choices=_source_choices(turn), value=None)
+            sources_md = hits_markdown(hits, title=f"Sources · {label}")
+            yield history, "", sources_md, session_turns, pick
             pairs = _pairs(history[:-1])
             history.append({"role": "assistant", "content": ""})
+            text = ""
             for text in service.stream_answer(message, hits, pairs):
                 history[-1] = {"role": "assistant", "content": text}
-                yield history, "", gr.skip()
+                yield history, "", gr.skip(), gr.skip(), gr.skip()
+            turn["answer"] = text
+            yield history, "", gr.skip(), session_turns, gr.skip()
 
         _wants_request(respond, gr.Request)
         # new inputs go last: API clients that pass the filter dropdowns keep working
-        inputs = [question, chatbot, retriever, mode, rerank, *filter_inputs]
+        inputs = [question, chatbot, turns, retriever, mode, rerank, *filter_inputs]
         inputs += [dim, date_from, date_to]
-        outputs = [chatbot, question, sources]
+        outputs = [chatbot, question, sources, turns, source_pick]
         send.click(respond, inputs, outputs, api_name="ask")
         question.submit(respond, inputs, outputs, api_name=False)
-        clear.click(lambda: ([], "", ""), None, [chatbot, question, sources], api_name=False)
+        clear.click(
+            lambda: ([], "", "", [], gr.update(choices=[], value=None), ""),
+            None,
+            [chatbot, question, sources, turns, source_pick, feedback_status],
+            api_name=False,
+        )
+
+        if settings.feedback.enabled:
+
+            def mark_source(
+                request: gr.Request, session_turns: list[dict[str, Any]], position: Any, mark: str
+            ) -> str:
+                if not session_turns:
+                    return "Ask a question first."
+                if position in (None, ""):
+                    return "Pick a source above, then mark it."
+                turn = session_turns[-1]
+                hit = next((h for h in turn["hits"] if h["position"] == int(position)), None)
+                if hit is None:
+                    return "That source is not in the last answer."
+                try:
+                    service.feedback.mark_source(
+                        mark,
+                        turn=turn["turn"],
+                        query=turn["query"],
+                        retriever=turn["retriever"],
+                        hit=hit,
+                        user=_user(request),
+                        session=_session(request),
+                    )
+                except OSError as exc:
+                    log.exception("feedback not saved")
+                    return f"⚠️ Not saved: {exc}"
+                word = "relevant" if mark == "relevant" else "not relevant"
+                return f"Saved: [{hit['position']}] {hit['doc_id']} is {word}."
+
+            for button, mark in ((mark_yes, "relevant"), (mark_no, "not_relevant")):
+
+                def on_mark(request: gr.Request, session_turns, position, _mark=mark) -> str:
+                    return mark_source(request, session_turns, position, _mark)
+
+                button.click(
+                    _wants_request(on_mark, gr.Request),
+                    [turns, source_pick],
+                    feedback_status,
+                    api_name=False,
+                )
+
+            def on_like(
+                request: gr.Request,
+                session_turns: list[dict[str, Any]],
+                history: list[dict[str, Any]],
+                data: gr.LikeData,
+            ) -> str:
+                index = data.index[0] if isinstance(data.index, list | tuple) else data.index
+                answered = sum(1 for m in history[: int(index) + 1] if m.get("role") == "assistant")
+                if not answered or answered > len(session_turns):
+                    return "That answer is no longer in this session."
+                turn = session_turns[answered - 1]
+                mark = "up" if data.liked in (True, "Like") else "down"
+                try:
+                    service.feedback.mark_answer(
+                        mark,
+                        turn=turn["turn"],
+                        query=turn["query"],
+                        retriever=turn["retriever"],
+                        answer=turn.get("answer", ""),
+                        hits=turn["hits"],
+                        user=_user(request),
+                        session=_session(request),
+                    )
+                except OSError as exc:
+                    log.exception("feedback not saved")
+                    return f"⚠️ Not saved: {exc}"
+                return f"Saved: answer marked {'👍' if mark == 'up' else '👎'}."
+
+            on_like.__annotations__["data"] = gr.LikeData
+            chatbot.like(
+                _wants_request(on_like, gr.Request),
+                [turns, chatbot],
+                feedback_status,
+                api_name=False,
+            )
 
         if tuned is not None:
 

@@ -20,6 +20,7 @@ from typing import Literal
 
 from rag_app.access import AccessPolicy
 from rag_app.config import Settings
+from rag_app.feedback import FeedbackRecorder
 from rag_app.types import Hit
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class ChatService:
         self._llm_loaded = False
         self._reranker_reason: str | None = None
         self._has_reranker: bool | None = None
+        self.feedback = FeedbackRecorder(settings)
 
     # --- choices -----------------------------------------------------------------------
     def options(self) -> list[RetrieverOption]:
@@ -129,6 +131,17 @@ class ChatService:
                     self.settings, model=model, mode=mode, rerank=rerank, dim=dim
                 )
             return self._retrievers[cache_key]
+
+    def describe(self, key: str, mode: Mode, rerank: bool, dim: int | None) -> dict:
+        """The retriever behind an answer, as the feedback and query logs record it."""
+        option = self.option(key)
+        return {
+            "key": key,
+            "model": option.model or self.settings.models.embedder,
+            "mode": mode,
+            "rerank": bool(rerank and self.reranker_status()[0]),
+            "dim": int(dim) if dim else None,
+        }
 
     def dims(self, key: str = BASELINE) -> list[int]:
         """Embedding dimensions indexed for a retriever choice, largest (full) first."""
