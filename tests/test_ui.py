@@ -164,6 +164,52 @@ def test_browser_compare_view(page):
     assert "Baseline" in text and "ui-test-run" in text
 
 
+def _wait_text(page, selector: str, text: str) -> None:
+    page.wait_for_function(
+        f"document.querySelector({selector!r}).innerText.includes({text!r})", timeout=60_000
+    )
+
+
+def test_browser_marks_sources_and_answer_into_the_feedback_file(page, ui_settings):
+    """Ask, mark one source relevant and another not, thumb the answer: all in the files."""
+    from rag_app.feedback import FEEDBACK_FILE, QUERY_LOG_FILE, JsonlLog
+
+    question = "how long may a technician work in one shift?"
+    page.click("#clear")
+    page.get_by_label("Baseline (all-MiniLM-L6-v2)").check()
+    page.fill("#question textarea", question)
+    page.click("#ask")
+    _wait_text(page, "#feedback-source", "[2]")
+    _wait_text(page, "#chatbot", "13 hours")
+    first = page.inner_text("#feedback-source label:has-text('[1]')").split("] ", 1)[1]
+    second = page.inner_text("#feedback-source label:has-text('[2]')").split("] ", 1)[1]
+    page.click("#feedback-source label:has-text('[1]')")
+    page.click("#mark-relevant")
+    _wait_text(page, "#feedback-status", f"[1] {first} is relevant")
+    page.click("#feedback-source label:has-text('[2]')")
+    page.click("#mark-not-relevant")
+    _wait_text(page, "#feedback-status", f"[2] {second} is not relevant")
+    page.locator("#chatbot button[aria-label='Like']").last.click()
+    _wait_text(page, "#feedback-status", "answer marked")
+
+    marks = JsonlLog(ui_settings.feedback_dir / FEEDBACK_FILE).read().records
+    sources = [m for m in marks if m["target"] == "source" and m["query"] == question]
+    assert [(m["mark"], m["chunk"]["doc_id"]) for m in sources[-2:]] == [
+        ("relevant", first),
+        ("not_relevant", second),
+    ]
+    assert sources[-1]["retriever"]["key"] == BASELINE
+    assert sources[-1]["retriever"]["mode"] == "hybrid"
+    assert sources[-1]["chunk"]["content_hash"] and sources[-1]["session"]
+    answer = [m for m in marks if m["target"] == "answer"][-1]
+    assert answer["mark"] == "up" and answer["query"] == question
+    assert "13 hours" in answer["answer"]
+    logged = JsonlLog(ui_settings.feedback_dir / QUERY_LOG_FILE).read().records
+    asked = [r for r in logged if r["query"] == question]
+    assert asked and asked[-1]["turn"] == sources[-1]["turn"]
+    assert asked[-1]["hits"][0]["doc_id"] == first
+
+
 def test_api_sessions_do_not_share_choices(server):
     """Two clients with different retriever choices each get their own results."""
     from gradio_client import Client

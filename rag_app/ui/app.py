@@ -72,7 +72,7 @@ def _session(request: Any) -> str | None:
 
 
 def _source_choices(turn: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(f"[{h['position']}] {h['title'] or h['doc_id']}", h["position"]) for h in turn["hits"]]
+    return [(f"[{h['position']}] {h['doc_id']}", h["position"]) for h in turn["hits"]]
 
 
 def _record_turn(
@@ -93,7 +93,6 @@ def _record_turn(
         "query": query,
         "retriever": service.describe(key, mode, rerank, dim),  # type: ignore[arg-type]
         "hits": [hit_record(h, i) for i, h in enumerate(hits, start=1)],
-        "answer": "",
     }
     try:
         service.feedback.log_query(
@@ -107,6 +106,15 @@ def _record_turn(
     except OSError:
         log.exception("query log not written")
     return turn
+
+
+def _text(content: Any) -> str:
+    """A chat message's text (Gradio 6 may give a list of {"type": "text", "text"} parts)."""
+    if isinstance(content, dict):
+        content = content.get("content", content.get("value", content))
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return "" if content is None else str(content)
 
 
 def _build_filter(specs: list[str]):
@@ -242,7 +250,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
             message = (message or "").strip()
             session_turns = list(session_turns or [])
             if not message:
-                yield history, "", gr.skip(), gr.skip(), gr.skip()
+                yield history, "", gr.skip(), gr.skip()
                 return
             history = [*history, {"role": "user", "content": message}]
             specs = _filter_specs(dict(zip(filters, filter_args, strict=True)), date_lo, date_hi)
@@ -259,36 +267,37 @@ def build_app(settings: Settings, service: ChatService | None = None):
             except Exception as exc:  # shown to the user, the session stays usable
                 log.exception("retrieval failed")
                 history.append({"role": "assistant", "content": f"⚠️ Retrieval failed: {exc}"})
-                yield history, "", "", gr.skip(), gr.skip()
+                yield history, "", "", gr.skip()
                 return
             label = service.option(key).label
             turn = _record_turn(
                 service, request, message, key, search_mode, use_rerank, dim_value, hits
             )
             session_turns.append(turn)
-            pick = gr.update(choices=_source_choices(turn), value=None)
             sources_md = hits_markdown(hits, title=f"Sources · {label}")
-            yield history, "", sources_md, session_turns, pick
+            yield history, "", sources_md, session_turns
             pairs = _pairs(history[:-1])
             history.append({"role": "assistant", "content": ""})
-            text = ""
             for text in service.stream_answer(message, hits, pairs):
                 history[-1] = {"role": "assistant", "content": text}
-                yield history, "", gr.skip(), gr.skip(), gr.skip()
-            turn["answer"] = text
-            yield history, "", gr.skip(), session_turns, gr.skip()
+                yield history, "", gr.skip(), gr.skip()
 
         _wants_request(respond, gr.Request)
         # new inputs go last: API clients that pass the filter dropdowns keep working
         inputs = [question, chatbot, turns, retriever, mode, rerank, *filter_inputs]
         inputs += [dim, date_from, date_to]
-        outputs = [chatbot, question, sources, turns, source_pick]
+        # the state is not part of the API: `/ask` clients see the same outputs as before
+        outputs = [chatbot, question, sources, turns]
         send.click(respond, inputs, outputs, api_name="ask")
         question.submit(respond, inputs, outputs, api_name=False)
-        clear.click(
-            lambda: ([], "", "", [], gr.update(choices=[], value=None), ""),
-            None,
-            [chatbot, question, sources, turns, source_pick, feedback_status],
+        clear.click(lambda: ([], "", "", []), None, [*outputs], api_name=False)
+        turns.change(
+            lambda t: (
+                gr.update(choices=_source_choices(t[-1]) if t else [], value=None),
+                "",
+            ),
+            turns,
+            [source_pick, feedback_status],
             api_name=False,
         )
 
@@ -351,7 +360,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                         turn=turn["turn"],
                         query=turn["query"],
                         retriever=turn["retriever"],
-                        answer=turn.get("answer", ""),
+                        answer=_text(data.value),
                         hits=turn["hits"],
                         user=_user(request),
                         session=_session(request),
