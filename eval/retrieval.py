@@ -366,11 +366,12 @@ def load_eval_set(
     # A dataset with its own passages is indexed in its own namespace and judged per
     # passage (chunk); one without (the shipped corpus/eval) is judged per document.
     with_corpus = ds.has_corpus
+    granularity = "chunk" if with_corpus or _names_chunks(settings, ds.qrels) else "doc"
     return EvalSet(
         name=ds.name,
         split=ds.split,
         source="beir" if with_corpus else "corpus-eval",
-        granularity="chunk" if with_corpus else "doc",
+        granularity=granularity,
         queries=dict(ds.queries),
         qrels=dict(ds.qrels),
         settings=(
@@ -382,6 +383,23 @@ def load_eval_set(
         reference_kind=ref_kind,
         notes=notes,
     )
+
+
+def _names_chunks(settings: Any, qrels: dict[str, dict[str, int]]) -> bool:
+    """Whether a corpus-less dataset judges the workspace's *chunks* (every judged id is a
+    chunk id, none a document path), as `rag-app feedback export` writes it."""
+    judged = {d for docs in qrels.values() for d in docs}
+    if not judged:
+        return False
+    try:
+        from rag_app import chunkstore
+
+        chunks = chunkstore.load_chunks(settings.chunks_path, settings.manifest_path)
+    except Exception:  # not ingested: the doc-level path reports it
+        return False
+    ids = {c.id for c in chunks}
+    docs = {c.doc_id for c in chunks}
+    return judged <= ids and not judged & docs
 
 
 # --- models -----------------------------------------------------------------------------------

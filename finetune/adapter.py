@@ -43,9 +43,11 @@ from finetune.train import (
     TrainReport,
     _write_pairs,
     data_fingerprint,
-    labelled_pairs_for_guard,
+    guard_for,
+    guard_record,
     settings_record,
     throughput,
+    verdict,
 )
 from rag_app import query_adapter
 from rag_app.config import Settings
@@ -206,11 +208,18 @@ def train_adapter(
     index = {pid: i for i, pid in enumerate(data.passages.ids())}
     train = _scored(data.train, index, base)
     val = _scored(data.val, index, base)
-    guard_pairs, guard_path = labelled_pairs_for_guard(settings, data.chunks, data.passages)
-    guard = _scored(guard_pairs, index, base) if guard_pairs else None
+    guard_set = guard_for(settings, data)
+    guard = _scored(guard_set.pairs, index, base) if guard_set.pairs else None
 
-    # one example per (query, positive); other positives and copies of it are masked
-    examples = [(qi, pos) for qi, rel in enumerate(train.relevant) for pos in sorted(rel)]
+    # one example per (query, positive), a real labelled query's `labelled_weight` times;
+    # other positives and copies of it are masked
+    real = {p.query for p in data.train if p.source == "labelled"}
+    examples = [
+        (qi, pos)
+        for qi, rel in enumerate(train.relevant)
+        for pos in sorted(rel)
+        for _ in range(cfg.labelled_weight if train.queries[qi] in real else 1)
+    ]
     if not examples:
         raise ValueError("no training pair names a passage of this corpus")
     docs_t = torch.from_numpy(docs)
@@ -282,11 +291,7 @@ def train_adapter(
             continue
         metrics.update({f"{prefix}_{k}_base": v for k, v in score(None, scored).items()})
         metrics.update({f"{prefix}_{k}": v for k, v in score(best_state, scored).items()})
-    verified = guard is not None
-    prefix = "labelled" if verified else "val"
-    recommended = metrics.get(f"{prefix}_{GUARD_METRIC}", 0.0) > metrics.get(
-        f"{prefix}_{GUARD_METRIC}_base", 0.0
-    )
+    verified, recommended = verdict(settings, metrics, guard_set)
     record: dict[str, Any] = {
         "name": name,
         "run_id": name,
@@ -302,7 +307,7 @@ def train_adapter(
         "recommended": recommended,
         "verified": verified,
         "validation": "labelled + synthetic" if verified else "synthetic",
-        "labelled_eval": str(guard_path) if guard_path else None,
+        **guard_record(guard_set),
         "train_pairs": len(examples),
         "val_pairs": len(data.val),
         "train_file": "train.jsonl",
@@ -311,7 +316,8 @@ def train_adapter(
             "train_pairs": len(examples),
             "val_pairs": len(data.val),
             "passages": len(data.passages),
-            "labelled_guard_pairs": len(guard_pairs),
+            "labelled_guard_pairs": len(guard_set.pairs),
+            "labelled_weight": cfg.labelled_weight,
             **{f"source {k}": v for k, v in sorted(data.sources.items())},
         },
         "llm": data.synth_meta.get("llm"),

@@ -85,6 +85,8 @@ class TrainData:
     general: list[tuple[str, str]] = field(default_factory=list)
     sources: dict[str, int] = field(default_factory=dict)
     synth_meta: dict[str, Any] = field(default_factory=dict)
+    # real labelled pairs of held-out documents: the guard that decides "recommended"
+    guard: list[Pair] = field(default_factory=list)
 
 
 @dataclass
@@ -169,10 +171,20 @@ def prepare(settings: Settings) -> TrainData:
                 synth_meta = json.loads(report_file.read_text(encoding="utf-8"))
             except ValueError:
                 synth_meta = {}
+    real: list[Pair] = []
     for path in cfg.train_data:
         labelled = load_labelled(Path(path), passages, chunks, split=cfg.train_data_split)
-        pairs.extend(labelled)
+        real.extend(labelled)
         sources[f"labelled:{Path(path).name}"] += len(labelled)
+    guard: list[Pair] = []
+    if real and cfg.labelled_guard_fraction > 0 and len({p.doc_id for p in real}) >= 2:
+        # whole documents on one side: the guard asks about passages training never saw
+        real, guard = split_pairs(
+            real, val_fraction=cfg.labelled_guard_fraction, by="document", seed=settings.seed
+        )
+        check_no_leak(real, guard, "document")
+        sources["labelled guard (held out)"] = len(guard)
+    pairs.extend(real)
     if not pairs:
         raise NoTrainingDataError(
             f"no training pairs: run `rag-app synth` first (nothing in {settings.synth_dir}) "
@@ -194,7 +206,7 @@ def prepare(settings: Settings) -> TrainData:
         rng = random.Random(settings.seed)
         general = rng.sample(everything, min(want, len(everything)))
         sources["general"] = len(general)
-    return TrainData(chunks, passages, train, val, general, dict(sources), synth_meta)
+    return TrainData(chunks, passages, train, val, general, dict(sources), synth_meta, guard)
 
 
 def ir_evaluator(pairs: Sequence[Pair], passages: Passages, name: str, batch_size: int = 32):
@@ -227,6 +239,80 @@ def ir_evaluator(pairs: Sequence[Pair], passages: Passages, name: str, batch_siz
         show_progress_bar=False,
         write_csv=False,
     )
+
+
+@dataclass
+class Guard:
+    """The real questions that decide whether a run is "recommended"."""
+
+    pairs: list[Pair]
+    path: Path | None  # the labelled_eval folder, when one was used
+    held_out: int = 0  # pairs from train_data's held-out documents
+    dropped_training: int = 0  # guard pairs whose question is also a training question
+
+    @property
+    def queries(self) -> int:
+        return len({p.query for p in self.pairs})
+
+    def describe(self) -> str:
+        parts = []
+        if self.held_out:
+            parts.append(f"{self.held_out} pairs of held-out documents of the labelled data")
+        if self.path is not None:
+            parts.append(str(self.path))
+        return " + ".join(parts) or "none"
+
+
+def guard_for(settings: Settings, data: TrainData) -> Guard:
+    """The guard of a run: the held-out documents of the real training pairs, plus
+    `finetune.labelled_eval` when set (without real pairs: `<corpus>/eval` by default).
+
+    With real pairs the default `<corpus>/eval` is left out on purpose: the user's own
+    questions are the better judge, and a demo or bench that trains on part of that set
+    must not be guarded by the rest, which it reports as its test. Guard questions that
+    are also training questions (same text, any source) are dropped and counted.
+    """
+    explicit = "labelled_eval" in settings.finetune.model_fields_set
+    pairs: list[Pair] = list(data.guard)
+    path: Path | None = None
+    if explicit or not data.guard:
+        extra, path = labelled_pairs_for_guard(settings, data.chunks, data.passages)
+        pairs.extend(extra)
+    seen = {_normal(p.query) for p in (*data.train, *data.val)}
+    kept = [p for p in pairs if _normal(p.query) not in seen]
+    return Guard(kept, path, held_out=len(data.guard), dropped_training=len(pairs) - len(kept))
+
+
+def verdict(settings: Settings, metrics: dict[str, float], guard: Guard) -> tuple[bool, bool]:
+    """(verified, recommended): a guard with enough queries decides; else synthetic val."""
+    verified = guard.queries >= settings.finetune.labelled_guard_min_queries
+    prefix = "labelled" if verified else "val"
+    after = metrics.get(f"{prefix}_{GUARD_METRIC}", 0.0)
+    return verified, after > metrics.get(f"{prefix}_{GUARD_METRIC}_base", 0.0)
+
+
+def guard_record(guard: Guard) -> dict[str, Any]:
+    """What run.json says about the guard (the eval and the model card read it)."""
+    return {
+        "labelled_eval": str(guard.path) if guard.path else None,
+        "guard": {
+            "source": guard.describe(),
+            "queries": guard.queries,
+            "pairs": len(guard.pairs),
+            "held_out_pairs": guard.held_out,
+            "dropped_training_overlap": guard.dropped_training,
+        },
+    }
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def weighted(pairs: Sequence[Pair], weight: int) -> list[Pair]:
+    """Real labelled pairs repeated `weight` times (synthetic ones once), for trainers
+    that sample pairs; the adapter weights its examples the same way."""
+    return [p for p in pairs for _ in range(weight if p.source == "labelled" else 1)]
 
 
 def labelled_pairs_for_guard(
@@ -435,7 +521,7 @@ def train_embedder(
         trust_remote_code=settings.models.trust_remote_code,
     )
     rows, mining = negatives.mine(
-        data.train,
+        weighted(data.train, cfg.labelled_weight),
         data.passages,
         base.model,
         settings,
@@ -457,10 +543,10 @@ def train_embedder(
     train_dataset = Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
 
     val_eval = ir_evaluator(data.val, data.passages, "val", settings.models.embed_batch_size)
-    guard_pairs, guard_path = labelled_pairs_for_guard(settings, data.chunks, data.passages)
+    guard = guard_for(settings, data)
     guard_eval = (
-        ir_evaluator(guard_pairs, data.passages, "labelled", settings.models.embed_batch_size)
-        if guard_pairs
+        ir_evaluator(guard.pairs, data.passages, "labelled", settings.models.embed_batch_size)
+        if guard.pairs
         else None
     )
     metrics: dict[str, float] = {}
@@ -517,11 +603,7 @@ def train_embedder(
     if guard_eval is not None:
         metrics.update(_scores(guard_eval, model, "labelled"))
 
-    verified = guard_eval is not None
-    prefix = "labelled" if verified else "val"
-    after = metrics.get(f"{prefix}_{GUARD_METRIC}", 0.0)
-    before = metrics.get(f"{prefix}_{GUARD_METRIC}_base", 0.0)
-    recommended = after > before
+    verified, recommended = verdict(settings, metrics, guard)
     record = {
         "name": name,
         "run_id": name,
@@ -535,7 +617,7 @@ def train_embedder(
         "recommended": recommended,
         "verified": verified,
         "validation": "labelled + synthetic" if verified else "synthetic",
-        "labelled_eval": str(guard_path) if guard_path else None,
+        **guard_record(guard),
         "train_pairs": len(rows),
         "val_pairs": len(data.val),
         "train_file": "train.jsonl",
@@ -544,7 +626,7 @@ def train_embedder(
             "train_pairs": len(rows),
             "val_pairs": len(data.val),
             "passages": len(data.passages),
-            "labelled_guard_pairs": len(guard_pairs),
+            "labelled_guard_pairs": len(guard.pairs),
             **{f"source {k}": v for k, v in sorted(data.sources.items())},
             **{f"negatives {k}": v for k, v in mining.as_dict().items()},
         },
@@ -655,7 +737,7 @@ def data_fingerprint(settings: Settings, data: TrainData, kind: str) -> str:
     digest = hashlib.sha256(kind.encode())
     digest.update(weights_fingerprint(resolve_embedder(settings.models.embedder)).encode())
     digest.update(json.dumps(settings_record(settings), sort_keys=True, default=str).encode())
-    for side in (data.train, data.val):
+    for side in (data.train, data.val, data.guard):
         for pair in side:
             digest.update(f"{pair.query}\0{pair.passage_id}\n".encode())
         digest.update(b"--")

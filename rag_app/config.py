@@ -261,7 +261,22 @@ class FinetuneSettings(BaseModel):
     )
     labelled_eval: Path | None = Field(
         None,
-        description="BEIR-layout labelled queries for the guardrail (default: <corpus>/eval).",
+        description=(
+            "BEIR-layout labelled queries for the guardrail (default: <corpus>/eval, unless "
+            "train_data holds real pairs: then their held-out documents are the guard)."
+        ),
+    )
+    labelled_guard_fraction: float = Field(
+        0.3,
+        ge=0,
+        lt=1,
+        description="Share of train_data's real pairs, whole documents, held out as the guard.",
+    )
+    labelled_guard_min_queries: int = Field(
+        10, ge=1, description="Fewer guard queries than this: the run is 'unverified'."
+    )
+    labelled_weight: int = Field(
+        4, ge=1, le=100, description="Each real labelled training pair counts this many times."
     )
     eval_steps: int = Field(0, ge=0, description="Validate every N steps (0: once an epoch).")
     adapter_kind: Literal["linear", "mlp"] = Field(
