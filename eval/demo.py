@@ -1,7 +1,13 @@
 """`rag-app demo`: the whole pipeline on a corpus, then the chat.
 
-ingest -> index (base) -> synth -> fine-tune embedder -> train reranker -> index
-(fine-tuned) -> retrieval eval on the corpus's own hand-written questions -> chat.
+ingest -> index (base) -> synth -> fine-tune embedder -> train reranker -> users'
+feedback -> fine-tune with it -> index (fine-tuned) -> retrieval eval -> chat.
+
+The corpus's hand-written questions (`<corpus>/eval`) are split by document: one half
+plays the users, asked through the chat service and marked from its qrels into the
+workspace's feedback file (`eval.feedback_play`), exported like `rag-app feedback export`
+and trained on; the other half is the test. The table has three rows: base, synthetic
+only, synthetic + feedback, each with its interval.
 
 Every stage skips work already done (ingest and index are incremental, synth resumes,
 training is skipped when a run trained on the same data exists), so a second run goes
@@ -91,6 +97,10 @@ def _train_reranker(settings: Any) -> str:
     return str(r.summary() if hasattr(r, "summary") else r)
 
 
+def _with_finetune(settings: Any, **update: Any) -> Any:
+    return settings.model_copy(update={"finetune": settings.finetune.model_copy(update=update)})
+
+
 def _newest_embedder(settings: Any) -> str | None:
     from rag_app.registry import list_runs
 
@@ -98,31 +108,170 @@ def _newest_embedder(settings: Any) -> str | None:
     return str(runs[-1].path) if runs else None
 
 
-def _evaluate(settings: Any, echo: Callable[[str], None]) -> str:
-    from eval.retrieval import run_retrieval_eval
+DEMO_USER = "demo (played from corpus/eval)"
+FEEDBACK_SHARE = 0.5  # of corpus/eval's documents whose questions play the users
 
-    dataset = Path(settings.corpus) / "eval"
-    if not (dataset / "queries.jsonl").is_file():
-        return f"no hand-written questions in {dataset}; skipped"
-    from eval.retrieval import summary_lines
 
-    result = run_retrieval_eval(settings, dataset, k=10, n_resamples=2000)
+@dataclass
+class DemoSplit:
+    """corpus/eval split by document: the users' questions and the held-out test."""
+
+    feedback: Path
+    test: Path
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    feedback_ids: list[str]
+
+
+def _split_eval(settings: Any) -> DemoSplit | None:
+    """Write the two halves of corpus/eval as BEIR folders under workspace/demo (seeded)."""
+    from eval.datasets import load_beir, write_beir
+    from eval.feedback_play import split_by_document
+
+    source = Path(settings.corpus) / "eval"
+    if not (source / "queries.jsonl").is_file():
+        return None
+    dataset = load_beir(source, split="test")
+    split = split_by_document(dataset.qrels, FEEDBACK_SHARE, seed=settings.seed)
+    root = Path(settings.workspace) / "demo"
+    folders = {}
+    for name, ids in (("feedback-questions", split.feedback), ("test-questions", split.test)):
+        folders[name] = write_beir(
+            {
+                "queries": {q: dataset.queries[q] for q in ids},
+                "qrels": {q: dataset.qrels[q] for q in ids},
+            },
+            root / name,
+            split="test",
+        )
+    return DemoSplit(
+        folders["feedback-questions"],
+        folders["test-questions"],
+        dict(dataset.queries),
+        {q: dict(v) for q, v in dataset.qrels.items()},
+        split.feedback,
+    )
+
+
+def _play_feedback(settings: Any, split: DemoSplit) -> tuple[str, Path | None]:
+    """The feedback half asked through the chat and marked from its qrels (once), then
+    exported with `rag-app feedback export`'s code."""
+    from eval.feedback_play import play_feedback
+    from rag_app.feedback.export import export, read_marks
+
+    played = ""
+    marks, _ = read_marks(settings) if settings.feedback_dir.exists() else ([], None)
+    if not any(m.get("user") == DEMO_USER for m in marks):
+        report = play_feedback(
+            settings,
+            {q: split.queries[q] for q in split.feedback_ids},
+            split.qrels,
+            user=DEMO_USER,
+        )
+        played = (
+            f"{report.questions} questions asked, {report.relevant} sources marked relevant "
+            f"and {report.not_relevant} not relevant; "
+        )
+    out = Path(settings.workspace) / "demo" / "feedback-beir"
+    exported = export(settings, out, force=True)
+    return played + exported.summary(), out
+
+
+def _evaluate(settings: Any, echo: Callable[[str], None], split: DemoSplit | None) -> str:
+    """Base, synthetic only and synthetic + feedback on the held-out half of corpus/eval."""
+    from eval.retrieval import run_retrieval_eval, summary_lines
+
+    if split is None:
+        return f"no hand-written questions in {Path(settings.corpus) / 'eval'}; skipped"
+    runs = _embedder_runs(settings)
+    result = None
+    rows: list[str] = []
+    for label, run in (
+        ("synthetic only", runs.get("synthetic")),
+        ("synthetic + feedback", runs.get("feedback")),
+    ):
+        if run is None:
+            continue
+        result = run_retrieval_eval(
+            settings,
+            split.test,
+            ["dense-base", "dense-finetuned", "hybrid-base", "hybrid-finetuned"],
+            k=10,
+            finetuned=run,
+            n_resamples=2000,
+            out_dir=Path(settings.eval_dir) / "demo" / label.replace(" ", "-").replace("+", "plus"),
+            embedding_map=False,
+            progress=False,
+            echo=lambda *_: None,
+        )
+        data = result.to_dict()
+        means = {c: v["mean"]["ndcg@10"] for c, v in data["configs"].items()}
+        if not rows:
+            rows.append(
+                f"  {'base':22s} dense {means['dense-base']:.3f}          hybrid {means['hybrid-base']:.3f}"
+            )
+        cells = []
+        for mode in ("dense", "hybrid"):
+            gain = next(
+                c
+                for c in data["comparisons"]
+                if c["metric"] == "ndcg@10" and c["candidate"] == f"{mode}-finetuned"
+            )
+            cells.append(
+                f"{mode} {means[f'{mode}-finetuned']:.3f} {gain['delta'] * 100:+.1f} "
+                f"[{gain['ci_low'] * 100:+.1f}, {gain['ci_high'] * 100:+.1f}]"
+            )
+        rows.append(f"  {label:22s} " + "   ".join(cells))
+    if result is None:
+        return "no fine-tuned run to compare"
     echo("\n".join(summary_lines(result)))
-    return f"{len(result.queries)} held-out questions, results in {result.out_dir}"
+    echo(
+        f"\nnDCG@10 on {len(result.queries)} held-out questions (documents no mark touched), "
+        "gain over base in points [95% paired bootstrap]:\n" + "\n".join(rows)
+    )
+    return (
+        f"{len(result.queries)} held-out questions, results in {Path(settings.eval_dir) / 'demo'}"
+    )
+
+
+def _embedder_runs(settings: Any) -> dict[str, str]:
+    """The newest run trained without and with real labelled pairs."""
+    from rag_app.registry import list_runs
+
+    found: dict[str, str] = {}
+    for run in list_runs(settings, kind="embedder"):
+        sources = (run.record.get("data") or {}).keys()
+        labelled = any(str(k).startswith("source labelled:") for k in sources)
+        found["feedback" if labelled else "synthetic"] = str(run.path)
+    return found
 
 
 def run(settings: Any, *, chat: bool = True, echo: Callable[[str], None] = print) -> StageTimer:
     """Run every stage (each skipping work already done), print timings, then serve."""
     timer = StageTimer(echo)
+    split = _split_eval(settings)
+    if split is not None:  # the users' half guards the synthetic run; the rest is the test
+        settings = _with_finetune(settings, labelled_eval=split.feedback)
     timer.run("ingest", lambda: _ingest(settings))
     timer.run("index (base model)", lambda: _index(settings))
     timer.run("synthetic queries", lambda: _synth(settings))
     timer.run("fine-tune embedder", lambda: _train_embedder(settings))
     timer.run("train reranker", lambda: _train_reranker(settings))
+    if split is not None:
+        exported: list[Path] = []
+
+        def feedback() -> str:
+            summary, out = _play_feedback(settings, split)
+            exported.append(out)
+            return summary
+
+        timer.run("users' feedback (half of corpus/eval)", feedback)
+        with_feedback = _with_finetune(settings, train_data=exported, labelled_eval=None)
+        timer.run("fine-tune with feedback", lambda: _train_embedder(with_feedback))
     tuned = _newest_embedder(settings)
     if tuned:
         timer.run("index (fine-tuned model)", lambda: _index(settings, tuned))
-    timer.run("evaluate on corpus/eval", lambda: _evaluate(settings, echo))
+    timer.run("evaluate on the held-out half", lambda: _evaluate(settings, echo, split))
     echo("\nTime per stage:\n" + timer.table())
     if chat:
         from rag_app.ui.app import exposure_warning, launch

@@ -272,7 +272,7 @@ def guard_for(settings: Settings, data: TrainData) -> Guard:
     must not be guarded by the rest, which it reports as its test. Guard questions that
     are also training questions (same text, any source) are dropped and counted.
     """
-    explicit = "labelled_eval" in settings.finetune.model_fields_set
+    explicit = settings.finetune.labelled_eval is not None
     pairs: list[Pair] = list(data.guard)
     path: Path | None = None
     if explicit or not data.guard:

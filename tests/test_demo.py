@@ -81,21 +81,34 @@ def test_demo_runs_every_stage_then_skips_them(settings_factory, tmp_path):
         "synthetic queries",
         "fine-tune embedder",
         "train reranker",
+        "users' feedback (half of corpus/eval)",
+        "fine-tune with feedback",
         "index (fine-tuned model)",
-        "evaluate on corpus/eval",
+        "evaluate on the held-out half",
     ]
     assert {r.kind for r in list_runs(settings)} == {"embedder", "reranker"}
     output = "\n".join(lines)
     assert "hybrid-finetuned" in output and "ndcg@10" in output  # the before/after table
     assert "Time per stage" in output
+    # three rows on the held-out half: base, synthetic only, synthetic + feedback
+    assert "held-out questions (documents no mark touched)" in output
+    assert "synthetic only" in output and "synthetic + feedback" in output
+    summaries = dict((name, summary) for name, _, summary in first.times)
+    assert "sources marked relevant" in summaries["users' feedback (half of corpus/eval)"]
+    runs = list_runs(settings, kind="embedder")
+    assert len(runs) == 2
+    trained_on = [json.dumps(r.record["data"]) for r in runs]
+    assert sum("source labelled:feedback-beir" in t for t in trained_on) == 1
+    assert (settings.workspace / "feedback" / "feedback.jsonl").is_file()
 
     again: list[str] = []
     second = demo.run(settings, chat=False, echo=again.append)
     summaries = dict((name, summary) for name, _, summary in second.times)
     assert "unchanged" in summaries["ingest"]
     assert "already indexed" in summaries["index (base model)"]
-    assert len(list_runs(settings, kind="embedder")) == 1  # not trained twice
+    assert len(list_runs(settings, kind="embedder")) == 2  # not trained twice
     assert len(list_runs(settings, kind="reranker")) == 1
+    assert "sources marked" not in summaries["users' feedback (half of corpus/eval)"]  # once
 
     # the default method trains a query adapter: it serves from the base model's index,
     # so the fine-tuned index stage has nothing to embed
