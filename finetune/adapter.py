@@ -25,6 +25,7 @@ positives).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -69,31 +70,47 @@ class Scored:
     relevant: list[set[int]]
 
 
-def ranking_metrics(q: np.ndarray, docs: np.ndarray, relevant: Sequence[set[int]], k: int = 10):
-    """MRR@k, nDCG@k (binary gains), Recall@k and Accuracy@1 of cosine ranking, as floats."""
-    if len(relevant) == 0:
-        return {}
+def per_query_metrics(
+    q: np.ndarray, docs: np.ndarray, relevant: Sequence[set[int]], k: int = 10
+) -> dict[str, np.ndarray]:
+    """Per-query MRR@k, nDCG@k (binary gains), Recall@k and Accuracy@1 of cosine ranking."""
+    n = len(relevant)
+    out = {f"mrr@{k}": np.zeros(n), f"ndcg@{k}": np.zeros(n), f"recall@{k}": np.zeros(n)}
+    out["accuracy@1"] = np.zeros(n)
+    if n == 0:
+        return out
     scores = q @ docs.T
     top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
     order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
     top = np.take_along_axis(top, order, axis=1)
-    mrr = ndcg = recall = acc1 = 0.0
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    for row, rel in zip(top, relevant, strict=True):
-        hits = np.array([int(i) in rel for i in row], dtype=float)
+    for i, (row, rel) in enumerate(zip(top, relevant, strict=True)):
+        hits = np.array([int(j) in rel for j in row], dtype=float)
         if hits.any():
-            mrr += 1.0 / (int(np.argmax(hits)) + 1)
+            out[f"mrr@{k}"][i] = 1.0 / (int(np.argmax(hits)) + 1)
         ideal = discounts[: min(len(rel), k)].sum()
-        ndcg += float(hits @ discounts) / ideal if ideal else 0.0
-        recall += hits.sum() / max(len(rel), 1)
-        acc1 += hits[0]
-    n = len(relevant)
-    return {
-        f"mrr@{k}": mrr / n,
-        f"ndcg@{k}": ndcg / n,
-        f"recall@{k}": recall / n,
-        "accuracy@1": acc1 / n,
-    }
+        out[f"ndcg@{k}"][i] = float(hits @ discounts) / ideal if ideal else 0.0
+        out[f"recall@{k}"][i] = hits.sum() / max(len(rel), 1)
+        out["accuracy@1"][i] = hits[0]
+    return out
+
+
+def ranking_metrics(q: np.ndarray, docs: np.ndarray, relevant: Sequence[set[int]], k: int = 10):
+    """MRR@k, nDCG@k (binary gains), Recall@k and Accuracy@1 of cosine ranking, as floats."""
+    if len(relevant) == 0:
+        return {}
+    return {key: float(v.mean()) for key, v in per_query_metrics(q, docs, relevant, k).items()}
+
+
+def paired_interval(diff: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of mean(diff) over queries (as eval.stats does;
+    finetune may not import eval)."""
+    if diff.size == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def passage_vectors(settings: Settings, base, passages: Passages, *, progress: bool) -> np.ndarray:
@@ -119,13 +136,70 @@ def passage_vectors(settings: Settings, base, passages: Passages, *, progress: b
     return np.stack([found[pid] for pid in ids]).astype(np.float32)
 
 
-def _scored(pairs: Sequence[Pair], index: dict[str, int], base) -> Scored:
+class _QueryVectors:
+    """The base model's query vectors, encoded once per text (candidates share queries)."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+        self.cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, self.base.encode_queries(missing), strict=True))
+        if not texts:
+            return np.zeros((0, self.base.dim), dtype=np.float32)
+        return np.stack([self.cache[t] for t in texts])
+
+
+def _scored(pairs: Sequence[Pair], index: dict[str, int], encode: _QueryVectors) -> Scored:
     relevant: dict[str, set[int]] = defaultdict(set)
     for pair in pairs:
         if pair.passage_id in index:
             relevant[pair.query].add(index[pair.passage_id])
     queries = list(relevant)
-    return Scored(queries, base.encode_queries(queries), [relevant[q] for q in queries])
+    return Scored(queries, encode(queries), [relevant[q] for q in queries])
+
+
+# --- recipes ----------------------------------------------------------------------------------
+# Which training pairs a candidate keeps, by the pair's source: "llm:*" (the LLM's
+# questions), "labelled" (real questions), anything else structural (titles, terms).
+RECIPES: dict[str, frozenset[str]] = {
+    "llm+structural+real": frozenset({"llm", "structural", "real"}),
+    "structural+real": frozenset({"structural", "real"}),
+    "llm+structural": frozenset({"llm", "structural"}),
+    "structural": frozenset({"structural"}),
+}
+
+
+def _kind_of(pair: Pair) -> str:
+    if pair.source.startswith("llm:"):
+        return "llm"
+    return "real" if pair.source == "labelled" else "structural"
+
+
+def recipe_candidates(data: TrainData) -> list[tuple[str, TrainData]]:
+    """The recipes this data allows, each named by the kinds of pairs it really holds and
+    listed once (without real pairs, "llm+structural+real" is "llm+structural")."""
+    out: dict[str, TrainData] = {}
+    for kinds in RECIPES.values():
+        train = [p for p in data.train if _kind_of(p) in kinds]
+        val = [p for p in data.val if _kind_of(p) in kinds]
+        present = {_kind_of(p) for p in train}
+        name = "+".join(k for k in ("llm", "structural", "real") if k in present)
+        if train and val and name not in out:
+            out[name] = dataclasses.replace(data, train=train, val=val)
+    return list(out.items())
+
+
+@dataclass
+class _Fit:
+    state: dict[str, np.ndarray]
+    best_epoch: int
+    history: list[dict[str, Any]]
+    steps: int
+    seconds: float
+    examples: int
 
 
 class _Adapter:
@@ -173,47 +247,36 @@ def _apply(state: dict[str, np.ndarray], kind: str, q: np.ndarray) -> np.ndarray
     return adapter.apply(q)
 
 
-def train_adapter(
+SELECT_METRIC = "ndcg@10"
+
+
+def _selection_note(tried: list[dict[str, Any]], recipe: str, guard: Any) -> str:
+    won = next(t for t in tried if t["recipe"] == recipe)
+    low, high = won["ci"]
+    return (
+        f"{recipe} had the best guard {SELECT_METRIC} of {len(tried)} recipes: "
+        f"{won['gain'] * 100:+.2f} points over the base model [{low * 100:+.2f}, "
+        f"{high * 100:+.2f}] on {guard.queries} guard questions ({guard.describe()}); "
+        "the guard chose it, so that interval is optimistic: judge it on a held-out test"
+    )
+
+
+def _fit(
     settings: Settings,
-    data: TrainData,
-    *,
-    name: str | None = None,
-    progress: bool = True,
-) -> TrainReport:
-    """Train a query adapter on `data`, score it before/after, and publish the run."""
+    kind: str,
+    train: Scored,
+    val: Scored,
+    docs: np.ndarray,
+    real: set[str],
+    progress: bool,
+) -> _Fit:
+    """The training loop: MNRL over the whole corpus, best epoch on validation kept."""
     import torch
     from tqdm.auto import tqdm
 
-    from rag_app.embedder import Embedder
-
-    began = time.perf_counter()
     cfg = settings.finetune
-    kind = cfg.adapter_kind
-    resolved = resolve_embedder(settings.models.embedder)
-    device = resolve_device(settings.models.device)
-    name = registry.check_name(name or registry.new_run_name(resolved.spec, "adapter"))
-    if (settings.models_dir / name).exists():
-        raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
-    base = Embedder.load(
-        settings.models.embedder,
-        device=device,
-        trust_remote_code=settings.models.trust_remote_code,
-    )
-    if base.query_adapter is not None:
-        raise ValueError("models.embedder is itself an adapter run; train on its base model")
-    if data.general:
-        log.warning("general pairs are not used by adapter training (passages outside the index)")
-
-    docs = passage_vectors(settings, base, data.passages, progress=progress)
-    index = {pid: i for i, pid in enumerate(data.passages.ids())}
-    train = _scored(data.train, index, base)
-    val = _scored(data.val, index, base)
-    guard_set = guard_for(settings, data)
-    guard = _scored(guard_set.pairs, index, base) if guard_set.pairs else None
-
     # one example per (query, positive), a real labelled query's `labelled_weight` times;
     # other positives and copies of it are masked
-    real = {p.query for p in data.train if p.source == "labelled"}
     examples = [
         (qi, pos)
         for qi, rel in enumerate(train.relevant)
@@ -227,24 +290,24 @@ def train_adapter(
     queries_t = torch.from_numpy(train.vectors)
 
     torch.manual_seed(settings.seed)
-    model = _Adapter(kind, base.dim, cfg.adapter_hidden)
+    model = _Adapter(kind, docs.shape[1], cfg.adapter_hidden)
     optim = torch.optim.AdamW(
         model.params, lr=cfg.adapter_learning_rate, weight_decay=cfg.adapter_weight_decay
     )
     rng = random.Random(settings.seed)
     n_docs = docs.shape[0]
 
-    def score(state: dict[str, np.ndarray] | None, scored: Scored) -> dict[str, float]:
-        vectors = scored.vectors if state is None else _apply(state, kind, scored.vectors)
-        return ranking_metrics(vectors, docs, scored.relevant)
+    def val_score(state: dict[str, np.ndarray] | None) -> float:
+        vectors = val.vectors if state is None else _apply(state, kind, val.vectors)
+        return ranking_metrics(vectors, docs, val.relevant).get(GUARD_METRIC, 0.0)
 
     best_state = model.state()
-    best = score(None, val).get(GUARD_METRIC, 0.0)
+    best = val_score(None)
     best_epoch = 0
     history = [{"epoch": 0, f"val_{GUARD_METRIC}": round(best, 4)}]
     steps = 0
     stale = 0
-    train_began = time.perf_counter()
+    began = time.perf_counter()
     bar = tqdm(total=cfg.adapter_epochs, desc="adapter", unit="epoch", disable=not progress)
     for epoch in range(1, cfg.adapter_epochs + 1):
         rng.shuffle(examples)
@@ -272,7 +335,7 @@ def train_adapter(
             optim.step()
             steps += 1
         state = model.state()
-        value = score(state, val).get(GUARD_METRIC, 0.0)
+        value = val_score(state)
         history.append({"epoch": epoch, f"val_{GUARD_METRIC}": round(value, 4)})
         bar.set_postfix({f"val_{GUARD_METRIC}": f"{value:.3f}"})
         bar.update(1)
@@ -283,14 +346,109 @@ def train_adapter(
             if stale >= cfg.adapter_patience:
                 break
     bar.close()
-    train_seconds = time.perf_counter() - train_began
+    return _Fit(best_state, best_epoch, history, steps, time.perf_counter() - began, len(examples))
+
+
+def train_adapter(
+    settings: Settings,
+    data: TrainData,
+    *,
+    name: str | None = None,
+    progress: bool = True,
+) -> TrainReport:
+    """Train a query adapter on `data`, score it before/after, and publish the run.
+
+    With a guard of at least `finetune.recipe_selection_min_queries` real questions (and
+    `finetune.select_recipe`), every recipe of `RECIPES` the data allows is trained and the
+    one with the best guard nDCG@10 is published; run.json lists them all.
+    """
+    from rag_app.embedder import Embedder
+
+    began = time.perf_counter()
+    cfg = settings.finetune
+    kind = cfg.adapter_kind
+    resolved = resolve_embedder(settings.models.embedder)
+    device = resolve_device(settings.models.device)
+    name = registry.check_name(name or registry.new_run_name(resolved.spec, "adapter"))
+    if (settings.models_dir / name).exists():
+        raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
+    base = Embedder.load(
+        settings.models.embedder,
+        device=device,
+        trust_remote_code=settings.models.trust_remote_code,
+    )
+    if base.query_adapter is not None:
+        raise ValueError("models.embedder is itself an adapter run; train on its base model")
+    if data.general:
+        log.warning("general pairs are not used by adapter training (passages outside the index)")
+
+    docs = passage_vectors(settings, base, data.passages, progress=progress)
+    index = {pid: i for i, pid in enumerate(data.passages.ids())}
+    encode = _QueryVectors(base)
+    guard_set = guard_for(settings, data)
+    guard = _scored(guard_set.pairs, index, encode) if guard_set.pairs else None
+
+    def score(state: dict[str, np.ndarray] | None, scored: Scored) -> dict[str, np.ndarray]:
+        vectors = scored.vectors if state is None else _apply(state, kind, scored.vectors)
+        return per_query_metrics(vectors, docs, scored.relevant)
+
+    def fit(sub: TrainData) -> tuple[_Fit, Scored]:
+        val = _scored(sub.val, index, encode)
+        real = {p.query for p in sub.train if p.source == "labelled"}
+        fitted = _fit(settings, kind, _scored(sub.train, index, encode), val, docs, real, progress)
+        return fitted, val
+
+    fingerprint = data_fingerprint(settings, data, "adapter")  # of the data given, not the winner's
+    candidates = recipe_candidates(data)
+    selecting = (
+        cfg.select_recipe
+        and guard is not None
+        and guard_set.queries >= cfg.recipe_selection_min_queries
+        and len(candidates) > 1
+    )
+    tried: list[dict[str, Any]] = []
+    recipe = "all pairs"
+    if selecting:
+        assert guard is not None
+        base_ndcg = score(None, guard)[SELECT_METRIC]
+        best: tuple[float, str, TrainData, _Fit, Scored] | None = None
+        for name_r, sub in candidates:
+            fitted, val_r = fit(sub)
+            diff = score(fitted.state, guard)[SELECT_METRIC] - base_ndcg
+            low, high = paired_interval(diff, seed=settings.seed)
+            mean = float(diff.mean())
+            tried.append(
+                {
+                    "recipe": name_r,
+                    "train_pairs": fitted.examples,
+                    f"guard_{SELECT_METRIC}": round(float(base_ndcg.mean()) + mean, 4),
+                    "gain": round(mean, 4),
+                    "ci": [round(low, 4), round(high, 4)],
+                    "best_epoch": fitted.best_epoch,
+                }
+            )
+            log.info(
+                "recipe %s: guard %s %+.4f [%+.4f, %+.4f]", name_r, SELECT_METRIC, mean, low, high
+            )
+            if best is None or mean > best[0]:  # ties keep the earlier (richer) recipe
+                best = (mean, name_r, sub, fitted, val_r)
+        assert best is not None
+        _, recipe, data, fitted, val = best
+    else:
+        fitted, val = fit(data)
+    best_state, best_epoch, history = fitted.state, fitted.best_epoch, fitted.history
+    steps, train_seconds = fitted.steps, fitted.seconds
 
     metrics: dict[str, float] = {}
     for prefix, scored in (("val", val), ("labelled", guard)):
         if scored is None:
             continue
-        metrics.update({f"{prefix}_{k}_base": v for k, v in score(None, scored).items()})
-        metrics.update({f"{prefix}_{k}": v for k, v in score(best_state, scored).items()})
+        metrics.update(
+            {f"{prefix}_{k}_base": float(v.mean()) for k, v in score(None, scored).items()}
+        )
+        metrics.update(
+            {f"{prefix}_{k}": float(v.mean()) for k, v in score(best_state, scored).items()}
+        )
     verified, recommended = verdict(settings, metrics, guard_set)
     record: dict[str, Any] = {
         "name": name,
@@ -308,12 +466,15 @@ def train_adapter(
         "verified": verified,
         "validation": "labelled + synthetic" if verified else "synthetic",
         **guard_record(guard_set),
-        "train_pairs": len(examples),
+        "recipe": recipe,
+        "selection": _selection_note(tried, recipe, guard_set) if tried else None,
+        "candidates": tried,
+        "train_pairs": fitted.examples,
         "val_pairs": len(data.val),
         "train_file": "train.jsonl",
         "val_file": "val.jsonl",
         "data": {
-            "train_pairs": len(examples),
+            "train_pairs": fitted.examples,
             "val_pairs": len(data.val),
             "passages": len(data.passages),
             "labelled_guard_pairs": len(guard_set.pairs),
@@ -322,7 +483,7 @@ def train_adapter(
         },
         "llm": data.synth_meta.get("llm"),
         "prompt_version": data.synth_meta.get("prompt_version"),
-        "data_fingerprint": data_fingerprint(settings, data, "adapter"),
+        "data_fingerprint": fingerprint,
         "best_epoch": best_epoch,
         "history": history,
         "steps": steps,
@@ -354,7 +515,7 @@ def train_adapter(
         metrics=metrics,
         recommended=recommended,
         verified=verified,
-        train_pairs=len(examples),
+        train_pairs=fitted.examples,
         val_pairs=len(data.val),
         seconds=time.perf_counter() - began,
         train_seconds=train_seconds,

@@ -247,6 +247,16 @@ def models_cmd(
             else run.kind
         )
         typer.echo(f"{run.name}  [{kind}, {verdict}]  {run.created}\n    {metrics}")
+        guard = rec.get("guard") or {}
+        if guard.get("queries"):
+            typer.echo(f"    guard: {guard['queries']} questions ({guard.get('source')})")
+        for cand in rec.get("candidates") or []:
+            won = "  <- served" if cand["recipe"] == rec.get("recipe") else ""
+            low, high = cand["ci"]
+            typer.echo(
+                f"    recipe {cand['recipe']}: guard nDCG@10 {cand['gain'] * 100:+.2f} "
+                f"[{low * 100:+.2f}, {high * 100:+.2f}] ({cand['train_pairs']} pairs){won}"
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -49,12 +49,25 @@ def render(record: dict[str, Any]) -> str:
         )
     else:
         verdict = "**Not recommended**: it does not beat the base model on validation."
-    labelled = record.get("labelled_eval")
+    guard = record.get("guard") or {}
+    labelled = guard.get("source") if guard.get("queries") else record.get("labelled_eval")
     note = (
-        f"Guardrail: also scored on the labelled queries in `{labelled}` (never trained on)."
+        f"Guardrail: also scored on {guard.get('queries', 'the')} labelled queries from "
+        f"{labelled} (never trained on)."
         if labelled
         else "No labelled queries were available; the numbers below are synthetic."
     )
+    if record.get("candidates"):
+        rows = [
+            f"| {c['recipe']} | {c['train_pairs']} | {c['gain'] * 100:+.2f} "
+            f"[{c['ci'][0] * 100:+.2f}, {c['ci'][1] * 100:+.2f}] |"
+            for c in record["candidates"]
+        ]
+        note += (
+            f"\n\nRecipe chosen on the guard: {record.get('selection')}.\n\n"
+            "| recipe | train pairs | guard nDCG@10 gain, points [95% CI] |\n|---|---:|---|\n"
+            + "\n".join(rows)
+        )
     settings = record.get("settings") or {}
     return Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
         name=record.get("name", ""),

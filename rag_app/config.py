@@ -275,6 +275,16 @@ class FinetuneSettings(BaseModel):
     labelled_guard_min_queries: int = Field(
         10, ge=1, description="Fewer guard queries than this: the run is 'unverified'."
     )
+    select_recipe: bool = Field(
+        True,
+        description=(
+            "With enough guard questions, train every recipe (LLM / structural queries, "
+            "with / without real pairs) and keep the best on the guard (adapter only)."
+        ),
+    )
+    recipe_selection_min_queries: int = Field(
+        20, ge=1, description="Guard questions needed before recipes are chosen by them."
+    )
     labelled_weight: int = Field(
         4, ge=1, le=100, description="Each real labelled training pair counts this many times."
     )

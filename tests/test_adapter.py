@@ -157,3 +157,58 @@ def test_ui_label_says_what_is_known_of_a_runs_quality(tmp_path):
     )
     synthetic_only = Run("f1", "embedder", tmp_path, record={"recommended": True})
     assert run_label(synthetic_only) == "Fine-tuned (f1) — unverified: synthetic validation only"
+
+
+@pytest.mark.slow
+def test_recipe_selection_keeps_the_recipe_that_wins_on_the_guard(settings_factory):
+    """LLM questions that point at the wrong passage lose on the guard: the structural-only
+    recipe is served, and run.json, the card and `rag-app models` list both candidates."""
+    from typer.testing import CliRunner
+
+    from rag_app.cli import app
+
+    settings = settings_factory(
+        finetune={
+            "batch_size": 8,
+            "adapter_epochs": 40,
+            "recipe_selection_min_queries": 5,
+            "labelled_guard_min_queries": 5,
+        }
+    )
+    chunks = tiny_chunks()
+    passages = Passages.from_chunks(chunks)
+    n = len(chunks)
+    good = [
+        Pair(f"form {7 * i + 3:03d}", c.id, c.doc_id, "structure:terms")
+        for i, c in enumerate(chunks)
+    ]
+    wrong = [
+        Pair(f"form {7 * i + 3:03d} please?", chunks[(i + 1) % n].id, c.doc_id, "llm:question")
+        for i, c in enumerate(chunks)
+    ]
+    guard = [
+        Pair(f"form {7 * i + 3:03d} please", c.id, c.doc_id, "labelled")
+        for i, c in enumerate(chunks)
+    ]
+    data = train.TrainData(chunks, passages, good + wrong, good, guard=guard)
+    report = adapter.train_adapter(settings, data, name="selected", progress=False)
+    record = json.loads((report.path / "run.json").read_text())
+    assert [c["recipe"] for c in record["candidates"]] == ["llm+structural", "structural"]
+    assert record["recipe"] == "structural"
+    by = {c["recipe"]: c for c in record["candidates"]}
+    assert by["structural"]["gain"] > by["llm+structural"]["gain"]
+    assert record["guard"]["queries"] == n and record["verified"] and record["recommended"]
+    assert "structural had the best guard ndcg@10 of 2 recipes" in record["selection"]
+    assert "Recipe chosen on the guard" in (report.path / "README.md").read_text()
+    served = [json.loads(line)["query"] for line in (report.path / "train.jsonl").open()]
+    assert not any(q.endswith("?") for q in served)  # the winner's pairs, not the LLM's
+
+    shown = CliRunner().invoke(app, ["models", "-w", str(settings.workspace)])
+    assert "recipe structural: guard nDCG@10 +" in shown.output and "<- served" in shown.output
+
+    off = settings.model_copy(
+        update={"finetune": settings.finetune.model_copy(update={"select_recipe": False})}
+    )
+    plain = adapter.train_adapter(off, data, name="all-pairs", progress=False)
+    plain_record = json.loads((plain.path / "run.json").read_text())
+    assert plain_record["recipe"] == "all pairs" and plain_record["candidates"] == []

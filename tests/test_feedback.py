@@ -254,3 +254,20 @@ def test_logs_obey_the_settings(settings_factory):
         FeedbackRecorder(settings_factory()).mark_source(
             "maybe", turn="t", query="q", retriever={}, hit={}
         )
+
+
+def test_finetune_names_file_and_line_of_a_label_that_matches_no_chunk(workspace, tmp_path):
+    from typer.testing import CliRunner
+
+    chunks = _chunks(workspace)
+    _mark(FeedbackRecorder(workspace), "relevant", "axle nut torque", chunks["wheel.md"])
+    out = tmp_path / "export"
+    export(workspace, out)
+    qrels = out / "qrels" / "train.tsv"
+    qrels.write_text(qrels.read_text() + f"{query_id('axle nut torque')}\tno-such-chunk\t1\n")
+    result = CliRunner().invoke(
+        app,
+        ["finetune", "-w", str(workspace.workspace), "--train-data", str(out), "--no-synthetic"],
+    )
+    assert result.exit_code == 1
+    assert f"{qrels}:3: unknown corpus id 'no-such-chunk'" in result.output
