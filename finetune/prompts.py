@@ -29,7 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rag_app.llm.base import Message
@@ -123,6 +124,14 @@ class PromptSet:
             sort_keys=True,
         )
         return hashlib.sha256(raw.encode()).hexdigest()[:10]
+
+    def with_examples(self, style: str, examples: Sequence[tuple[str, str, str]]) -> PromptSet:
+        """The same prompts with `style`'s worked examples replaced (e.g. real questions)."""
+        if style not in self.styles:
+            raise ValueError(f"unknown query style {style!r}")
+        styles = dict(self.styles)
+        styles[style] = replace(styles[style], examples=tuple(examples))
+        return PromptSet(system=self.system, styles=styles)
 
     def messages(self, style: str, passage: str, title: str = "") -> list[Message]:
         """A few-shot chat asking for one query of `style` about `passage` (from `title`)."""

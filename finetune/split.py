@@ -98,6 +98,19 @@ def split_pairs(
     return train, val
 
 
+def split_real(
+    pairs: Sequence[Pair], *, guard_fraction: float, seed: int
+) -> tuple[list[Pair], list[Pair]]:
+    """Real labelled pairs as (training side, guard): whole documents, seeded. The one
+    definition `finetune.train.prepare` (the guard) and `finetune.synth` (few-shot
+    examples, training side only) share, so a guard question never reaches a prompt."""
+    if not pairs or guard_fraction <= 0 or len({p.doc_id for p in pairs}) < 2:
+        return list(pairs), []
+    train, guard = split_pairs(pairs, val_fraction=guard_fraction, by="document", seed=seed)
+    check_no_leak(train, guard, "document")
+    return train, guard
+
+
 def _group(pair: Pair, by: str) -> str:
     return pair.doc_id if by == "document" else pair.passage_id
 

@@ -161,6 +161,7 @@ class SynthReport:
     llm_name: str | None
     prompt_version: str
     filter: filters.FilterReport = field(default_factory=filters.FilterReport)
+    real_examples: int = 0  # real questions used as the question prompt's examples
 
     @property
     def queries_per_min(self) -> float:
@@ -176,15 +177,21 @@ class SynthReport:
             "seconds": round(self.seconds, 1),
             "llm": self.llm_name,
             "prompt_version": self.prompt_version,
+            "real_examples": self.real_examples,
             "output": str(self.output),
             **self.filter.as_dict(),
         }
 
     def summary(self) -> str:
         rate = f" ({self.queries_per_min:.0f} LLM queries/min)" if self.llm_queries else ""
+        real = (
+            f", {self.real_examples} real questions as the prompt's examples"
+            if self.real_examples
+            else ""
+        )
         return (
             f"synth: {self.chunks} chunks ({self.chunks_skipped} skipped as too short), "
-            f"{self.llm_queries} new LLM replies{rate}; {self.filter.summary()}; "
+            f"{self.llm_queries} new LLM replies{rate}{real}; {self.filter.summary()}; "
             f"{self.seconds:.0f}s -> {self.output}"
         )
 
@@ -368,6 +375,39 @@ def _source_title(chunk: Chunk) -> str:
     if heads and title and filters.normalise(heads[0]) == filters.normalise(title):
         heads = heads[1:]
     return " > ".join([p for p in [title, *heads] if p])
+
+
+def real_examples(settings: Settings, chunks: Sequence[Chunk]) -> list[tuple[str, str, str]]:
+    """Up to `synth.real_examples` (title, passage, question) examples from the real
+    labelled pairs of `finetune.train_data`, training side only (`split_real`, the split
+    the guard uses), one a document, seeded; [] without real pairs.
+
+    Promptagator (Dai et al. 2022) showed that a handful of real questions as the
+    generator's few-shot examples carries the users' style into synthetic questions.
+    """
+    from finetune.split import Passages, load_labelled, split_real
+
+    cfg, ft = settings.synth, settings.finetune
+    if cfg.real_examples <= 0 or not ft.train_data:
+        return []
+    passages = Passages.from_chunks(chunks)
+    real = []
+    for path in ft.train_data:
+        real.extend(load_labelled(Path(path), passages, chunks, split=ft.train_data_split))
+    train, _ = split_real(real, guard_fraction=ft.labelled_guard_fraction, seed=settings.seed)
+    by_id = {c.id: c for c in chunks}
+    picked: dict[str, tuple[str, str, str]] = {}
+    order = sorted(train, key=lambda p: (p.doc_id, p.query, p.passage_id))
+    random.Random(settings.seed).shuffle(order)
+    for pair in order:
+        chunk = by_id.get(pair.passage_id)
+        if chunk is None or pair.doc_id in picked:
+            continue
+        text = chunk.text[: cfg.real_example_chars]
+        picked[pair.doc_id] = (_source_title(chunk), text, pair.query)
+        if len(picked) >= cfg.real_examples:
+            break
+    return list(picked.values())
 
 
 def batch_seed(seed: int, first_chunk_id: str) -> int:
@@ -602,6 +642,9 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
     all_chunks = load_chunks(settings.chunks_path, settings.manifest_path)
     chunks, skipped = select_chunks(all_chunks, settings)
     prompts = load_prompts(cfg.prompts_file)
+    real = real_examples(settings, all_chunks)
+    if real:
+        prompts = prompts.with_examples("question", real)
     out_dir = settings.synth_dir
     raw_path = out_dir / RAW_FILE
     if llm is None and cfg.llm_queries_per_chunk > 0:
@@ -659,6 +702,7 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
         llm_name=llm_name,
         prompt_version=version,
         filter=report,
+        real_examples=len(real),
     )
     atomic_write_json(out_dir / REPORT_FILE, result.as_dict())
     return result

@@ -57,6 +57,7 @@ from finetune.split import (
     load_general_pairs,
     load_labelled,
     split_pairs,
+    split_real,
 )
 from rag_app.chunkstore import load_chunks
 from rag_app.config import Settings
@@ -176,13 +177,9 @@ def prepare(settings: Settings) -> TrainData:
         labelled = load_labelled(Path(path), passages, chunks, split=cfg.train_data_split)
         real.extend(labelled)
         sources[f"labelled:{Path(path).name}"] += len(labelled)
-    guard: list[Pair] = []
-    if real and cfg.labelled_guard_fraction > 0 and len({p.doc_id for p in real}) >= 2:
-        # whole documents on one side: the guard asks about passages training never saw
-        real, guard = split_pairs(
-            real, val_fraction=cfg.labelled_guard_fraction, by="document", seed=settings.seed
-        )
-        check_no_leak(real, guard, "document")
+    # whole documents on one side: the guard asks about passages training never saw
+    real, guard = split_real(real, guard_fraction=cfg.labelled_guard_fraction, seed=settings.seed)
+    if guard:
         sources["labelled guard (held out)"] = len(guard)
     pairs.extend(real)
     if not pairs:

@@ -165,6 +165,18 @@ class SynthSettings(BaseModel):
     model on medquad-small's real test questions; looser or stricter filters did not help.
     """
 
+    real_examples: int = Field(
+        8,
+        ge=0,
+        le=16,
+        description=(
+            "Up to this many real questions from finetune.train_data (training side only) "
+            "replace the question prompt's fixed few-shot examples; 0 keeps the fixed ones."
+        ),
+    )
+    real_example_chars: int = Field(
+        300, ge=50, le=2000, description="Passage text shown with each real example."
+    )
     llm_queries_per_chunk: int = Field(
         1, ge=0, le=20, description="LLM candidates per chunk (styles alternate)."
     )

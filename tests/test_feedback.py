@@ -271,3 +271,45 @@ def test_finetune_names_file_and_line_of_a_label_that_matches_no_chunk(workspace
     )
     assert result.exit_code == 1
     assert f"{qrels}:3: unknown corpus id 'no-such-chunk'" in result.output
+
+
+def test_real_questions_become_the_prompts_examples_but_never_guard_ones(workspace, tmp_path):
+    from finetune.prompts import load_prompts
+    from finetune.split import Passages, load_labelled, split_real
+    from finetune.synth import real_examples
+
+    chunks = _chunks(workspace)
+    csv = tmp_path / "real.csv"
+    rows = [
+        ("what torque for the axle nut", "wheel.md"),
+        ("how do I bleed the brake", "brake.md"),
+        ("max hours in one shift", "duty.md"),
+        ("second wheel question", "wheel.md"),
+    ]
+    csv.write_text(
+        "query,passage_id\n" + "".join(f"{q},{chunks[d].id}\n" for q, d in rows),
+        encoding="utf-8",
+    )
+    settings = workspace.model_copy(
+        update={"finetune": workspace.finetune.model_copy(update={"train_data": [csv]})}
+    )
+    picked = real_examples(settings, list(chunks.values()))
+    all_chunks = list(chunks.values())
+    pairs = load_labelled(csv, Passages.from_chunks(all_chunks), all_chunks)
+    train, guard = split_real(pairs, guard_fraction=0.3, seed=settings.seed)
+    assert guard  # some document is held out for the guard
+    guard_queries = {p.query for p in guard}
+    assert picked and not {q for *_, q in picked} & guard_queries
+    assert len({title for title, *_ in picked}) == len(picked)  # one a document
+    assert len(picked) == len({p.doc_id for p in train})
+
+    prompts = load_prompts(None)
+    mine = prompts.with_examples("question", picked)
+    assert mine.version != prompts.version  # synth rows of the fixed prompt are not reused
+    text = " ".join(m["content"] for m in mine.messages("question", "Some passage."))
+    assert picked[0][2] in text and "How is asthma treated?" not in text
+    assert real_examples(workspace, all_chunks) == []  # no real pairs: the fixed examples
+    off = settings.model_copy(
+        update={"synth": settings.synth.model_copy(update={"real_examples": 0})}
+    )
+    assert real_examples(off, all_chunks) == []
