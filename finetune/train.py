@@ -61,6 +61,7 @@ from finetune.split import (
 )
 from rag_app.chunkstore import load_chunks
 from rag_app.config import Settings
+from rag_app.feedback.export import normalise_query
 from rag_app.fsutil import atomic_write_text
 from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
 from rag_app.types import Chunk
@@ -275,8 +276,8 @@ def guard_for(settings: Settings, data: TrainData) -> Guard:
     if explicit or not data.guard:
         extra, path = labelled_pairs_for_guard(settings, data.chunks, data.passages)
         pairs.extend(extra)
-    seen = {_normal(p.query) for p in (*data.train, *data.val)}
-    kept = [p for p in pairs if _normal(p.query) not in seen]
+    seen = {normalise_query(p.query) for p in (*data.train, *data.val)}
+    kept = [p for p in pairs if normalise_query(p.query) not in seen]
     return Guard(kept, path, held_out=len(data.guard), dropped_training=len(pairs) - len(kept))
 
 
@@ -300,10 +301,6 @@ def guard_record(guard: Guard) -> dict[str, Any]:
             "dropped_training_overlap": guard.dropped_training,
         },
     }
-
-
-def _normal(text: str) -> str:
-    return " ".join(text.split()).casefold()
 
 
 def weighted(pairs: Sequence[Pair], weight: int) -> list[Pair]:

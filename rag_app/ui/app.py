@@ -71,6 +71,17 @@ def _session(request: Any) -> str | None:
     return getattr(request, "session_hash", None) or None
 
 
+def _mark_context(turn: dict[str, Any], request: Any) -> dict[str, Any]:
+    """What every mark records of the answered question and of who marked it."""
+    return {
+        "turn": turn["turn"],
+        "query": turn["query"],
+        "retriever": turn["retriever"],
+        "user": _user(request),
+        "session": _session(request),
+    }
+
+
 def _source_choices(turn: dict[str, Any]) -> list[tuple[str, int]]:
     return [(f"[{h['position']}] {h['doc_id']}", h["position"]) for h in turn["hits"]]
 
@@ -315,15 +326,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 if hit is None:
                     return "That source is not in the last answer."
                 try:
-                    service.feedback.mark_source(
-                        mark,
-                        turn=turn["turn"],
-                        query=turn["query"],
-                        retriever=turn["retriever"],
-                        hit=hit,
-                        user=_user(request),
-                        session=_session(request),
-                    )
+                    service.feedback.mark_source(mark, hit=hit, **_mark_context(turn, request))
                 except OSError as exc:
                     log.exception("feedback not saved")
                     return f"⚠️ Not saved: {exc}"
@@ -357,13 +360,9 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 try:
                     service.feedback.mark_answer(
                         mark,
-                        turn=turn["turn"],
-                        query=turn["query"],
-                        retriever=turn["retriever"],
                         answer=_text(data.value),
                         hits=turn["hits"],
-                        user=_user(request),
-                        session=_session(request),
+                        **_mark_context(turn, request),
                     )
                 except OSError as exc:
                     log.exception("feedback not saved")
