@@ -358,7 +358,7 @@ def train_adapter(
 ) -> TrainReport:
     """Train a query adapter on `data`, score it before/after, and publish the run.
 
-    With a guard of at least `finetune.recipe_selection_min_queries` real questions (and
+    With a guard of at least `finetune.labelled_guard_min_queries` real questions (and
     `finetune.select_recipe`), every recipe of `RECIPES` the data allows is trained and the
     one with the best guard nDCG@10 is published; run.json lists them all.
     """
@@ -403,7 +403,7 @@ def train_adapter(
     selecting = (
         cfg.select_recipe
         and guard is not None
-        and guard_set.queries >= cfg.recipe_selection_min_queries
+        and guard_set.queries >= cfg.labelled_guard_min_queries
         and len(candidates) > 1
     )
     tried: list[dict[str, Any]] = []

@@ -285,7 +285,12 @@ class FinetuneSettings(BaseModel):
         description="Share of train_data's real pairs, whole documents, held out as the guard.",
     )
     labelled_guard_min_queries: int = Field(
-        10, ge=1, description="Fewer guard queries than this: the run is 'unverified'."
+        20,
+        ge=1,
+        description=(
+            "Guard questions needed for the guard to decide 'recommended' and to choose the "
+            "recipe; with fewer the run is 'unverified' (synthetic validation decides)."
+        ),
     )
     select_recipe: bool = Field(
         True,
@@ -293,9 +298,6 @@ class FinetuneSettings(BaseModel):
             "With enough guard questions, train every recipe (LLM / structural queries, "
             "with / without real pairs) and keep the best on the guard (adapter only)."
         ),
-    )
-    recipe_selection_min_queries: int = Field(
-        20, ge=1, description="Guard questions needed before recipes are chosen by them."
     )
     labelled_weight: int = Field(
         4, ge=1, le=100, description="Each real labelled training pair counts this many times."

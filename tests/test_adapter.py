@@ -171,7 +171,6 @@ def test_recipe_selection_keeps_the_recipe_that_wins_on_the_guard(settings_facto
         finetune={
             "batch_size": 8,
             "adapter_epochs": 40,
-            "recipe_selection_min_queries": 5,
             "labelled_guard_min_queries": 5,
         }
     )

@@ -101,6 +101,7 @@ def tiny_settings(settings_factory):
             "warmup_ratio": 0.0,
             "negatives_range_min": 1,
             "labelled_eval": str(TINY),
+            "labelled_guard_min_queries": 5,  # beir_tiny's test split is small
             "reranker_batch_size": 8,
             "reranker_negatives": 1,
             "reranker_max_length": 128,
