@@ -189,6 +189,12 @@ def finetune_cmd(
             trainer = adapter_mod.train_adapter if adapter else train.train_embedder
             report = found or trainer(settings, data, name=name, progress=progress)
             typer.echo(report.summary())
+            record = json.loads((report.path / "run.json").read_text(encoding="utf-8"))
+            guard = record.get("guard") or {}
+            if guard.get("queries"):
+                typer.echo(f"guard: {guard['queries']} real questions ({guard.get('source')})")
+            if record.get("selection"):
+                typer.echo(f"recipe: {record['selection']}")
             if adapter:
                 typer.echo(
                     f"no re-index needed: it serves from the base model's index; "

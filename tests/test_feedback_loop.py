@@ -53,6 +53,7 @@ def test_feedback_export_finetune_then_chat_serves_the_run(settings_factory, tmp
         ["finetune", *ws, "--train-data", str(out), "--no-synthetic", "--no-reranker"],
     )
     assert result.exit_code == 0, result.output
+    assert "guard: " in result.output and "real questions" in result.output
     runs = sorted((settings.workspace / "models").glob("*/run.json"))
     assert len(runs) == 1
     record = json.loads(runs[0].read_text())
