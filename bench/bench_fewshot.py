@@ -29,6 +29,30 @@ from _common import REPO, RESULTS
 from bench_feedback_curve import Scorer, fmt, gain, splits_for, subset_dataset
 
 
+def write(stem: Path, rows: list[dict], meta: dict, command: str) -> list[str]:
+    stem.with_suffix(".json").write_text(
+        json.dumps({**meta, "command": command, "rows": rows}, indent=2)
+    )
+    md = [
+        f"Command: `{command}` ({meta['date']}, {meta['machine']})",
+        "",
+        "Own gain of each run (nDCG@10 points, 95% paired bootstrap), dense retrieval.",
+        "",
+        "| subset | seed | examples | LLM q/min | LLM+structural+real: unseen | seen "
+        "| LLM questions alone: unseen | seen |",
+        "|---|---:|---|---:|---|---|---|---|",
+    ]
+    for r in rows:
+        llm = r.get("llm only") or {}
+        md.append(
+            f"| {r['subset']} | {r['seed']} | {r['variant']} | {r['synth']['llm_queries_per_min']} "
+            f"| {fmt(r['all']['unseen'])} | {fmt(r['all']['seen'])} "
+            f"| {fmt(llm.get('unseen'))} | {fmt(llm.get('seen'))} |"
+        )
+    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subsets", default="NHLBI")
@@ -50,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(workspace=args.workspace)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
     command = "python bench/bench_fewshot.py " + " ".join(argv or sys.argv[1:])
-    rows = []
+    meta = {"date": date, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    stem = RESULTS / f"fewshot-{date}{'-' + args.tag if args.tag else ''}"
+    rows: list[dict] = []
     for subset in args.subsets.split(","):
         folder = subset_dataset(subset, args.workspace)
         dataset = load_beir(folder, split="all", on_duplicate_query="disambiguate")
@@ -122,28 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 rows.append(row)
-    stem = RESULTS / f"fewshot-{date}{'-' + args.tag if args.tag else ''}"
-    meta = {"date": date, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
-    stem.with_suffix(".json").write_text(
-        json.dumps({**meta, "command": command, "rows": rows}, indent=2)
-    )
-    md = [
-        f"Command: `{command}` ({date}, {meta['machine']})",
-        "",
-        "| subset | seed | examples | LLM q/min | kept LLM q | LLM+structural+real: unseen | seen "
-        "| LLM questions alone: unseen | seen |",
-        "|---|---:|---|---:|---:|---|---|---|---|",
-    ]
-    for r in rows:
-        llm = r.get("llm only") or {}
-        md.append(
-            f"| {r['subset']} | {r['seed']} | {r['variant']} | {r['synth']['llm_queries_per_min']} "
-            f"| {r['synth'].get('kept_by_source', {}).get('llm:question', '–')} "
-            f"| {fmt(r['all']['unseen'])} | {fmt(r['all']['seen'])} "
-            f"| {fmt(llm.get('unseen'))} | {fmt(llm.get('seen'))} |"
-        )
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+                write(stem, rows, meta, command)  # after every row: a stopped run keeps them
+    print("\n".join(write(stem, rows, meta, command)))
     return 0
 
 
