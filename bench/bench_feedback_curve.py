@@ -140,6 +140,7 @@ def one_point(ns, scorer, dataset, args, *, subset, seed, size, synthetic, weigh
     point: dict[str, Any] = {
         "subset": subset,
         "seed": seed,
+        "requested": "all" if size >= 10**6 else str(size),
         "size": len(asked),
         "synthetic": synthetic,
         "weight": weight,
@@ -269,6 +270,25 @@ def write(stem: Path, points: list[dict], meta: dict) -> str:
     return text
 
 
+SIZES = ("0", "10", "25", "50", "100", "300", "all")
+
+
+def requested(points: list[dict]) -> list[str]:
+    """The N each point was asked for ("all" included), from the order points are made in
+    (a small subset's pool can make "300" and "all" the same number of questions)."""
+    out: list[str] = []
+    seen: dict[tuple, int] = defaultdict(int)
+    for p in points:
+        key = (p["subset"], p["seed"], p["synthetic"], p["weight"])
+        if "requested" in p:
+            out.append(str(p["requested"]))
+            continue
+        offset = 0 if p["synthetic"] else 1  # N = 0 is skipped without synthetic pairs
+        out.append(SIZES[min(seen[key] + offset, len(SIZES) - 1)])
+        seen[key] += 1
+    return out
+
+
 def plot(stem: Path, points: list[dict]) -> None:
     import matplotlib
 
@@ -276,24 +296,25 @@ def plot(stem: Path, points: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     subsets = sorted({p["subset"] for p in points})
+    asked = requested(points)
     fig, axes = plt.subplots(1, len(subsets), figsize=(5 * len(subsets), 4), squeeze=False)
     for ax, subset in zip(axes[0], subsets, strict=True):
         for syn in (True, False):
             for side, style in (("unseen", "-"), ("seen", "--")):
                 by_size = defaultdict(list)
-                for p in points:
+                for p, n in zip(points, asked, strict=True):
                     if p["subset"] == subset and p["synthetic"] == syn and p.get(side):
-                        by_size[p["size"]].append(p[side]["delta"] * 100)
+                        by_size[SIZES.index(n)].append(p[side]["delta"] * 100)
                 if not by_size:
                     continue
                 xs = sorted(by_size)
                 ys = [sum(by_size[x]) / len(by_size[x]) for x in xs]
                 label = f"{side} docs, {'real + structural' if syn else 'real only'}"
-                ax.plot([max(x, 1) for x in xs], ys, style, marker="o", label=label)
+                ax.plot(xs, ys, style, marker="o", label=label)
         ax.axhline(0, color="grey", linewidth=0.8)
-        ax.set_xscale("log")
+        ax.set_xticks(range(len(SIZES)), SIZES)
         ax.set_title(f"MedQuAD {subset}")
-        ax.set_xlabel("real questions marked (N; 0 plotted at 1)")
+        ax.set_xlabel("real questions marked (N, mean of seeds)")
         ax.set_ylabel("served nDCG@10 gain (points)")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -309,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", default="yes,no", help="with / without structural pairs")
     parser.add_argument("--workspace", type=Path, default=REPO / "workspace" / "bench-feedback")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--replot", type=Path, help="only redraw the plot of a results .json")
     args = parser.parse_args(argv)
+    if args.replot:
+        plot(args.replot.with_suffix(""), json.loads(args.replot.read_text())["points"])
+        return 0
 
     from eval.datasets import fingerprint, load_beir
     from eval.retrieval import ingest_beir_corpus
