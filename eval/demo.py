@@ -153,7 +153,7 @@ def _split_eval(settings: Any) -> DemoSplit | None:
     )
 
 
-def _play_feedback(settings: Any, split: DemoSplit) -> tuple[str, Path | None]:
+def _play_feedback(settings: Any, split: DemoSplit) -> tuple[str, Path]:
     """The feedback half asked through the chat and marked from its qrels (once), then
     exported with `rag-app feedback export`'s code."""
     from eval.feedback_play import play_feedback
@@ -257,7 +257,7 @@ def run(settings: Any, *, chat: bool = True, echo: Callable[[str], None] = print
     timer.run("synthetic queries", lambda: _synth(settings))
     timer.run("fine-tune embedder", lambda: _train_embedder(settings))
     timer.run("train reranker", lambda: _train_reranker(settings))
-    if split is not None:
+    if split is not None and split.feedback_ids:
         exported: list[Path] = []
 
         def feedback() -> str:
