@@ -278,7 +278,8 @@ def build_app(settings: Settings, service: ChatService | None = None):
             except Exception as exc:  # shown to the user, the session stays usable
                 log.exception("retrieval failed")
                 history.append({"role": "assistant", "content": f"⚠️ Retrieval failed: {exc}"})
-                yield history, "", "", gr.skip()
+                # no turn to mark, but one entry per assistant message keeps 👍/👎 aligned
+                yield history, "", "", [*session_turns, None]
                 return
             label = service.option(key).label
             turn = _record_turn(
@@ -304,7 +305,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
         clear.click(lambda: ([], "", "", []), None, [*outputs], api_name=False)
         turns.change(
             lambda t: (
-                gr.update(choices=_source_choices(t[-1]) if t else [], value=None),
+                gr.update(choices=_source_choices(t[-1]) if t and t[-1] else [], value=None),
                 "",
             ),
             turns,
@@ -315,9 +316,12 @@ def build_app(settings: Settings, service: ChatService | None = None):
         if settings.feedback.enabled:
 
             def mark_source(
-                request: gr.Request, session_turns: list[dict[str, Any]], position: Any, mark: str
+                request: gr.Request,
+                session_turns: list[dict[str, Any] | None],
+                position: Any,
+                mark: str,
             ) -> str:
-                if not session_turns:
+                if not session_turns or session_turns[-1] is None:
                     return "Ask a question first."
                 if position in (None, ""):
                     return "Pick a source above, then mark it."
@@ -347,7 +351,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
 
             def on_like(
                 request: gr.Request,
-                session_turns: list[dict[str, Any]],
+                session_turns: list[dict[str, Any] | None],
                 history: list[dict[str, Any]],
                 data: gr.LikeData,
             ) -> str:
@@ -356,6 +360,8 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 if not answered or answered > len(session_turns):
                     return "That answer is no longer in this session."
                 turn = session_turns[answered - 1]
+                if turn is None:
+                    return "That message is an error, not an answer: nothing to mark."
                 mark = "up" if data.liked in (True, "Like") else "down"
                 try:
                     service.feedback.mark_answer(
