@@ -20,8 +20,9 @@ import pytest
 
 from rag_app import ingest
 from rag_app.cli import app
-from rag_app.feedback import FeedbackRecorder, JsonlLog, LogFormatError, content_hash
+from rag_app.feedback import FeedbackRecorder, JsonlLog, LogFormatError, hit_record
 from rag_app.feedback.export import export, query_id, summarise
+from rag_app.types import Hit
 
 DOCS = {
     "wheel.md": "# Main wheel change\n\nTorque the axle nut to 410 Nm, back off, then 160 Nm.\n",
@@ -130,15 +131,7 @@ def _chunks(settings):
 
 
 def _hit(chunk, position=1):
-    return {
-        "position": position,
-        "chunk_id": chunk.id,
-        "doc_id": chunk.doc_id,
-        "title": chunk.title,
-        "content_hash": content_hash(chunk.text),
-        "ranks": {"dense": position},
-        "scores": {},
-    }
+    return hit_record(Hit(chunk, ranks={"dense": position}), position)
 
 
 def _mark(recorder, mark, query, chunk, user=None, session="s1", key="baseline"):
