@@ -16,12 +16,10 @@ and why feedback teaches less than the full qrels would.
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rag_app.config import Settings
-from rag_app.feedback import hit_record
 from rag_app.ui.service import BASELINE, ChatService
 
 
@@ -87,26 +85,30 @@ def play_feedback(
 ) -> PlayReport:
     """Ask each question through the chat service and mark what it shows (module docstring)."""
     service = service or ChatService(settings, load_llm=False)
-    retriever = service.describe(key, mode, False, None)  # type: ignore[arg-type]
     report = PlayReport()
     for qid, text in queries.items():
         judged = {d for d, g in qrels.get(qid, {}).items() if g > 0}
         hits = service.search(text, key, mode, rerank=False, k=k)  # type: ignore[arg-type]
-        turn = uuid.uuid4().hex
-        shown = [hit_record(h, i) for i, h in enumerate(hits, start=1)]
-        service.feedback.log_query(
-            turn=turn, query=text, retriever=retriever, hits=shown, user=user, endpoint="play"
+        turn = service.record_turn(
+            text,
+            key,
+            mode,
+            False,
+            None,
+            hits,
+            user=user,
+            endpoint="play",  # type: ignore[arg-type]
         )
         report.questions += 1
         hit_any = False
-        for record in shown:
+        for record in turn["hits"]:
             relevant = record["chunk_id"] in judged or record["doc_id"] in judged
             hit_any |= relevant
             service.feedback.mark_source(
                 "relevant" if relevant else "not_relevant",
-                turn=turn,
+                turn=turn["turn"],
                 query=text,
-                retriever=retriever,
+                retriever=turn["retriever"],
                 hit=record,
                 user=user,
             )

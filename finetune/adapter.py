@@ -46,13 +46,14 @@ from finetune.train import (
     data_fingerprint,
     guard_for,
     guard_record,
+    open_run,
     settings_record,
     throughput,
     verdict,
 )
 from rag_app import query_adapter
 from rag_app.config import Settings
-from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
+from rag_app.models import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -362,21 +363,10 @@ def train_adapter(
     `finetune.select_recipe`), every recipe of `RECIPES` the data allows is trained and the
     one with the best guard nDCG@10 is published; run.json lists them all.
     """
-    from rag_app.embedder import Embedder
-
     began = time.perf_counter()
     cfg = settings.finetune
     kind = cfg.adapter_kind
-    resolved = resolve_embedder(settings.models.embedder)
-    device = resolve_device(settings.models.device)
-    name = registry.check_name(name or registry.new_run_name(resolved.spec, "adapter"))
-    if (settings.models_dir / name).exists():
-        raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
-    base = Embedder.load(
-        settings.models.embedder,
-        device=device,
-        trust_remote_code=settings.models.trust_remote_code,
-    )
+    resolved, _, name, base = open_run(settings, name, "adapter")
     if base.query_adapter is not None:
         raise ValueError("models.embedder is itself an adapter run; train on its base model")
     if data.general:
@@ -441,7 +431,7 @@ def train_adapter(
 
     metrics: dict[str, float] = {}
     for prefix, scored in (("val", val), ("labelled", guard)):
-        if scored is None:
+        if scored is None or not scored.relevant:  # no pair names an indexed passage
             continue
         metrics.update(
             {f"{prefix}_{k}_base": float(v.mean()) for k, v in score(None, scored).items()}

@@ -431,6 +431,24 @@ def settings_record(settings: Settings) -> dict[str, Any]:
 
 
 # --- training -----------------------------------------------------------------------------
+def open_run(settings: Settings, name: str | None, job: str):
+    """(resolved base model, device, a free run name, the base `Embedder` as the app serves
+    it): what every embedder trainer starts from. Raises FileExistsError for a taken name."""
+    from rag_app.embedder import Embedder
+
+    resolved = resolve_embedder(settings.models.embedder)
+    device = resolve_device(settings.models.device)
+    name = registry.check_name(name or registry.new_run_name(resolved.spec, job))
+    if (settings.models_dir / name).exists():
+        raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
+    base = Embedder.load(
+        settings.models.embedder,
+        device=device,
+        trust_remote_code=settings.models.trust_remote_code,
+    )
+    return resolved, device, name, base
+
+
 def shared_training_args(
     settings: Settings,
     *,
@@ -497,23 +515,12 @@ def train_embedder(
     from transformers import set_seed
 
     from finetune import negatives
-    from rag_app.embedder import Embedder
 
     began = time.perf_counter()
     cfg = settings.finetune
     set_seed(settings.seed)
-    resolved = resolve_embedder(settings.models.embedder)
-    device = resolve_device(settings.models.device)
-    name = registry.check_name(name or registry.new_run_name(resolved.spec, "embedder"))
-    if (settings.models_dir / name).exists():
-        raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
-
     # The base model as the app serves it: mining and "before" scores use it, untouched.
-    base = Embedder.load(
-        settings.models.embedder,
-        device=device,
-        trust_remote_code=settings.models.trust_remote_code,
-    )
+    resolved, device, name, base = open_run(settings, name, "embedder")
     rows, mining = negatives.mine(
         weighted(data.train, cfg.labelled_weight),
         data.passages,

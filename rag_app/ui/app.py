@@ -16,12 +16,10 @@ import ipaddress
 import logging
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from rag_app.config import Settings
-from rag_app.feedback import hit_record
 from rag_app.types import Hit
 from rag_app.ui.render import compare_markdown, hits_markdown
 from rag_app.ui.service import BASELINE, ChatService
@@ -84,39 +82,6 @@ def _mark_context(turn: dict[str, Any], request: Any) -> dict[str, Any]:
 
 def _source_choices(turn: dict[str, Any]) -> list[tuple[str, int]]:
     return [(f"[{h['position']}] {h['doc_id']}", h["position"]) for h in turn["hits"]]
-
-
-def _record_turn(
-    service: ChatService,
-    request: Any,
-    query: str,
-    key: str,
-    mode: str,
-    rerank: bool,
-    dim: int | None,
-    hits: list[Hit],
-) -> dict[str, Any]:
-    """A session's record of one answered question; logged to the query log when it is on.
-
-    A failing log write is reported in the server log and never breaks the chat."""
-    turn = {
-        "turn": uuid.uuid4().hex,
-        "query": query,
-        "retriever": service.describe(key, mode, rerank, dim),  # type: ignore[arg-type]
-        "hits": [hit_record(h, i) for i, h in enumerate(hits, start=1)],
-    }
-    try:
-        service.feedback.log_query(
-            turn=turn["turn"],
-            query=query,
-            retriever=turn["retriever"],
-            hits=turn["hits"],
-            user=_user(request),
-            session=_session(request),
-        )
-    except OSError:
-        log.exception("query log not written")
-    return turn
 
 
 def _text(content: Any) -> str:
@@ -282,8 +247,15 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 yield history, "", "", [*session_turns, None]
                 return
             label = service.option(key).label
-            turn = _record_turn(
-                service, request, message, key, search_mode, use_rerank, dim_value, hits
+            turn = service.record_turn(
+                message,
+                key,
+                search_mode,  # type: ignore[arg-type]
+                use_rerank,
+                dim_value,
+                hits,
+                user=_user(request),
+                session=_session(request),
             )
             session_turns.append(turn)
             sources_md = hits_markdown(hits, title=f"Sources · {label}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -142,6 +143,44 @@ class ChatService:
             "rerank": bool(rerank and self.reranker_status()[0]),
             "dim": int(dim) if dim else None,
         }
+
+    def record_turn(
+        self,
+        query: str,
+        key: str,
+        mode: Mode,
+        rerank: bool,
+        dim: int | None,
+        hits: list[Hit],
+        *,
+        user: str | None = None,
+        session: str | None = None,
+        endpoint: str = "ask",
+    ) -> dict:
+        """One answered question as marks refer to it (turn id, retriever, shown passages),
+        written to the query log when it is on. A failing log write is reported in the
+        server log and never breaks the chat."""
+        from rag_app.feedback import hit_record
+
+        turn = {
+            "turn": uuid.uuid4().hex,
+            "query": query,
+            "retriever": self.describe(key, mode, rerank, dim),
+            "hits": [hit_record(h, i) for i, h in enumerate(hits, start=1)],
+        }
+        try:
+            self.feedback.log_query(
+                turn=turn["turn"],
+                query=query,
+                retriever=turn["retriever"],
+                hits=turn["hits"],
+                user=user,
+                session=session,
+                endpoint=endpoint,
+            )
+        except OSError:
+            log.exception("query log not written")
+        return turn
 
     def dims(self, key: str = BASELINE) -> list[int]:
         """Embedding dimensions indexed for a retriever choice, largest (full) first."""
