@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from finetune import model_card, registry
+from finetune.fusion_select import record_choices, select_fusion
 from finetune.split import Pair, Passages
 from finetune.train import (
     GUARD_METRIC,
@@ -492,10 +493,14 @@ def train_adapter(
             base_fingerprint=base.fingerprint,
             extra={"run": name, "best_epoch": best_epoch},
         )
+        record["fusion"], fusions = select_fusion(
+            settings, str(folder), name, data.val, guard_set.pairs, verified
+        )
         _write_pairs(folder / "train.jsonl", data.train)
         _write_pairs(folder / "val.jsonl", data.val)
         model_card.write(folder, record)
         registry.write_record(folder, record)
+    record_choices(settings, fusions)
     _write_pairs(settings.synth_dir / "train.jsonl", data.train)
     _write_pairs(settings.synth_dir / "val.jsonl", data.val)
     return TrainReport(

@@ -195,6 +195,8 @@ def finetune_cmd(
                 typer.echo(f"guard: {guard['queries']} real questions ({guard.get('source')})")
             if record.get("selection"):
                 typer.echo(f"recipe: {record['selection']}")
+            for line in fusion_lines(record):
+                typer.echo(line)
             if adapter:
                 typer.echo(
                     f"no re-index needed: it serves from the base model's index; "
@@ -263,6 +265,23 @@ def models_cmd(
                 f"    recipe {cand['recipe']}: guard nDCG@10 {cand['gain'] * 100:+.2f} "
                 f"[{low * 100:+.2f}, {high * 100:+.2f}] ({cand['train_pairs']} pairs){won}"
             )
+        for line in fusion_lines(rec):
+            typer.echo(f"    {line}")
+
+
+def fusion_lines(record: dict) -> list[str]:
+    """What run.json says about the fusion chosen for the base model and for the run."""
+    from rag_app.fusion import Measured
+
+    lines = []
+    for role, data in (record.get("fusion") or {}).items():
+        if not isinstance(data, dict):
+            continue
+        if data.get("choice"):
+            lines.append(f"hybrid search ({role}): {Measured.from_json(data).describe()}")
+        elif data.get("error"):
+            lines.append(f"hybrid search ({role}): not measured ({data['error']}); rrf")
+    return lines
 
 
 def register(app: typer.Typer) -> None:

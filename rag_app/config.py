@@ -86,7 +86,13 @@ class RetrievalSettings(BaseModel):
 
     top_k: int = Field(5, ge=1, le=100)
     candidates: int = Field(50, ge=1, description="Per-retriever candidates before fusion.")
-    fusion: Literal["rrf", "weighted"] = "rrf"
+    fusion: Literal["auto", "rrf", "weighted", "dense", "bm25"] = Field(
+        "auto",
+        description=(
+            "How hybrid search fuses BM25 and dense results. auto: the way `rag-app finetune` "
+            "measured best for the model on this workspace (fusion.json), else rrf."
+        ),
+    )
     rrf_k: int = Field(60, ge=1)
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weighted fusion only.")
     rerank: bool = True

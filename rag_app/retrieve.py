@@ -4,12 +4,9 @@ Every retriever answers `retrieve(query, k, filters) -> list[Hit]`. A `Hit` keep
 *and* rank of each stage it went through (`bm25`, `dense`, `fused`, `rerank`), so the UI and
 the eval report can show why a passage ranked where it did.
 
-Fusion (`HybridRetriever`):
-- "rrf" (default), reciprocal rank fusion (Cormack et al., SIGIR 2009):
-  fused(d) = sum over lists containing d of 1 / (rrf_k + rank(d)), ranks from 1.
-- "weighted": each list's scores min-max normalised to [0, 1] (a list whose scores are all
-  equal maps to 1), then fused = dense_weight * dense + (1 - dense_weight) * bm25, with 0
-  for a list that did not return d.
+Fusion (`HybridRetriever`): RRF, weighted score fusion, or one list's order, as
+`rag_app.fusion` defines them; `retrieval.fusion = "auto"` serves the way `rag-app finetune`
+measured best for the model on this workspace.
 
 Filters are applied inside each retriever (BM25 allowed ids, Chroma `where`) *before*
 fusion, so filtered-out chunks never take a candidate slot.
@@ -30,6 +27,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from rag_app import chunkstore
 from rag_app.config import Settings
 from rag_app.filters import Filter, chunk_fields, filter_values
+from rag_app.fusion import FusionChoice, fused_scores, resolve
 from rag_app.store.bm25 import BM25Index
 from rag_app.types import Chunk, Hit
 
@@ -202,37 +200,7 @@ class DenseRetriever:
         return hits
 
 
-# --- fusion ---------------------------------------------------------------------------------
-def rrf_scores(ranked_lists: Sequence[Sequence[str]], rrf_k: int = 60) -> dict[str, float]:
-    """Reciprocal rank fusion: sum of 1 / (rrf_k + rank), ranks starting at 1."""
-    fused: dict[str, float] = {}
-    for ranking in ranked_lists:
-        for rank, cid in enumerate(ranking, start=1):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank)
-    return fused
-
-
-def minmax(scores: dict[str, float]) -> dict[str, float]:
-    """Scores scaled to [0, 1]; all-equal scores map to 1."""
-    if not scores:
-        return {}
-    low, high = min(scores.values()), max(scores.values())
-    if high == low:
-        return dict.fromkeys(scores, 1.0)
-    return {cid: (s - low) / (high - low) for cid, s in scores.items()}
-
-
-def weighted_scores(
-    bm25: dict[str, float], dense: dict[str, float], dense_weight: float = 0.5
-) -> dict[str, float]:
-    """dense_weight * minmax(dense) + (1 - dense_weight) * minmax(bm25), 0 when absent."""
-    nb, nd = minmax(bm25), minmax(dense)
-    return {
-        cid: dense_weight * nd.get(cid, 0.0) + (1 - dense_weight) * nb.get(cid, 0.0)
-        for cid in nb.keys() | nd.keys()
-    }
-
-
+# --- fusion (rag_app.fusion) ---------------------------------------------------------------
 class HybridRetriever:
     """BM25 + dense candidates (filtered first), fused by RRF or weighted scores."""
 
@@ -240,23 +208,24 @@ class HybridRetriever:
         self,
         bm25: Retriever,
         dense: Retriever,
-        fusion: Literal["rrf", "weighted"] = "rrf",
+        fusion: FusionChoice | str = "rrf",
         rrf_k: int = 60,
         dense_weight: float = 0.5,
         candidates: int = 50,
+        why: str = "",
     ) -> None:
-        if fusion not in ("rrf", "weighted"):
-            raise ValueError(f"unknown fusion {fusion!r}; use 'rrf' or 'weighted'")
         self.bm25 = bm25
         self.dense = dense
-        self.fusion = fusion
-        self.rrf_k = rrf_k
-        self.dense_weight = dense_weight
+        self.choice = (
+            fusion
+            if isinstance(fusion, FusionChoice)
+            else FusionChoice(fusion, dense_weight, rrf_k)
+        )
         self.candidates = candidates
+        self.why = why  # where the choice came from, for the chat's status line
 
     def describe(self) -> str:
-        how = f"rrf k={self.rrf_k}" if self.fusion == "rrf" else f"weighted w={self.dense_weight}"
-        return f"hybrid({how}; {_describe(self.bm25)} + {_describe(self.dense)})"
+        return f"hybrid({self.choice.describe()}; {_describe(self.bm25)} + {_describe(self.dense)})"
 
     def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
         n = max(k, self.candidates)
@@ -270,16 +239,11 @@ class HybridRetriever:
             else:
                 seen.scores.update(hit.scores)
                 seen.ranks.update(hit.ranks)
-        if self.fusion == "rrf":
-            fused = rrf_scores(
-                [[h.chunk.id for h in lexical], [h.chunk.id for h in dense]], self.rrf_k
-            )
-        else:
-            fused = weighted_scores(
-                {h.chunk.id: h.scores["bm25"] for h in lexical},
-                {h.chunk.id: h.scores["dense"] for h in dense},
-                self.dense_weight,
-            )
+        fused = fused_scores(
+            [(h.chunk.id, h.scores["bm25"]) for h in lexical],
+            [(h.chunk.id, h.scores["dense"]) for h in dense],
+            self.choice,
+        )
 
         def order(cid: str) -> tuple:
             ranks = merged[cid].ranks
@@ -329,6 +293,25 @@ def resolve_dim(settings: Settings, model: str | None = None) -> int | None:
     return settings.retrieval.dim
 
 
+def fusion_for(settings: Settings, model: str | None = None) -> tuple[FusionChoice, str]:
+    """The fusion hybrid search uses for `model`, and why (shown in the chat).
+
+    `retrieval.fusion = "auto"` serves the choice `rag-app finetune` measured for the model
+    on this workspace's chunks (`rag_app.fusion`), else RRF; any other value is used as set.
+    """
+    r = settings.retrieval
+    if r.fusion != "auto":
+        choice = FusionChoice(r.fusion, r.dense_weight, r.rrf_k)
+        return choice, f"{choice.describe()} (retrieval.fusion)"
+    manifest = chunkstore.load_manifest(settings.manifest_path) or {}
+    return resolve(
+        settings.workspace,
+        model or settings.models.embedder,
+        str(manifest.get("chunks_sha256") or ""),
+        FusionChoice("rrf", rrf_k=r.rrf_k),
+    )
+
+
 def build_retriever(
     settings: Settings,
     model: str | None = None,
@@ -358,14 +341,13 @@ def build_retriever(
         if mode == "dense":
             retriever = dense
         else:
-            r = settings.retrieval
+            choice, why = fusion_for(settings, model)
             retriever = HybridRetriever(
                 BM25Retriever(corpus),
                 dense,
-                fusion=r.fusion,
-                rrf_k=r.rrf_k,
-                dense_weight=r.dense_weight,
-                candidates=r.candidates,
+                fusion=choice,
+                candidates=settings.retrieval.candidates,
+                why=why,
             )
     use_rerank = settings.retrieval.rerank if rerank is None else rerank
     if use_rerank:

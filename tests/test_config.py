@@ -23,7 +23,7 @@ def test_precedence_flags_over_env_over_toml(tmp_path, monkeypatch):
     s = load_settings()
     assert (s.retrieval.top_k, s.retrieval.rrf_k, s.ingest.chunk_size) == (9, 10, 128)
     s = load_settings(retrieval={"top_k": 3, "fusion": None})
-    assert s.retrieval.top_k == 3 and s.retrieval.rrf_k == 10 and s.retrieval.fusion == "rrf"
+    assert s.retrieval.top_k == 3 and s.retrieval.rrf_k == 10 and s.retrieval.fusion == "auto"
 
 
 def test_invalid_values_are_rejected_with_the_field_name(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from _retrieval_data import by_text, make_chunks, make_settings, write_workspace
 
 from rag_app import index
 from rag_app.filters import Filter, FilterError, parse_filter
+from rag_app.fusion import rrf_scores, weighted_scores
 from rag_app.retrieve import (
     HybridRetriever,
     RerankedRetriever,
@@ -16,8 +17,6 @@ from rag_app.retrieve import (
     Retriever,
     build_retriever,
     load_corpus,
-    rrf_scores,
-    weighted_scores,
 )
 from rag_app.store import chroma
 from rag_app.store.chroma import NotIndexedError

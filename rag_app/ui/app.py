@@ -258,7 +258,8 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 session=_session(request),
             )
             session_turns.append(turn)
-            sources_md = hits_markdown(hits, title=f"Sources · {label}")
+            note = service.search_note(key, search_mode, use_rerank, dim_value)  # type: ignore[arg-type]
+            sources_md = hits_markdown(hits, title=f"Sources · {label}", note=note)
             yield history, "", sources_md, session_turns
             pairs = _pairs(history[:-1])
             history.append({"role": "assistant", "content": ""})

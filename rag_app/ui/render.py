@@ -36,11 +36,15 @@ def source_label(hit: Hit) -> str:
     return f"{chunk.doc_id}{suffix}" + (f" — {where}" if where else "")
 
 
-def hits_markdown(hits: list[Hit], *, snippet_chars: int = 400, title: str = "Sources") -> str:
-    """Numbered passages as the answer cites them ([1], [2], ...)."""
+def hits_markdown(
+    hits: list[Hit], *, snippet_chars: int = 400, title: str = "Sources", note: str = ""
+) -> str:
+    """Numbered passages as the answer cites them ([1], [2], ...); `note` says how the
+    search ran (shown under the title)."""
+    sub = f"\n\n<sub>{_escape(note)}</sub>" if note else ""
     if not hits:
-        return f"**{title}:** no passages matched."
-    lines = [f"**{title}**", ""]
+        return f"**{title}:** no passages matched.{sub}"
+    lines = [f"**{title}**{sub}", ""]
     for i, hit in enumerate(hits, 1):
         text = " ".join(hit.chunk.text.split())
         if len(text) > snippet_chars:

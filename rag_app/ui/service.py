@@ -133,6 +133,19 @@ class ChatService:
                 )
             return self._retrievers[cache_key]
 
+    def search_note(self, key: str, mode: Mode, rerank: bool, dim: int | None = None) -> str:
+        """How this choice searches, for the sources panel: the fusion a hybrid search uses
+        and why ("weighted, dense weight 0.7, chosen on 812 synthetic validation
+        questions")."""
+        from rag_app.retrieve import HybridRetriever, RerankedRetriever
+
+        retriever = self.retriever(key, mode, rerank, dim)
+        if isinstance(retriever, RerankedRetriever):
+            retriever = retriever.base
+        if isinstance(retriever, HybridRetriever):
+            return f"hybrid: {retriever.why}"
+        return f"{mode} only"
+
     def describe(self, key: str, mode: Mode, rerank: bool, dim: int | None) -> dict:
         """The retriever behind an answer, as the feedback and query logs record it."""
         option = self.option(key)

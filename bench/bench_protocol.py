@@ -1,0 +1,596 @@
+"""Cross-corpus protocol (issue 19): every recipe and fusion decision on ten corpora at once.
+
+    RAG_APP_LLM__BACKEND=llamacpp .venv/bin/python bench/bench_protocol.py
+    .venv/bin/python bench/bench_protocol.py --corpora CDC,shipped --recipes structural
+    .venv/bin/python bench/bench_protocol.py --splits dev --tag dev   # choosing: test unseen
+
+Corpora, each its own workspace under ``workspace/bench-protocol/``:
+- the eight MedQuAD sources of ``../shared/datasets/medquad`` taken separately (GARD,
+  NIDDK, NINDS, CancerGov, NHLBI, NIHSeniorHealth, MPlusHealthTopics, CDC): one passage a
+  chunk, as `rag-app eval retrieval` ingests a BEIR corpus;
+- ``shipped``: this repository's ``corpus/`` ingested by `rag-app ingest` (the task cards,
+  manuals and bulletins of the demo), judged per document by ``corpus/eval``;
+- ``NIDDK-long``: each NIDDK focus written as one Markdown document (its answers as
+  ``## <question type>`` sections), ingested and chunked by the product; a question's
+  relevant chunks are the chunks of its answer's section.
+
+Questions: no recipe here trains on a real question, so *every* question of a corpus can
+judge; they are split by document (seeded, half and half) into **dev** (to choose) and
+**test** (only to report), at most ``--max-queries`` a split. Scoring is exact cosine over
+every chunk with the base model's vectors (the adapter maps only the query), BM25 is the
+product's, and fusion uses the product's `rag_app.fusion.fuse` over 50 candidates a
+retriever, as the chat does; the reranker is left out (it is the same for every recipe).
+
+Recipes (``--recipes``): ``default`` (the shipped synth + adapter defaults), ``structural``
+(no LLM: title + sibling-contrast term queries), ``llm`` (the default's LLM questions
+only), and the candidates named in ``RECIPES``. Each row: base and tuned nDCG@10, the gain
+with its 95% paired-bootstrap interval and a paired randomization p; fusion rows: dense,
+BM25, RRF and weighted fusion at every weight, for the base model and the default run.
+The LLM's replies are cached per chunk (``synth/raw.jsonl``), so re-runs only re-train.
+
+Writes ``bench/results/protocol-<date>[-tag].{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from _common import REPO, RESULTS
+
+MEDQUAD = REPO.parent / "shared" / "datasets" / "medquad"
+SOURCES = (
+    "GARD",
+    "NIDDK",
+    "NINDS",
+    "CancerGov",
+    "NHLBI",
+    "NIHSeniorHealth",
+    "MPlusHealthTopics",
+    "CDC",
+)
+CORPORA = (*SOURCES, "shipped", "NIDDK-long")
+WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+CANDIDATES = 50
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Synth / finetune overrides and which synthetic pairs to keep (by query origin)."""
+
+    synth: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    keep: tuple[str, ...] = ()  # query-origin prefixes kept ("llm:", "title", ...); () = all
+    note: str = ""
+
+
+RECIPES: dict[str, Recipe] = {
+    "default": Recipe(note="the shipped defaults"),
+    "structural": Recipe({"llm_queries_per_chunk": 0}, note="no LLM: structural queries only"),
+    "llm": Recipe(keep=("llm:",), note="the default's LLM questions only"),
+    # candidates for a more robust default (issue 19)
+    "strict": Recipe({"consistency_top_k": 5}, note="round trip top 5 instead of 20"),
+    "wd": Recipe(
+        finetune={"adapter_weight_decay": 0.1}, note="adapter pulled 10x harder to identity"
+    ),
+}
+
+
+# --- corpora ----------------------------------------------------------------------------------
+@dataclass
+class EvalCorpus:
+    """A workspace's settings plus its judged questions, split into dev and test."""
+
+    name: str
+    settings: Any
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]  # qid -> {chunk id or doc id: grade}
+    splits: dict[str, list[str]]
+    granularity: str  # "chunk" or "doc"
+    structure: str
+
+
+def _split_by_document(doc_of: dict[str, str], seed: int, cap: int) -> dict[str, list[str]]:
+    """Questions split by their document, half and half (seeded), at most `cap` a split."""
+    docs = sorted(set(doc_of.values()))
+    random.Random(seed).shuffle(docs)
+    dev_docs = set(docs[: len(docs) // 2])
+    splits: dict[str, list[str]] = {"dev": [], "test": []}
+    for qid in sorted(doc_of):
+        splits["dev" if doc_of[qid] in dev_docs else "test"].append(qid)
+    rng = random.Random(seed + 1)
+    for key, qids in splits.items():
+        if len(qids) > cap:
+            splits[key] = sorted(rng.sample(qids, cap))
+    return splits
+
+
+def _medquad_rows() -> tuple[list[dict], dict[str, dict], dict[str, dict[str, int]]]:
+    with (MEDQUAD / "corpus.jsonl").open(encoding="utf-8") as handle:
+        passages = [json.loads(line) for line in handle if line.strip()]
+    with (MEDQUAD / "queries.jsonl").open(encoding="utf-8") as handle:
+        queries = {row["_id"]: row for row in map(json.loads, handle) if row}
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    for split in ("train", "dev", "test"):
+        for line in (MEDQUAD / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
+            qid, pid, grade = line.split("\t")
+            qrels[qid][pid] = int(grade)
+    return passages, queries, qrels
+
+
+def medquad_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
+    """One MedQuAD source as a one-passage-a-chunk workspace."""
+    from eval.datasets import fingerprint, load_beir
+    from eval.retrieval import ingest_beir_corpus
+
+    passages, queries, qrels = _medquad_rows()
+    keep = [p for p in passages if (p.get("metadata") or {}).get("source") == source]
+    ids = {p["_id"] for p in keep}
+    folder = root / "data" / source
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "docs").mkdir(exist_ok=True)  # settings.corpus: no eval/ there, so no guard
+    title = {p["_id"]: p.get("title") or p["_id"] for p in keep}
+    judged = {q: {p: g for p, g in rel.items() if p in ids} for q, rel in qrels.items()}
+    judged = {q: rel for q, rel in judged.items() if rel}
+    doc_of = {q: title[min(rel)] for q, rel in judged.items()}
+    if not (folder / "corpus.jsonl").is_file():
+        (folder / "corpus.jsonl").write_text("".join(json.dumps(p) + "\n" for p in keep))
+        (folder / "queries.jsonl").write_text(
+            "".join(json.dumps(queries[q]) + "\n" for q in sorted(judged))
+        )
+        (folder / "qrels").mkdir(exist_ok=True)
+        lines = ["query-id\tcorpus-id\tscore\n"]
+        lines += [f"{q}\t{p}\t{g}\n" for q in sorted(judged) for p, g in judged[q].items()]
+        (folder / "qrels" / "test.tsv").write_text("".join(lines))
+    settings = base.model_copy(
+        update={"workspace": root / "ws" / source, "corpus": folder / "docs"}
+    )
+    dataset = load_beir(folder, split="test", name=source, on_duplicate_query="disambiguate")
+    ns = ingest_beir_corpus(settings, dataset, fingerprint(folder))
+    return EvalCorpus(
+        source,
+        ns,
+        {q: queries[q]["text"] for q in judged},
+        judged,
+        _split_by_document(doc_of, seed, cap),
+        "chunk",
+        f"{len(keep)} passages, one a chunk",
+    )
+
+
+def shipped_corpus(root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
+    """This repository's corpus/, ingested by the product, judged per document."""
+    from rag_app import ingest
+
+    docs = root / "data" / "shipped" / "docs"
+    if not docs.is_dir():  # a copy without eval/: the default guard must not see the test
+        shutil.copytree(REPO / "corpus", docs, ignore=shutil.ignore_patterns("eval"))
+    settings = base.model_copy(update={"workspace": root / "ws" / "shipped", "corpus": docs})
+    ingest.run(settings, progress=False)
+    queries = {
+        str(r["_id"]): r["text"]
+        for r in map(json.loads, (REPO / "corpus" / "eval" / "queries.jsonl").open())
+    }
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    for line in (REPO / "corpus" / "eval" / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, doc, grade = line.split("\t")
+        qrels[qid][doc] = int(grade)
+    doc_of = {q: min(rel) for q, rel in qrels.items()}
+    from rag_app.chunkstore import load_chunks
+
+    chunks = load_chunks(settings.chunks_path, settings.manifest_path)
+    return EvalCorpus(
+        "shipped",
+        settings,
+        {q: queries[q] for q in qrels},
+        dict(qrels),
+        _split_by_document(doc_of, seed, cap),
+        "doc",
+        f"{len({c.doc_id for c in chunks})} documents, {len(chunks)} chunks",
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80] or "doc"
+
+
+def long_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
+    """Each focus of a MedQuAD source as one Markdown document, chunked by the product."""
+    from rag_app import ingest
+    from rag_app.chunkstore import load_chunks
+
+    name = f"{source}-long"
+    passages, queries, qrels = _medquad_rows()
+    text = {p["_id"]: p for p in passages if (p.get("metadata") or {}).get("source") == source}
+    by_focus: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # qid, heading, pid
+    for qid in sorted(qrels):
+        pid = min((p for p in qrels[qid] if p in text), default=None)
+        if pid is None:
+            continue
+        focus = queries[qid]["metadata"].get("focus") or text[pid].get("title") or pid
+        by_focus[focus].append((qid, queries[qid]["metadata"].get("qtype") or "answer", pid))
+    docs = root / "data" / name / "docs"
+    heading_of: dict[str, tuple[str, str]] = {}  # qid -> (doc id, heading)
+    docs.mkdir(parents=True, exist_ok=True)
+    for focus, items in sorted(by_focus.items()):
+        doc_id = f"{_slug(focus)}-{hashlib.sha1(focus.encode()).hexdigest()[:6]}.md"
+        lines = [f"# {focus}", ""]
+        section_of: dict[str, str] = {}
+        counts: dict[str, int] = defaultdict(int)
+        for qid, qtype, pid in items:
+            if pid not in section_of:
+                counts[qtype] += 1
+                heading = qtype.capitalize() + (f" ({counts[qtype]})" if counts[qtype] > 1 else "")
+                section_of[pid] = heading
+                lines += [f"## {heading}", "", text[pid]["text"].strip(), ""]
+            heading_of[qid] = (doc_id, section_of[pid])
+        path = docs / doc_id
+        if not path.is_file():
+            path.write_text("\n".join(lines), encoding="utf-8")
+    settings = base.model_copy(update={"workspace": root / "ws" / name, "corpus": docs})
+    ingest.run(settings, progress=False)
+    chunks = load_chunks(settings.chunks_path, settings.manifest_path)
+    by_section: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for chunk in chunks:
+        own = chunk.heading_path.split(" > ")[-1] if chunk.heading_path else ""
+        by_section[(chunk.doc_id, own)].append(chunk.id)
+    judged = {
+        qid: dict.fromkeys(by_section[key], 1)
+        for qid, key in heading_of.items()
+        if by_section.get(key)
+    }
+    lost = len(heading_of) - len(judged)
+    if lost:
+        print(f"[{name}] {lost} questions whose section has no chunk: left out")
+    doc_of = {q: heading_of[q][0] for q in judged}
+    return EvalCorpus(
+        name,
+        settings,
+        {q: queries[q]["text"] for q in judged},
+        judged,
+        _split_by_document(doc_of, seed, cap),
+        "chunk",
+        f"{len(by_focus)} long documents, {len(chunks)} chunks",
+    )
+
+
+def load_corpus(name: str, root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
+    if name == "shipped":
+        return shipped_corpus(root, base, seed, cap)
+    if name.endswith("-long"):
+        return long_corpus(name.removesuffix("-long"), root, base, seed, cap)
+    return medquad_corpus(name, root, base, seed, cap)
+
+
+# --- scoring ----------------------------------------------------------------------------------
+class Scorer:
+    """Candidate lists of BM25 and of exact dense search, and nDCG@10 of any fusion of them."""
+
+    def __init__(self, corpus: EvalCorpus) -> None:
+        from finetune.adapter import passage_vectors
+        from finetune.split import Passages
+        from rag_app.chunkstore import load_chunks
+        from rag_app.embedder import Embedder
+        from rag_app.retrieve import BM25Retriever, load_corpus
+
+        ns = corpus.settings
+        self.corpus = corpus
+        chunks = load_chunks(ns.chunks_path, ns.manifest_path)
+        self.doc = {c.id: c.doc_id for c in chunks}
+        self.base = Embedder.load(ns.models.embedder, device="cpu")
+        passages = Passages.from_chunks(chunks)
+        self.ids = passages.ids()
+        self.docs = passage_vectors(ns, self.base, passages, progress=False)
+        qids = sorted({q for s in corpus.splits.values() for q in s})
+        vectors = self.base.encode_queries([corpus.queries[q] for q in qids])
+        self.qvec = dict(zip(qids, vectors, strict=True))
+        bm25 = BM25Retriever(load_corpus(ns))
+        self.lexical = {
+            q: [
+                (h.chunk.id, h.scores["bm25"]) for h in bm25.retrieve(corpus.queries[q], CANDIDATES)
+            ]
+            for q in qids
+        }
+
+    def dense(self, qids: list[str], run: Path | None) -> dict[str, list[tuple[str, float]]]:
+        import numpy as np
+
+        from rag_app.query_adapter import QueryAdapter
+
+        q = np.stack([self.qvec[i] for i in qids])
+        if run is not None:
+            q = QueryAdapter.load(run).apply(q)
+        scores = q @ self.docs.T
+        top = np.argsort(-scores, axis=1)[:, :CANDIDATES]
+        return {
+            qid: [(self.ids[j], float(scores[i, j])) for j in row]
+            for i, (qid, row) in enumerate(zip(qids, top, strict=True))
+        }
+
+    def ndcg(self, qid: str, ranking: list[str]) -> float:
+        from eval.metrics import ndcg_at_k
+
+        if self.corpus.granularity == "doc":
+            seen: list[str] = []
+            for cid in ranking:
+                if self.doc[cid] not in seen:
+                    seen.append(self.doc[cid])
+            ranking = seen
+        return ndcg_at_k(self.corpus.qrels[qid], ranking[:10], 10)
+
+    def fusions(self, qids: list[str], run: Path | None) -> dict[str, list[float]]:
+        """Per-query nDCG@10 of dense, BM25, RRF and weighted fusion at every weight."""
+        from rag_app.fusion import FusionChoice, fuse
+
+        dense = self.dense(qids, run)
+        configs = [FusionChoice("dense"), FusionChoice("bm25"), FusionChoice("rrf")]
+        configs += [FusionChoice("weighted", w) for w in WEIGHTS]
+        out: dict[str, list[float]] = {}
+        for config in configs:
+            out[config.key] = [
+                self.ndcg(q, fuse(self.lexical[q], dense[q], config, k=CANDIDATES)) for q in qids
+            ]
+        return out
+
+
+def compare(base: list[float], tuned: list[float], seed: int = 0) -> dict[str, Any]:
+    from eval.stats import paired_bootstrap, randomization_test
+
+    ci = paired_bootstrap(base, tuned, seed=seed)
+    return {
+        "base": statistics.fmean(base),
+        "tuned": statistics.fmean(tuned),
+        "delta": ci.mean_diff,
+        "ci": [ci.ci_low, ci.ci_high],
+        "p": randomization_test(base, tuned, seed=seed),
+        "n": len(base),
+    }
+
+
+# --- recipes ----------------------------------------------------------------------------------
+def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) -> dict[str, Any]:
+    """Synthesise (cached LLM replies), keep, train the adapter; the run and its record."""
+    from finetune import adapter, synth, train
+
+    ns = corpus.settings
+    settings = ns.model_copy(
+        update={
+            "synth": ns.synth.model_copy(update=recipe.synth),
+            "finetune": ns.finetune.model_copy(update={"reranker": False, **recipe.finetune}),
+        }
+    )
+    began = time.perf_counter()
+    report = synth.run(settings, progress=progress)
+    data = train.prepare(settings)
+    if recipe.keep:
+
+        def kept(pairs):
+            return [p for p in pairs if p.source.startswith(recipe.keep)]
+
+        data = dataclasses.replace(data, train=kept(data.train), val=kept(data.val))
+    if not data.train:
+        return {"error": "no training pairs", "synth": report.as_dict()}
+    fp = train.data_fingerprint(settings, data, "adapter")
+    found = train.existing_run(settings, fp, "embedder")
+    if found is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        found = adapter.train_adapter(settings, data, name=f"{name}-{stamp}", progress=progress)
+    record = json.loads((found.path / "run.json").read_text(encoding="utf-8"))
+    return {
+        "run": str(found.path),
+        "train_pairs": record.get("train_pairs"),
+        "val_pairs": record.get("val_pairs"),
+        "sources": {k: v for k, v in record.get("data", {}).items() if k.startswith("source ")},
+        "best_epoch": record.get("best_epoch"),
+        "recommended": record.get("recommended"),
+        "llm_replies_new": report.as_dict().get("llm_replies"),
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+
+
+# --- report -----------------------------------------------------------------------------------
+def _cell(row: dict[str, Any] | None) -> str:
+    if not row:
+        return "–"
+    low, high = row["ci"]
+    star = "*" if low > 0 or high < 0 else ""
+    return f"{row['delta'] * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]{star}"
+
+
+def fusion_rows(report: dict[str, Any], split: str = "test") -> list[str]:
+    """Served fusion vs the better of dense and BM25 alone, on `split`, for the base model
+    and the default run: the way chosen on the run's synthetic validation queries (what
+    `rag-app finetune` records) and the way chosen on the real dev questions."""
+    from finetune.fusion_select import choose
+
+    md = [
+        f"**{split}**: served hybrid search nDCG@10 ×100, fusion chosen on synthetic validation "
+        "(as `rag-app finetune` does) or on real dev questions, against the better of dense "
+        "and BM25 alone on this split (gain ×100, 95% paired bootstrap; * = interval excludes 0)",
+        "",
+        "| corpus | model | dense | BM25 | RRF | synthetic-chosen (way) | vs better part "
+        "| dev-chosen (way) | vs better part |",
+        "|---|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for name, row in report["corpora"].items():
+        per_query = (row.get("per_query") or {}).get(split)
+        run = (row["recipes"].get("default") or {}).get("run")
+        if not per_query or not run:
+            continue
+        recorded = json.loads((Path(run) / "run.json").read_text()).get("fusion") or {}
+        dev = (row.get("per_query") or {}).get("dev")
+        for model, role in (("base", "base"), ("default", "finetuned")):
+            scores = per_query[model]
+            mean = {k: statistics.fmean(v) for k, v in scores.items()}
+            better = "dense" if mean["dense"] >= mean["bm25"] else "bm25"
+            cells = [f"{mean[k] * 100:.1f}" for k in ("dense", "bm25", "rrf")]
+            synth_key = (recorded.get(role) or {}).get("choice")
+            dev_key = None
+            if dev:
+                dev_key = choose({k: statistics.fmean(v) for k, v in dev[model].items()}).key
+            for key in (synth_key, dev_key):
+                if key is None or key not in scores:
+                    cells += ["–", "–"]
+                    continue
+                cells.append(f"{mean[key] * 100:.1f} ({key})")
+                cells.append(_cell(compare(scores[better], scores[key])))
+            md.append(f"| {name} | {model} | " + " | ".join(cells) + " |")
+    return [*md, ""]
+
+
+def write_report(stem: Path, report: dict[str, Any], recipes: list[str], splits: list[str]) -> str:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
+    md = [f"Command: `{report['command']}` ({report['date']}, {report['machine']})", ""]
+    for split in splits:
+        md += [
+            f"**{split}**: dense nDCG@10 gain over the base model ×100, 95% paired bootstrap "
+            "(* = interval excludes 0)",
+            "",
+            "| corpus | structure | questions | base | " + " | ".join(recipes) + " |",
+            "|---|---|---:|---:|" + "---|" * len(recipes),
+        ]
+        medians: dict[str, list[float]] = defaultdict(list)
+        for name, row in report["corpora"].items():
+            scores = row.get("scores", {}).get(split, {})
+            base = next((s["base"] for s in scores.values() if s), None)
+            cells = []
+            for r in recipes:
+                s = scores.get(r)
+                cells.append(_cell(s))
+                if s:
+                    medians[r].append(s["delta"])
+            n = len(row["splits"][split])
+            base_cell = f"{base:.3f}" if base is not None else "–"
+            md.append(
+                f"| {name} | {row['structure']} | {n} | {base_cell} | " + " | ".join(cells) + " |"
+            )
+        md.append(
+            "| **median** | | | | "
+            + " | ".join(
+                f"{statistics.median(medians[r]) * 100:+.1f}" if medians[r] else "–"
+                for r in recipes
+            )
+            + " |"
+        )
+        md.append("")
+        md += [
+            f"**{split}**: nDCG@10 ×100 of each search mode (base model / default run)",
+            "",
+            "| corpus | dense | BM25 | RRF | best weighted (w) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, row in report["corpora"].items():
+            fus = row.get("fusion", {}).get(split)
+            if not fus:
+                continue
+            cells = []
+            for key in ("dense", "bm25", "rrf"):
+                cells.append(" / ".join(f"{fus[m][key] * 100:.1f}" for m in fus))
+            best = []
+            for m in fus:
+                w_key = max((k for k in fus[m] if k.startswith("weighted")), key=fus[m].get)
+                best.append(f"{fus[m][w_key] * 100:.1f} ({w_key.split(':')[1]})")
+            md.append(f"| {name} | " + " | ".join(cells) + " | " + " / ".join(best) + " |")
+        md.append("")
+    if "test" in splits:
+        md += fusion_rows(report, "test")
+    text = "\n".join(md)
+    stem.with_suffix(".md").write_text(text + "\n")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpora", default=",".join(CORPORA))
+    parser.add_argument("--recipes", default="default,structural,llm")
+    parser.add_argument("--splits", default="dev,test")
+    parser.add_argument("--workspace", type=Path, default=REPO / "workspace" / "bench-protocol")
+    parser.add_argument("--max-chunks", type=int, default=150, help="chunks asked of the LLM")
+    parser.add_argument("--max-queries", type=int, default=500, help="questions a split")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from rag_app import index
+    from rag_app.config import load_settings
+
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    base = load_settings(
+        workspace=args.workspace / "ws" / "_", synth={"max_chunks": args.max_chunks}, seed=args.seed
+    )
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    report: dict[str, Any] = {
+        "date": date,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        "command": "python bench/bench_protocol.py " + " ".join(argv or sys.argv[1:]),
+        "llm_backend": base.llm.backend,
+        "corpora": {},
+    }
+    stem = RESULTS / f"protocol-{date}{'-' + args.tag if args.tag else ''}"
+    for name in [c.strip() for c in args.corpora.split(",") if c.strip()]:
+        began = time.perf_counter()
+        corpus = load_corpus(name, args.workspace, base, args.seed, args.max_queries)
+        index.run(corpus.settings, progress=args.progress)
+        row: dict[str, Any] = {
+            "structure": corpus.structure,
+            "granularity": corpus.granularity,
+            "splits": corpus.splits,
+            "recipes": {},
+            "scores": {},
+            "fusion": {},
+        }
+        report["corpora"][name] = row
+        scorer = Scorer(corpus)
+        for recipe in recipes:
+            row["recipes"][recipe] = train_recipe(corpus, recipe, RECIPES[recipe], args.progress)
+            print(f"[{name}] {recipe}: {row['recipes'][recipe]}", flush=True)
+        for split in splits:
+            qids = corpus.splits[split]
+            base_dense = scorer.fusions(qids, None)
+            row["scores"][split] = {}
+            for recipe in recipes:
+                run = row["recipes"][recipe].get("run")
+                if run is None:
+                    continue
+                tuned = scorer.fusions(qids, Path(run))
+                row["scores"][split][recipe] = compare(base_dense["dense"], tuned["dense"])
+                if recipe == "default":
+                    row["fusion"][split] = {
+                        "base": {k: statistics.fmean(v) for k, v in base_dense.items()},
+                        "default": {k: statistics.fmean(v) for k, v in tuned.items()},
+                    }
+                    row["per_query"] = row.get("per_query", {})
+                    row["per_query"][split] = {"base": base_dense, "default": tuned}
+            if "default" not in recipes:
+                row["fusion"][split] = {
+                    "base": {k: statistics.fmean(v) for k, v in base_dense.items()}
+                }
+        row["seconds"] = round(time.perf_counter() - began, 1)
+        print(write_report(stem, report, recipes, splits), flush=True)
+    print(f"\nwritten {stem}.json and {stem}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

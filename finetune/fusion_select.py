@@ -1,0 +1,135 @@
+"""Choose how the chat fuses BM25 and dense results, per model, on held-out questions.
+
+Which fusion is best depends on the corpus and the model (issue 19; docs/BENCHMARKS.md,
+"Cross-corpus protocol"), so after training `rag-app finetune` runs both retrievers of
+the product (BM25 and the model's Chroma collection, `retrieval.candidates` each) on
+held-out questions, scores every way of `rag_app.fusion` by nDCG@10 and records the best
+for the base model and for the new run in ``<workspace>/fusion.json``, where
+`retrieval.fusion = "auto"` finds it. The questions are the labelled guard's when it is
+big enough to decide (`finetune.labelled_guard_min_queries`), else the run's synthetic
+validation queries (chunks never trained on), at most `MAX_QUERIES` of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from finetune import registry
+from finetune.split import Pair
+from rag_app import chunkstore
+from rag_app.config import Settings
+from rag_app.fusion import FusionChoice, Measured, fuse, model_key, record_choice
+
+log = logging.getLogger(__name__)
+
+MAX_QUERIES = 1000
+WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# in order of preference on ties: one retriever alone, then the parameter-free fusion
+CHOICES = (
+    FusionChoice("dense"),
+    FusionChoice("bm25"),
+    FusionChoice("rrf"),
+    *(FusionChoice("weighted", w) for w in WEIGHTS),
+)
+
+
+def binary_ndcg(ranking: Sequence[str], relevant: set[str], k: int = 10) -> float:
+    """nDCG@k with gain 1 for every relevant id (the guard and synthetic pairs are binary)."""
+    dcg = sum(1.0 / math.log2(i + 2) for i, cid in enumerate(ranking[:k]) if cid in relevant)
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), k)))
+    return dcg / ideal if ideal else 0.0
+
+
+def choose(ndcg: dict[str, float], rrf_k: int = 60) -> FusionChoice:
+    """The way with the best mean nDCG@10; ties go to the earlier of `CHOICES`."""
+    order = {c.key: i for i, c in enumerate(CHOICES)}
+    best = max(ndcg, key=lambda key: (round(ndcg[key], 6), -order.get(key, len(order))))
+    return FusionChoice.parse(best, rrf_k)
+
+
+def corpus_fingerprint(settings: Settings) -> str:
+    """The chunk set a choice is measured on (a re-ingest makes the choice stale)."""
+    manifest = chunkstore.load_manifest(settings.manifest_path) or {}
+    return str(manifest.get("chunks_sha256") or "")
+
+
+def _questions(pairs: Sequence[Pair], seed: int) -> dict[str, set[str]]:
+    relevant: dict[str, set[str]] = defaultdict(set)
+    for pair in pairs:
+        relevant[pair.query].add(pair.passage_id)
+    if len(relevant) > MAX_QUERIES:
+        keep = random.Random(seed).sample(sorted(relevant), MAX_QUERIES)
+        relevant = defaultdict(set, {q: relevant[q] for q in keep})
+    return dict(relevant)
+
+
+def measure(settings: Settings, model: str, pairs: Sequence[Pair], source: str) -> Measured | None:
+    """Every way of fusing, scored on `pairs`' questions for `model`; None without questions."""
+    from rag_app.retrieve import BM25Retriever, build_dense, load_corpus
+
+    questions = _questions(pairs, settings.seed)
+    if not questions:
+        return None
+    corpus = load_corpus(settings)
+    bm25 = BM25Retriever(corpus)
+    dense = build_dense(settings, corpus, model)
+    n = settings.retrieval.candidates
+    totals: dict[str, float] = dict.fromkeys((c.key for c in CHOICES), 0.0)
+    for query, relevant in questions.items():
+        lexical = [(h.chunk.id, h.scores["bm25"]) for h in bm25.retrieve(query, n)]
+        vectors = [(h.chunk.id, h.scores["dense"]) for h in dense.retrieve(query, n)]
+        for choice in CHOICES:
+            totals[choice.key] += binary_ndcg(fuse(lexical, vectors, choice, 10), relevant)
+    means = {key: round(total / len(questions), 4) for key, total in totals.items()}
+    return Measured(
+        choose(means, settings.retrieval.rrf_k),
+        len(questions),
+        source,
+        means,
+        corpus_fingerprint(settings),
+        registry.now_iso(),
+    )
+
+
+def select_fusion(
+    settings: Settings,
+    run_spec: str,
+    run_key: str,
+    val: Sequence[Pair],
+    guard: Sequence[Pair],
+    verified: bool,
+) -> tuple[dict[str, Any], list[tuple[str, Measured]]]:
+    """Measure the fusion of the base model and of the run (loaded from `run_spec`, recorded
+    as `run_key`): what run.json keeps, and the choices for `record_choices`.
+
+    Never fails a training run: a model that cannot be searched yet (a full fine-tune
+    before `rag-app index --model`) is left to the default fusion and said so.
+    """
+    pairs, source = (guard, "labelled guard") if verified else (val, "synthetic validation")
+    out: dict[str, Any] = {"source": source}
+    found: list[tuple[str, Measured]] = []
+    base = settings.models.embedder
+    for role, spec, key in (("base", base, model_key(base)), ("finetuned", run_spec, run_key)):
+        try:
+            measured = measure(settings, spec, pairs, source)
+        except Exception as exc:  # an unindexed run, a Chroma server that is down, ...
+            log.warning("fusion not measured for %s: %s", key, exc)
+            out[role] = {"model": key, "error": str(exc).splitlines()[0]}
+            continue
+        if measured is None:
+            out[role] = {"model": key, "error": "no held-out questions"}
+            continue
+        found.append((key, measured))
+        out[role] = {"model": key, **measured.to_json()}
+    return out, found
+
+
+def record_choices(settings: Settings, found: Sequence[tuple[str, Measured]]) -> None:
+    """Write the measured choices to the workspace's fusion.json (after the run is published)."""
+    for key, measured in found:
+        record_choice(settings.workspace, key, measured)
