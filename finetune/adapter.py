@@ -493,9 +493,9 @@ def train_adapter(
             base_fingerprint=base.fingerprint,
             extra={"run": name, "best_epoch": best_epoch},
         )
-        record["fusion"], fusions = select_fusion(
-            settings, str(folder), name, data.val, guard_set.pairs, verified
-        )
+        held_out = set(data.guard)  # real pairs of held-out documents; never labelled_eval,
+        real = [p for p in guard_set.pairs if p in held_out]  # which the user may evaluate on
+        record["fusion"], fusions = select_fusion(settings, str(folder), name, data.val, real)
         _write_pairs(folder / "train.jsonl", data.train)
         _write_pairs(folder / "val.jsonl", data.val)
         model_card.write(folder, record)

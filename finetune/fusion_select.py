@@ -5,9 +5,10 @@ Which fusion is best depends on the corpus and the model (issue 19; docs/BENCHMA
 the product (BM25 and the model's Chroma collection, `retrieval.candidates` each) on
 held-out questions, scores every way of `rag_app.fusion` by nDCG@10 and records the best
 for the base model and for the new run in ``<workspace>/fusion.json``, where
-`retrieval.fusion = "auto"` finds it. The questions are the labelled guard's when it is
-big enough to decide (`finetune.labelled_guard_min_queries`), else the run's synthetic
-validation queries (chunks never trained on), at most `MAX_QUERIES` of them.
+`retrieval.fusion = "auto"` finds it. The questions are the held-out real ones (documents
+of the labelled training data kept out of training) when there are enough
+(`finetune.labelled_guard_min_queries`), else the run's synthetic validation queries
+(chunks never trained on), at most `MAX_QUERIES` of them; never `finetune.labelled_eval`.
 """
 
 from __future__ import annotations
@@ -101,16 +102,20 @@ def select_fusion(
     run_spec: str,
     run_key: str,
     val: Sequence[Pair],
-    guard: Sequence[Pair],
-    verified: bool,
+    real: Sequence[Pair],
 ) -> tuple[dict[str, Any], list[tuple[str, Measured]]]:
     """Measure the fusion of the base model and of the run (loaded from `run_spec`, recorded
     as `run_key`): what run.json keeps, and the choices for `record_choices`.
 
+    `real`: held-out real pairs (documents of `finetune.train_data` kept out of training);
+    they decide when they hold `finetune.labelled_guard_min_queries` questions, else the
+    synthetic validation pairs `val` do. `finetune.labelled_eval` never chooses: it is the
+    set a user evaluates on, and a fusion chosen on it would flatter that evaluation.
     Never fails a training run: a model that cannot be searched yet (a full fine-tune
     before `rag-app index --model`) is left to the default fusion and said so.
     """
-    pairs, source = (guard, "labelled guard") if verified else (val, "synthetic validation")
+    enough = len({p.query for p in real}) >= settings.finetune.labelled_guard_min_queries
+    pairs, source = (real, "held-out real") if enough else (val, "synthetic validation")
     out: dict[str, Any] = {"source": source}
     found: list[tuple[str, Measured]] = []
     base = settings.models.embedder

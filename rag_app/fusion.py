@@ -3,10 +3,11 @@
 No fixed fusion wins everywhere: measured on the corpora of issue 19
 (docs/BENCHMARKS.md, "Cross-corpus protocol"), RRF loses to dense alone on short medical
 passages and wins on the shipped engineering corpus, and BM25 beats both on long chunked
-articles. So `rag-app finetune` scores every way on held-out questions (the labelled guard
-when there is one, else the run's synthetic validation queries) and records the best in
-``<workspace>/fusion.json``; `retrieval.fusion = "auto"` (the default) serves that choice
-for the model it was measured on, and RRF where nothing was measured.
+articles. So `rag-app finetune` scores every way on held-out questions (real ones kept out
+of training when there are enough, else the run's synthetic validation queries) and
+records the best in ``<workspace>/fusion.json``; `retrieval.fusion = "auto"` (the
+default) serves that choice for the model it was measured on, and RRF where nothing was
+measured.
 
 A choice is one of:
 - ``dense`` / ``bm25``: one retriever's order (the other's candidates follow, as in the
@@ -121,7 +122,7 @@ class Measured:
 
     choice: FusionChoice
     queries: int
-    source: str  # "labelled guard" or "synthetic validation"
+    source: str  # "held-out real" or "synthetic validation"
     ndcg: dict[str, float]  # every way tried -> mean nDCG@10
     corpus: str  # the chunk set it was measured on (manifest fingerprint)
     created: str = ""
