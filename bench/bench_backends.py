@@ -173,10 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from eval.datasets import load_beir
-    from eval.metrics import ndcg_at_k, recall_at_k
-    from eval.stats import paired_bootstrap
     from rag_app.embedder import Embedder
+    from rag_app.ir.beir import load_beir
+    from rag_app.ir.metrics import ndcg_at_k, recall_at_k
+    from rag_app.ir.stats import paired_bootstrap
 
     if args.threads:
         torch.set_num_threads(args.threads)

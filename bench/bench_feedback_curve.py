@@ -93,7 +93,7 @@ class Scorer:
     def per_query(self, qids: list[str], run: Path | None) -> dict[str, float]:
         import numpy as np
 
-        from eval.metrics import ndcg_at_k
+        from rag_app.ir.metrics import ndcg_at_k
         from rag_app.query_adapter import QueryAdapter
 
         q = np.stack([self.qvec[i] for i in qids])
@@ -107,7 +107,7 @@ class Scorer:
 
 
 def gain(scorer: Scorer, qids: list[str], run: Path | None) -> dict[str, Any] | None:
-    from eval.stats import paired_bootstrap
+    from rag_app.ir.stats import paired_bootstrap
 
     if not qids:
         return None
@@ -336,11 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         plot(args.replot.with_suffix(""), json.loads(args.replot.read_text())["points"])
         return 0
 
-    from eval.datasets import fingerprint, load_beir
     from eval.retrieval import ingest_beir_corpus
     from finetune import synth
     from rag_app import index
     from rag_app.config import load_settings
+    from rag_app.ir.beir import fingerprint, load_beir
 
     settings = load_settings(
         workspace=args.workspace, llm={"backend": "none"}, synth={"llm_queries_per_chunk": 0}

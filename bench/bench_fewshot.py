@@ -63,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="")
     args = parser.parse_args(argv)
 
-    from eval.datasets import fingerprint, load_beir
     from eval.feedback_play import play_feedback
     from eval.retrieval import ingest_beir_corpus
     from finetune import adapter, synth, train
     from rag_app import index
     from rag_app.config import load_settings
     from rag_app.feedback.export import export
+    from rag_app.ir.beir import fingerprint, load_beir
 
     settings = load_settings(workspace=args.workspace)
     date = datetime.now(UTC).strftime("%Y-%m-%d")

@@ -50,10 +50,10 @@ def main() -> None:
 
     import torch
 
-    from eval.datasets import fingerprint, load_beir
     from eval.retrieval import ingest_beir_corpus
     from rag_app import index
     from rag_app.config import load_settings
+    from rag_app.ir.beir import fingerprint, load_beir
     from rag_app.retrieve import build_retriever, load_corpus
 
     settings = load_settings(workspace=Path(args.workspace))

@@ -52,7 +52,7 @@ def train_matryoshka(dataset: Path, out: Path, base: str, dims: list[int], epoch
     from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
 
-    from eval.datasets import load_beir
+    from rag_app.ir.beir import load_beir
     from rag_app.models import resolve_embedder
 
     train = load_beir(dataset, split="train", on_duplicate_query="disambiguate")
@@ -145,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args(argv)
 
-    from eval.datasets import fingerprint, load_beir
     from eval.retrieval import ingest_beir_corpus, run_retrieval_eval
     from rag_app import index
     from rag_app.config import load_settings
+    from rag_app.ir.beir import fingerprint, load_beir
 
     settings = load_settings(workspace=args.workspace, retrieval={"rerank": False})
     name = args.dataset.resolve().name

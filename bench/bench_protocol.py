@@ -135,8 +135,8 @@ def _medquad_rows() -> tuple[list[dict], dict[str, dict], dict[str, dict[str, in
 
 def medquad_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
     """One MedQuAD source as a one-passage-a-chunk workspace."""
-    from eval.datasets import fingerprint, load_beir
     from eval.retrieval import ingest_beir_corpus
+    from rag_app.ir.beir import fingerprint, load_beir
 
     passages, queries, qrels = _medquad_rows()
     keep = [p for p in passages if (p.get("metadata") or {}).get("source") == source]
@@ -323,7 +323,7 @@ class Scorer:
         }
 
     def ndcg(self, qid: str, ranking: list[str]) -> float:
-        from eval.metrics import ndcg_at_k
+        from rag_app.ir.metrics import ndcg_at_k
 
         if self.corpus.granularity == "doc":
             seen: list[str] = []
@@ -349,7 +349,7 @@ class Scorer:
 
 
 def compare(base: list[float], tuned: list[float], seed: int = 0) -> dict[str, Any]:
-    from eval.stats import paired_bootstrap, randomization_test
+    from rag_app.ir.stats import paired_bootstrap, randomization_test
 
     ci = paired_bootstrap(base, tuned, seed=seed)
     return {

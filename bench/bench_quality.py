@@ -47,7 +47,7 @@ def train_supervised(dataset: Path, out: Path, base: str, epochs: int, batch: in
     )
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    from eval.datasets import load_beir
+    from rag_app.ir.beir import load_beir
     from rag_app.models import resolve_embedder
 
     train = load_beir(dataset, split="train", on_duplicate_query="disambiguate")

@@ -46,7 +46,7 @@ def main() -> None:
     from rank_bm25 import BM25Okapi
     from sentence_transformers import CrossEncoder
 
-    from eval.datasets import load_beir
+    from rag_app.ir.beir import load_beir
     from rag_app.models import resolve_embedder
 
     data = load_beir(Path(args.dataset), split=args.split, on_duplicate_query="disambiguate")

@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     from _common import percentile
     from bench_latency import time_queries
 
-    from eval.datasets import fingerprint, load_beir
     from eval.retrieval import ingest_beir_corpus
     from rag_app import index
     from rag_app.config import load_settings
+    from rag_app.ir.beir import fingerprint, load_beir
     from rag_app.retrieve import build_retriever
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

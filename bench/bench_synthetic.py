@@ -285,10 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
 
-    from eval.datasets import fingerprint, load_beir
     from eval.retrieval import ingest_beir_corpus
     from rag_app import index
     from rag_app.config import load_settings
+    from rag_app.ir.beir import fingerprint, load_beir
 
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [n for n in names if n not in VARIANTS]

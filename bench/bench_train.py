@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="alternating bare / ours runs")
     args = parser.parse_args(argv)
 
-    from eval.datasets import fingerprint, load_beir
     from eval.retrieval import ingest_beir_corpus
     from finetune import negatives, train
     from rag_app.config import load_settings
     from rag_app.embedder import Embedder
+    from rag_app.ir.beir import fingerprint, load_beir
 
     settings = load_settings(workspace=args.workspace)
     dataset = load_beir(args.dataset, split="test", on_duplicate_query="disambiguate")

@@ -1,1 +1,1 @@
-"""Evaluation harness: IR metrics, paired significance tests and BEIR-layout datasets."""
+"""Evaluation harness: retrieval and answer-level evaluation, reports and the demo."""

@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eval.datasets import BeirDataset
 from eval.grounding import PROXY_LIMITS, THRESHOLDS, AnswerScores, GroundingScorer, llm_judge
 from eval.retrieval import _pairs, _slug, prepare_run
-from eval.stats import compare
+from rag_app.ir.beir import BeirDataset
+from rag_app.ir.stats import compare
 
 log = logging.getLogger(__name__)
 

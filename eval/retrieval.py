@@ -49,9 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from eval.datasets import BeirDataset, fingerprint, load_beir
-from eval.metrics import evaluate
-from eval.stats import compare
+from rag_app.ir.beir import BeirDataset, fingerprint, load_beir
+from rag_app.ir.metrics import evaluate
+from rag_app.ir.stats import compare
 
 log = logging.getLogger(__name__)
 

@@ -54,6 +54,7 @@ from finetune.train import (
 )
 from rag_app import query_adapter
 from rag_app.config import Settings
+from rag_app.ir.stats import paired_bootstrap
 from rag_app.models import weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -102,17 +103,6 @@ def ranking_metrics(q: np.ndarray, docs: np.ndarray, relevant: Sequence[set[int]
     if len(relevant) == 0:
         return {}
     return {key: float(v.mean()) for key, v in per_query_metrics(q, docs, relevant, k).items()}
-
-
-def paired_interval(diff: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of mean(diff) over queries (as eval.stats does;
-    finetune may not import eval)."""
-    if diff.size == 0:
-        return 0.0, 0.0
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return float(low), float(high)
 
 
 def passage_vectors(settings: Settings, base, passages: Passages, *, progress: bool) -> np.ndarray:
@@ -405,9 +395,10 @@ def train_adapter(
         best: tuple[float, str, TrainData, _Fit, Scored] | None = None
         for name_r, sub in candidates:
             fitted, val_r = fit(sub)
-            diff = score(fitted.state, guard)[SELECT_METRIC] - base_ndcg
-            low, high = paired_interval(diff, seed=settings.seed)
-            mean = float(diff.mean())
+            interval = paired_bootstrap(
+                base_ndcg, score(fitted.state, guard)[SELECT_METRIC], seed=settings.seed
+            )
+            low, high, mean = interval.ci_low, interval.ci_high, interval.mean_diff
             tried.append(
                 {
                     "recipe": name_r,

@@ -14,7 +14,6 @@ of the labelled training data kept out of training) when there are enough
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from finetune.split import Pair
 from rag_app import chunkstore
 from rag_app.config import Settings
 from rag_app.fusion import FusionChoice, Measured, fuse, model_key, record_choice
+from rag_app.ir.metrics import ndcg_at_k
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,6 @@ CHOICES = (
     FusionChoice("rrf"),
     *(FusionChoice("weighted", w) for w in WEIGHTS),
 )
-
-
-def binary_ndcg(ranking: Sequence[str], relevant: set[str], k: int = 10) -> float:
-    """nDCG@k with gain 1 for every relevant id (the guard and synthetic pairs are binary)."""
-    dcg = sum(1.0 / math.log2(i + 2) for i, cid in enumerate(ranking[:k]) if cid in relevant)
-    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), k)))
-    return dcg / ideal if ideal else 0.0
 
 
 def choose(ndcg: dict[str, float], rrf_k: int = 60) -> FusionChoice:
@@ -85,7 +78,8 @@ def measure(settings: Settings, model: str, pairs: Sequence[Pair], source: str) 
         lexical = [(h.chunk.id, h.scores["bm25"]) for h in bm25.retrieve(query, n)]
         vectors = [(h.chunk.id, h.scores["dense"]) for h in dense.retrieve(query, n)]
         for choice in CHOICES:
-            totals[choice.key] += binary_ndcg(fuse(lexical, vectors, choice, 10), relevant)
+            ranking = fuse(lexical, vectors, choice, 10)
+            totals[choice.key] += ndcg_at_k(dict.fromkeys(relevant, 1), ranking, 10)
     means = {key: round(total / len(questions), 4) for key, total in totals.items()}
     return Measured(
         choose(means, settings.retrieval.rrf_k),

@@ -160,41 +160,30 @@ def _resolver(passages: Passages, chunks: Sequence[Chunk]):
 
 
 def _load_beir(path: Path, passages: Passages, chunks: Sequence[Chunk], split: str) -> list[Pair]:
-    corpus_file = path / "corpus.jsonl"
-    if corpus_file.is_file():
-        with corpus_file.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    row = json.loads(line)
-                    if str(row["_id"]) in passages:  # already a workspace chunk: keep it
-                        continue
-                    title = row.get("title") or ""
-                    text = f"{title}\n{row['text']}" if title else row["text"]
-                    passages.add(str(row["_id"]), text, str(row["_id"]))
-    queries: dict[str, str] = {}
-    with (path / "queries.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                queries[str(row["_id"])] = row["text"]
-    qrels_file = path / "qrels" / f"{split}.tsv"
-    if not qrels_file.is_file():
-        raise FileNotFoundError(f"{qrels_file} not found (finetune.train_data_split={split!r})")
+    """Pairs of one qrels split, read as the eval reads it (`rag_app.ir.beir.load_beir`,
+    reused query ids disambiguated), so training, guard and eval agree on every question."""
+    from rag_app.ir.beir import load_beir
+
+    try:
+        dataset = load_beir(path, split=split, on_duplicate_query="disambiguate")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc} (finetune.train_data_split={split!r})") from exc
+    for doc_id, row in dataset.corpus.items():
+        if doc_id in passages:  # already a workspace chunk: keep it
+            continue
+        title = row.get("title") or ""
+        passages.add(doc_id, f"{title}\n{row['text']}" if title else row["text"], doc_id)
     resolve = _resolver(passages, chunks)
+    qrels_file = path / "qrels" / f"{split}.tsv"
     pairs = []
-    with qrels_file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) < 2 or parts[0] == "query-id":
+    for qid, judged in dataset.qrels.items():
+        for cid, grade in judged.items():
+            if grade <= 0:
                 continue
-            qid, cid = parts[0], parts[1]
-            score = int(parts[2]) if len(parts) > 2 and parts[2].strip() else 1
-            if score <= 0 or qid not in queries:
-                continue
-            found = resolve(queries[qid], cid)
+            found = resolve(dataset.queries[qid], cid)
             if found is None:
-                raise ValueError(f"{qrels_file}:{number}: unknown corpus id {cid!r}")
-            pairs.append(Pair(queries[qid], found[0], found[1], "labelled"))
+                raise ValueError(f"{qrels_file}: unknown corpus id {cid!r} (query {qid!r})")
+            pairs.append(Pair(dataset.queries[qid], found[0], found[1], "labelled"))
     return pairs
 
 

@@ -324,42 +324,33 @@ def labelled_pairs_for_guard(
     if any(Path(p).resolve() == path.resolve() for p in settings.finetune.train_data):
         log.warning("labelled guardrail %s is also training data: not used as a guardrail", path)
         return [], None
-    try:
-        queries = {
-            str(r["_id"]): r["text"]
-            for r in map(json.loads, (path / "queries.jsonl").read_text().splitlines())
-            if r
-        }
-        qrels_dir = path / "qrels"
-        split_file = next(
-            (qrels_dir / f"{s}.tsv" for s in ("test", "dev") if (qrels_dir / f"{s}.tsv").is_file()),
-            None,
-        )
-        if split_file is None:
-            return [], None
-        by_doc: dict[str, list[str]] = defaultdict(list)
-        for chunk in chunks:
-            by_doc[chunk.doc_id].append(chunk.id)
-        pairs: list[Pair] = []
-        missing = 0
-        for line in split_file.read_text(encoding="utf-8").splitlines():
-            parts = line.split("\t")
-            if len(parts) < 2 or parts[0] == "query-id" or parts[0] not in queries:
+    from rag_app.ir.beir import DatasetError, available_splits, load_beir
+
+    split = next((s for s in ("test", "dev") if s in available_splits(path)), None)
+    if split is None:
+        return [], None
+    try:  # read as the eval reads it: reused query ids disambiguated, never merged
+        dataset = load_beir(path, split=split, on_duplicate_query="disambiguate")
+    except (OSError, DatasetError) as exc:
+        log.warning("labelled guardrail %s unreadable (%s); skipped", path, exc)
+        return [], None
+    by_doc: dict[str, list[str]] = defaultdict(list)
+    for chunk in chunks:
+        by_doc[chunk.doc_id].append(chunk.id)
+    pairs: list[Pair] = []
+    missing = 0
+    for qid, judged in dataset.qrels.items():
+        for cid, grade in judged.items():
+            if grade <= 0:
                 continue
-            if len(parts) > 2 and parts[2].strip() and int(parts[2]) <= 0:
-                continue
-            cid = parts[1]
             ids = [cid] if cid in passages else by_doc.get(cid, [])
             if not ids:
                 missing += 1
             for pid in ids:
-                pairs.append(Pair(queries[parts[0]], pid, passages.doc[pid], "labelled"))
-        if missing:
-            log.warning("labelled guardrail: %d qrels name passages not in this workspace", missing)
-        return pairs, path
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("labelled guardrail %s unreadable (%s); skipped", path, exc)
-        return [], None
+                pairs.append(Pair(dataset.queries[qid], pid, passages.doc[pid], "labelled"))
+    if missing:
+        log.warning("labelled guardrail: %d qrels name passages not in this workspace", missing)
+    return pairs, path
 
 
 def _scores(evaluator, model, prefix: str) -> dict[str, float]:

@@ -132,7 +132,7 @@ def test_eval_set_passes_its_checks():
 
 
 def test_eval_set_loads_with_the_harness():
-    from eval.datasets import load_beir
+    from rag_app.ir.beir import load_beir
 
     dataset = load_beir(CORPUS / "eval")
     assert len(dataset.queries) >= 80

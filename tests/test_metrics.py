@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from eval import metrics
-from eval.metrics import evaluate, parse_metric, ranked_list
+from rag_app.ir import metrics
+from rag_app.ir.metrics import evaluate, parse_metric, ranked_list
 
 # ranx (numba) warns about a hash cast inside its own code
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

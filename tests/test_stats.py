@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.stats import compare, paired_bootstrap, randomization_test
+from rag_app.ir.stats import compare, paired_bootstrap, randomization_test
 
 
 def test_bootstrap_ci_covers_the_true_difference():

@@ -271,3 +271,37 @@ def test_merge_weights_interpolates_floating_tensors():
     assert torch.allclose(tuned.weight, torch.full((2, 2), 2.5))
     assert torch.allclose(tuned.bias, torch.full((2,), -1.5))
     assert torch.allclose(base.weight, torch.full((2, 2), 3.0))  # the base is untouched
+
+
+def test_guard_training_data_and_eval_read_reused_query_ids_the_same_way(
+    tmp_path, settings_factory
+):
+    """Issue 20: a query id written twice (medquad-small reuses 564) is two questions for
+    the eval; the guard used to keep only the last and the training data merged their qrels."""
+    from rag_app.ir.beir import load_beir
+
+    folder = tmp_path / "reused"
+    (folder / "qrels").mkdir(parents=True)
+    corpus = [
+        {"_id": "p1", "title": "Asthma", "text": "Inhaled bronchodilators relieve an attack."},
+        {"_id": "p2", "title": "Anemia", "text": "Iron supplements treat iron deficiency."},
+    ]
+    queries = [
+        {"_id": "q1", "text": "What treats asthma attacks?", "metadata": {"focus": "Asthma"}},
+        {"_id": "q1", "text": "What treats anemia?", "metadata": {"focus": "Anemia"}},
+    ]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tp1\t1\nq1\tp2\t1\n")
+    chunks = [Chunk(r["_id"], r["_id"], r["text"], title=r["title"]) for r in corpus]
+    passages = Passages.from_chunks(chunks)
+
+    evaluated = load_beir(folder, split="test", on_duplicate_query="disambiguate")
+    expected = {(evaluated.queries[q], p) for q, judged in evaluated.qrels.items() for p in judged}
+    assert expected == {("What treats asthma attacks?", "p1"), ("What treats anemia?", "p2")}
+
+    settings = settings_factory(finetune={"labelled_eval": str(folder)})
+    guard, _ = train.labelled_pairs_for_guard(settings, chunks, passages)
+    assert {(p.query, p.passage_id) for p in guard} == expected
+    trained = load_labelled(folder, passages, chunks, split="test")
+    assert {(p.query, p.passage_id) for p in trained} == expected

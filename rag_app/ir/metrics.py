@@ -300,7 +300,7 @@ class EvalResult:
 
     ``mean[metric]`` is the mean over the ``n_queries`` evaluated queries (qrels queries with a
     relevant doc, including ``missing_queries``, which score 0). ``per_query[qid][metric]`` keeps
-    every evaluated query, for paired significance tests (see ``eval.stats``).
+    every evaluated query, for paired significance tests (see ``rag_app.ir.stats``).
     """
 
     mean: dict[str, float]
@@ -312,7 +312,7 @@ class EvalResult:
     missing_queries: list[str] = field(default_factory=list)
 
     def metric(self, name: str) -> dict[str, float]:
-        """Per-query scores of one metric, ``{qid: score}`` (input to ``eval.stats.compare``)."""
+        """Per-query scores of one metric, ``{qid: score}`` (input to ``rag_app.ir.stats.compare``)."""
         canonical = parse_metric(name).name
         if canonical not in self.mean:
             raise KeyError(f"metric {canonical!r} was not computed; have {list(self.mean)}")

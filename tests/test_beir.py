@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.datasets import (
+from rag_app.ir.beir import (
     BeirDataset,
     DatasetError,
     available_splits,
