@@ -102,10 +102,10 @@ def _with_finetune(settings: Any, **update: Any) -> Any:
 
 
 def _newest_embedder(settings: Any) -> str | None:
-    from rag_app.registry import list_runs
+    from rag_app.registry import latest
 
-    runs = list_runs(settings, kind="embedder")
-    return str(runs[-1].path) if runs else None
+    run = latest(settings, "embedder")
+    return str(run.path) if run is not None else None
 
 
 DEMO_USER = "demo (played from corpus/eval)"

@@ -256,10 +256,8 @@ def _reranker_spec(settings: Any) -> str | None:
     spec = settings.models.reranker
     if spec and spec.strip().lower() != "auto":
         return spec
-    try:
-        from rag_app.rerank import find_trained_reranker
-    except ImportError:
-        return None
+    from rag_app.rerank import find_trained_reranker
+
     found = find_trained_reranker(settings)
     return str(found) if found else None
 
@@ -403,59 +401,12 @@ def _names_chunks(settings: Any, qrels: dict[str, dict[str, int]]) -> bool:
 
 
 # --- models -----------------------------------------------------------------------------------
-def _run_records(models_dir: Path) -> list[tuple[str, float, Path, dict]]:
-    out = []
-    if not models_dir.is_dir():
-        return out
-    for run_json in models_dir.glob("*/run.json"):
-        try:
-            record = json.loads(run_json.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
-        if not isinstance(record, dict):
-            continue
-        stamp = str(record.get("created") or record.get("created_at") or "")
-        out.append((stamp, run_json.stat().st_mtime, run_json.parent, record))
-    return out
-
-
 def find_finetuned(settings: Any) -> Path | None:
-    """The newest fine-tuned embedder in the workspace (finetune's registry when present)."""
-    try:
-        from finetune import registry  # type: ignore[attr-defined]
+    """The newest usable fine-tuned embedder in the workspace (`rag_app.registry.latest`)."""
+    from rag_app.registry import latest
 
-        for name in ("latest_embedder", "latest", "find_latest"):
-            getter = getattr(registry, name, None)
-            if callable(getter):
-                try:
-                    found = getter(settings)
-                except TypeError:
-                    continue
-                if found is None:
-                    return None
-                path = getattr(found, "path", found)
-                return Path(path)
-    except ImportError:
-        pass
-    try:
-        from rag_app.registry import list_runs  # type: ignore[import-not-found]
-
-        runs = [r for r in list_runs(settings, kind="embedder") if _is_model_dir(r.path)]
-        if runs:
-            return Path(runs[-1].path)
-    except ImportError:
-        pass
-    candidates = [
-        (stamp, mtime, path)
-        for stamp, mtime, path, record in _run_records(Path(settings.models_dir))
-        if record.get("kind", "embedder") != "reranker" and _is_model_dir(path)
-    ]
-    return max(candidates)[2] if candidates else None
-
-
-def _is_model_dir(path: Path) -> bool:
-    """A full sentence-transformers model, or a query adapter on one."""
-    return (path / "modules.json").is_file() or (path / "adapter.json").is_file()
+    run = latest(settings, "embedder")
+    return run.path if run is not None else None
 
 
 def _run_json(model_dir: Path | None) -> dict[str, Any]:

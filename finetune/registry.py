@@ -28,13 +28,11 @@ from typing import Any
 
 from rag_app.config import Settings
 from rag_app.fsutil import atomic_write_json
-from rag_app.registry import Run, find_run, list_runs
+from rag_app.registry import Run, find_run, latest, list_runs
 
 __all__ = [
     "Run",
     "latest",
-    "latest_embedder",
-    "latest_reranker",
     "list_runs",
     "new_run_name",
     "resolve_run",
@@ -99,20 +97,6 @@ def write_record(folder: Path, record: dict[str, Any]) -> None:
     record.setdefault("created", now_iso())
     record.setdefault("run_id", record.get("name"))
     atomic_write_json(Path(folder) / RUN_FILE, record)
-
-
-def latest(settings: Settings, kind: str | None = None) -> Run | None:
-    runs = list_runs(settings, kind=kind)
-    return runs[-1] if runs else None
-
-
-def latest_embedder(settings: Settings) -> Run | None:
-    """The newest fine-tuned embedder (None when there is none)."""
-    return latest(settings, "embedder")
-
-
-def latest_reranker(settings: Settings) -> Run | None:
-    return latest(settings, "reranker")
 
 
 def resolve_run(settings: Settings, name: str, kind: str | None = None) -> Run:

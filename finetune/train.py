@@ -712,7 +712,7 @@ def _cross_encoder(settings: Settings, device: str):
     if not spec:
         return None
     if spec.strip().lower() == "auto":
-        run = registry.latest_reranker(settings)
+        run = registry.latest(settings, "reranker")
         if run is None:
             log.warning("negatives_cross_encoder=auto but no trained reranker; not used")
             return None

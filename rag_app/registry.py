@@ -67,6 +67,28 @@ def list_runs(settings: Settings, kind: str | None = None) -> list[Run]:
     return sorted(runs, key=lambda r: (r.created, r.name))
 
 
+def is_usable(run: Run) -> bool:
+    """Whether "auto" / "latest" may pick `run`: a loadable model folder, and for a
+    reranker one that beat no reranking on its validation (auto must never make results
+    worse; a user can still name any run by its path)."""
+    if run.kind == "reranker":
+        return run.record.get("beats_no_rerank") is not False
+    return (run.path / "modules.json").is_file() or (run.path / "adapter.json").is_file()
+
+
+def latest(settings: Settings, kind: str | None = None, *, usable: bool = True) -> Run | None:
+    """The newest run (of `kind`); with `usable`, the newest that `is_usable` accepts.
+
+    The one definition of "the newest run" for every "auto" and "latest" in the product:
+    `models.reranker = "auto"`, `finetune.negatives_cross_encoder = "auto"`, the eval's
+    fine-tuned default and the demo all ask here, so they cannot disagree.
+    """
+    runs = list_runs(settings, kind=kind)
+    if usable:
+        runs = [r for r in runs if is_usable(r)]
+    return runs[-1] if runs else None
+
+
 def find_run(settings: Settings, name: str) -> Run:
     """The run called `name`; KeyError listing the available runs otherwise."""
     runs = list_runs(settings)

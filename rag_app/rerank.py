@@ -180,28 +180,13 @@ def _run_record(path: Path) -> dict:
 
 
 def find_trained_reranker(settings: Settings) -> Path | None:
-    """The newest `models_dir/<run>/` whose run.json has `"kind": "reranker"`.
+    """The newest usable reranker run (`rag_app.registry.latest`): runs recorded as not
+    beating the unreranked order (`"beats_no_rerank": false`) are skipped, so 'auto' never
+    makes results worse. A path in `models.reranker` still uses such a run when asked."""
+    from rag_app.registry import latest
 
-    Runs recorded as not beating the unreranked order (`"beats_no_rerank": false`) are
-    skipped: 'auto' should never make results worse. A path in `models.reranker` still
-    uses such a run when the user asks for it.
-    """
-    root = settings.models_dir
-    if not root.is_dir():
-        return None
-    runs = []
-    for run_json in root.glob("*/run.json"):
-        record = _run_record(run_json.parent)
-        if record.get("kind") == "reranker":
-            if record.get("beats_no_rerank") is False:
-                # trained, but it ranked validation queries worse than no reranking at all
-                log.info("skipping reranker %s: it did not beat no-rerank", run_json.parent)
-                continue
-            stamp = str(record.get("created") or record.get("created_at") or "")
-            runs.append((stamp, run_json.stat().st_mtime, run_json.parent))
-    if not runs:
-        return None
-    return max(runs)[2]
+    run = latest(settings, "reranker")
+    return run.path if run is not None else None
 
 
 def load_reranker(settings: Settings) -> tuple[Reranker | None, str]:
