@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(args.replot.with_suffix(""), json.loads(args.replot.read_text())["points"])
         return 0
 
-    from eval.retrieval import ingest_beir_corpus
+    from eval.sets import ingest_beir_corpus
     from finetune import synth
     from rag_app import index
     from rag_app.config import load_settings

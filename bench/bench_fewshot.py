@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from eval.feedback_play import play_feedback
-    from eval.retrieval import ingest_beir_corpus
+    from eval.sets import ingest_beir_corpus
     from finetune import adapter, synth, train
     from rag_app import index
     from rag_app.config import load_settings

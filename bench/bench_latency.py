@@ -50,7 +50,7 @@ def main() -> None:
 
     import torch
 
-    from eval.retrieval import ingest_beir_corpus
+    from eval.sets import ingest_beir_corpus
     from rag_app import index
     from rag_app.config import load_settings
     from rag_app.ir.beir import fingerprint, load_beir

@@ -135,7 +135,7 @@ def _medquad_rows() -> tuple[list[dict], dict[str, dict], dict[str, dict[str, in
 
 def medquad_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
     """One MedQuAD source as a one-passage-a-chunk workspace."""
-    from eval.retrieval import ingest_beir_corpus
+    from eval.sets import ingest_beir_corpus
     from rag_app.ir.beir import fingerprint, load_beir
 
     passages, queries, qrels = _medquad_rows()

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from _common import percentile
     from bench_latency import time_queries
 
-    from eval.retrieval import ingest_beir_corpus
+    from eval.sets import ingest_beir_corpus
     from rag_app import index
     from rag_app.config import load_settings
     from rag_app.ir.beir import fingerprint, load_beir

@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
 
-    from eval.retrieval import ingest_beir_corpus
+    from eval.sets import ingest_beir_corpus
     from rag_app import index
     from rag_app.config import load_settings
     from rag_app.ir.beir import fingerprint, load_beir

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="alternating bare / ours runs")
     args = parser.parse_args(argv)
 
-    from eval.retrieval import ingest_beir_corpus
+    from eval.sets import ingest_beir_corpus
     from finetune import negatives, train
     from rag_app.config import load_settings
     from rag_app.embedder import Embedder

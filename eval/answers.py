@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from eval.grounding import PROXY_LIMITS, THRESHOLDS, AnswerScores, GroundingScorer, llm_judge
-from eval.retrieval import _pairs, _slug, prepare_run
+from eval.results import slug
+from eval.retrieval import config_pairs, prepare_run
 from rag_app.ir.beir import BeirDataset
 from rag_app.ir.stats import compare
 
@@ -245,7 +246,7 @@ def run_answer_eval(
         )
 
     comparisons: list[dict[str, Any]] = []
-    for base_name, cand_name in _pairs(list(per_config)):
+    for base_name, cand_name in config_pairs(list(per_config)):
         a, b = per_config[base_name], per_config[cand_name]
         for metric in ANSWER_METRICS:
             shared = [q for q in a if metric in a[q] and q in b and metric in b[q]]
@@ -287,7 +288,7 @@ def run_answer_eval(
         },
     )
     if save:
-        target = out_dir or Path(settings.eval_dir) / "answers" / _slug(
+        target = out_dir or Path(settings.eval_dir) / "answers" / slug(
             f"{eval_set.name}-{eval_set.split}"
         )
         result.save(target)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.retrieval import PRIMARY_METRIC, load_results
+from eval.results import PRIMARY_METRIC, load_results
 
 PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
 GROUP_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]

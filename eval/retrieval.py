@@ -35,21 +35,30 @@ compared pair and query: entered, left, score change).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
-import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rag_app.ir.beir import BeirDataset, fingerprint, load_beir
+from eval.embedding_map import labels_for, pca_map
+from eval.leak import TrainingOverlapError, find_finetuned, run_record, training_queries
+from eval.results import (
+    PRIMARY_METRIC,
+    ConfigResult,
+    RetrievalEvalResult,
+    config_scores,
+    load_results,
+    slug,
+    summary_lines,
+)
+from eval.sets import EvalSet, ingest_beir_corpus, load_eval_set, norm_query, reranker_spec
+from rag_app.ir.beir import BeirDataset
 from rag_app.ir.metrics import evaluate
 from rag_app.ir.stats import compare
 
@@ -64,12 +73,7 @@ ALL_CONFIGS = (
     "dense-finetuned+rerank",
     *RERANK_CONFIGS,
 )
-PRIMARY_METRIC = "ndcg@10"
 _CONFIG_RE = re.compile(r"^(bm25|dense|hybrid)(?:-(base|finetuned))?(\+rerank)?$")
-
-
-class TrainingOverlapError(RuntimeError):
-    """The eval set shares queries with the fine-tuned model's training data."""
 
 
 def metric_names(k: int) -> tuple[str, ...]:
@@ -104,489 +108,6 @@ def parse_config(name: str) -> ConfigSpec:
     return ConfigSpec(name.strip().lower(), mode, model, bool(rerank))
 
 
-# --- eval sets --------------------------------------------------------------------------------
-@dataclass
-class EvalSet:
-    """Queries + qrels to score, and where the retrievers for them live."""
-
-    name: str
-    split: str
-    source: str  # "synthetic-val", "corpus-eval" or "beir"
-    granularity: str  # "chunk" or "doc"
-    queries: dict[str, str]
-    qrels: dict[str, dict[str, int]]
-    settings: Any  # the Settings whose workspace holds the chunks and indexes
-    path: str | None = None
-    fingerprint: str | None = None
-    references: dict[str, str] = field(default_factory=dict)
-    reference_kind: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "split": self.split,
-            "source": self.source,
-            "granularity": self.granularity,
-            "path": self.path,
-            "fingerprint": self.fingerprint,
-            "n_queries": len(self.queries),
-            "n_qrels": sum(len(v) for v in self.qrels.values()),
-            "workspace": str(self.settings.workspace),
-            "reference_kind": self.reference_kind,
-        }
-
-
-def _norm_query(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
-
-def _iter_jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if line:
-                obj = json.loads(line)
-                if isinstance(obj, dict):
-                    yield obj
-
-
-_QUERY_KEYS = ("query", "question", "anchor", "text")
-_POSITIVE_KEYS = ("chunk_id", "positive_id", "pos_id", "doc_id", "corpus_id", "chunk")
-
-
-def _synth_file(settings: Any, names: Sequence[str]) -> Path | None:
-    root = Path(settings.synth_dir)
-    for name in names:
-        for candidate in (root / f"{name}.jsonl", root / name / "queries.jsonl"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def _synth_records(path: Path) -> list[tuple[str, str]]:
-    """(query text, positive chunk id) pairs from a synth split file."""
-    out = []
-    for obj in _iter_jsonl(path):
-        query = next((obj[k] for k in _QUERY_KEYS if isinstance(obj.get(k), str)), None)
-        positive = next((obj[k] for k in _POSITIVE_KEYS if obj.get(k)), None)
-        if isinstance(positive, dict):
-            positive = positive.get("id")
-        if query and isinstance(positive, str):
-            out.append((query, positive))
-    return out
-
-
-def _load_synthetic_val(settings: Any) -> EvalSet | None:
-    """The finetune stage's held-out validation split, if it wrote one."""
-    try:  # the finetune package knows its own format best
-        from finetune import synth as synth_module  # type: ignore[attr-defined]
-
-        loader = getattr(synth_module, "load_split", None)
-    except ImportError:
-        loader = None
-    records: list[tuple[str, str]] = []
-    path = _synth_file(settings, ("val", "validation", "dev"))
-    if loader is not None:
-        try:
-            for item in loader(settings, "val"):
-                query = getattr(item, "query", None) or (
-                    item.get("query") if isinstance(item, dict) else None
-                )
-                positive = getattr(item, "chunk_id", None) or (
-                    item.get("chunk_id") if isinstance(item, dict) else None
-                )
-                if query and positive:
-                    records.append((query, positive))
-        except Exception as exc:  # fall back to reading the file ourselves
-            log.debug("finetune.synth.load_split failed: %s", exc)
-            records = []
-    if not records and path is not None:
-        records = _synth_records(path)
-    if not records:
-        return None
-    queries: dict[str, str] = {}
-    qrels: dict[str, dict[str, int]] = {}
-    seen: dict[str, str] = {}
-    for i, (query, chunk_id) in enumerate(records):
-        key = _norm_query(query)
-        qid = seen.get(key)
-        if qid is None:  # the same query written for two chunks: both are relevant
-            qid = f"synth-val-{i:05d}"
-            seen[key] = qid
-            queries[qid] = query
-        qrels.setdefault(qid, {})[chunk_id] = 1
-    return EvalSet(
-        name="synthetic-val",
-        split="val",
-        source="synthetic-val",
-        granularity="chunk",
-        queries=queries,
-        qrels=qrels,
-        settings=settings,
-        path=str(path) if path else str(settings.synth_dir),
-        fingerprint=_file_hash(path) if path else None,
-    )
-
-
-def _file_hash(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _namespace_settings(settings: Any, dataset: BeirDataset, digest: str) -> Any:
-    """Settings whose workspace is the dataset's own namespace under the eval folder."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset.name).strip("-") or "dataset"
-    workspace = Path(settings.eval_dir) / "beir" / f"{slug}-{digest[:12]}"
-    reranker = _reranker_spec(settings)
-    return settings.model_copy(
-        update={
-            "workspace": workspace,
-            "models": settings.models.model_copy(update={"reranker": reranker}),
-            # a shared Chroma server would mix this namespace with the user's collections
-            "retrieval": settings.retrieval.model_copy(update={"chroma_url": None}),
-        }
-    )
-
-
-def _reranker_spec(settings: Any) -> str | None:
-    """The reranker to evaluate: ``models.reranker``, or the newest trained one when that is
-    unset or "auto" (found in the user's workspace, never in an eval namespace)."""
-    spec = settings.models.reranker
-    if spec and spec.strip().lower() != "auto":
-        return spec
-    from rag_app.rerank import find_trained_reranker
-
-    found = find_trained_reranker(settings)
-    return str(found) if found else None
-
-
-def _scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool) and v != ""
-    }
-
-
-def ingest_beir_corpus(settings: Any, dataset: BeirDataset, digest: str) -> Any:
-    """Write the dataset's passages as chunks of their namespace; returns its Settings.
-
-    One chunk per passage (chunk id = doc id = passage id), so chunk hits are passage hits.
-    Rewritten only when the dataset's fingerprint changed.
-    """
-    from rag_app import chunkstore
-    from rag_app.types import Chunk
-
-    ns = _namespace_settings(settings, dataset, digest)
-    manifest = None
-    try:
-        manifest = chunkstore.load_manifest(ns.manifest_path)
-    except chunkstore.CorruptWorkspaceError:
-        manifest = None
-    if manifest and manifest.get("beir_fingerprint") == digest and ns.chunks_path.is_file():
-        return ns
-    chunks = [
-        Chunk(
-            id=doc_id,
-            doc_id=doc_id,
-            text=doc["text"],
-            title=doc.get("title") or "",
-            end_char=len(doc["text"]),
-            metadata=_scalar_metadata(doc.get("metadata") or {}),
-        )
-        for doc_id, doc in dataset.corpus.items()
-    ]
-    ns.workspace.mkdir(parents=True, exist_ok=True)
-    chunkstore.save(
-        ns.chunks_path,
-        ns.manifest_path,
-        chunks,
-        {
-            "source": "beir",
-            "dataset": dataset.name,
-            "dataset_path": str(dataset.path),
-            "beir_fingerprint": digest,
-            "files": {},
-        },
-    )
-    return ns
-
-
-def _references_from(dataset: BeirDataset) -> tuple[dict[str, str], str]:
-    """Reference answers: query metadata ``answer``/``reference``, else the top relevant passage."""
-    refs: dict[str, str] = {}
-    for qid, meta in dataset.query_metadata.items():
-        value = meta.get("answer") or meta.get("reference")
-        if isinstance(value, str) and value.strip():
-            refs[qid] = value
-    if refs:
-        return refs, "query metadata 'answer'"
-    if dataset.corpus:
-        for qid, docs in dataset.qrels.items():
-            best = max(docs.items(), key=lambda item: (item[1], item[0]), default=None)
-            if best and best[1] > 0 and best[0] in dataset.corpus:
-                refs[qid] = dataset.corpus[best[0]]["text"]
-        return refs, "text of the top-graded relevant passage"
-    return {}, ""
-
-
-def load_eval_set(
-    settings: Any, dataset: str | Path | BeirDataset | None = None, split: str = "test"
-) -> EvalSet:
-    """Resolve ``dataset`` (see the module docstring) into an EvalSet."""
-    if dataset is None:
-        synthetic = _load_synthetic_val(settings)
-        if synthetic is not None:
-            return synthetic
-        shipped = Path(settings.corpus) / "eval"
-        if (shipped / "queries.jsonl").is_file():
-            dataset = shipped
-        else:
-            raise FileNotFoundError(
-                f"nothing to evaluate on: no synthetic validation split in {settings.synth_dir} "
-                f"(run `rag-app finetune`) and no {shipped}/queries.jsonl; or pass a BEIR dataset"
-            )
-    ds = (
-        dataset
-        if isinstance(dataset, BeirDataset)
-        else load_beir(Path(dataset), split=split, on_duplicate_query="disambiguate")
-    )
-    notes = []
-    if ds.repaired:
-        split_n = sum(1 for v in ds.repaired.values() if v.startswith("split"))
-        notes.append(
-            f"{len(ds.repaired)} query ids of {ds.name} are reused for different questions: "
-            f"{split_n} split by focus/title into separate queries, "
-            f"{len(ds.repaired) - split_n} dropped as ambiguous"
-        )
-    digest = fingerprint(ds.path) if ds.path is not None else None
-    refs, ref_kind = _references_from(ds)
-    # A dataset with its own passages is indexed in its own namespace and judged per
-    # passage (chunk); one without (the shipped corpus/eval) is judged per document.
-    with_corpus = ds.has_corpus
-    granularity = "chunk" if with_corpus or _names_chunks(settings, ds.qrels) else "doc"
-    return EvalSet(
-        name=ds.name,
-        split=ds.split,
-        source="beir" if with_corpus else "corpus-eval",
-        granularity=granularity,
-        queries=dict(ds.queries),
-        qrels=dict(ds.qrels),
-        settings=(
-            ingest_beir_corpus(settings, ds, digest or "nofingerprint") if with_corpus else settings
-        ),
-        path=str(ds.path),
-        fingerprint=digest,
-        references=refs,
-        reference_kind=ref_kind,
-        notes=notes,
-    )
-
-
-def _names_chunks(settings: Any, qrels: dict[str, dict[str, int]]) -> bool:
-    """Whether a corpus-less dataset judges the workspace's *chunks* (every judged id is a
-    chunk id, none a document path), as `rag-app feedback export` writes it."""
-    judged = {d for docs in qrels.values() for d in docs}
-    if not judged:
-        return False
-    try:
-        from rag_app import chunkstore
-
-        chunks = chunkstore.load_chunks(settings.chunks_path, settings.manifest_path)
-    except Exception:  # not ingested: the doc-level path reports it
-        return False
-    ids = {c.id for c in chunks}
-    docs = {c.doc_id for c in chunks}
-    return judged <= ids and not judged & docs
-
-
-# --- models -----------------------------------------------------------------------------------
-def find_finetuned(settings: Any) -> Path | None:
-    """The newest usable fine-tuned embedder in the workspace (`rag_app.registry.latest`)."""
-    from rag_app.registry import latest
-
-    run = latest(settings, "embedder")
-    return run.path if run is not None else None
-
-
-def _run_json(model_dir: Path | None) -> dict[str, Any]:
-    if model_dir is None:
-        return {}
-    path = Path(model_dir) / "run.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def training_queries(settings: Any, model_dir: Path | None) -> tuple[set[str], list[str]]:
-    """Normalised texts of the queries the fine-tuned model (or the workspace) trained on.
-
-    Sources: the workspace synth train split, files named by the run's ``run.json`` under keys
-    containing "train" (JSONL with a query field, or a BEIR qrels TSV next to its
-    queries.jsonl), and inline query lists in ``run.json``. Returns (texts, sources read).
-    """
-    texts: set[str] = set()
-    sources: list[str] = []
-    train = _synth_file(settings, ("train",))
-    if train is not None:
-        texts.update(_norm_query(q) for q, _ in _synth_records(train))
-        sources.append(str(train))
-    record = _run_json(model_dir)
-
-    def visit(key: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                visit(f"{key}.{k}", v)
-        elif isinstance(value, list) and "train" in key.lower():
-            for item in value:
-                if isinstance(item, str) and len(item.split()) > 1:
-                    texts.add(_norm_query(item))
-                else:
-                    visit(key, item)
-        elif isinstance(value, str) and "train" in key.lower():
-            path = Path(value)
-            if not path.is_absolute() and model_dir is not None:
-                for base in (Path(model_dir), Path(settings.workspace), Path.cwd()):
-                    if (base / path).exists():
-                        path = base / path
-                        break
-            if path.is_file() and path.suffix == ".jsonl" and str(path) not in sources:
-                texts.update(_norm_query(q) for q, _ in _synth_records(path))
-                for obj in _iter_jsonl(path):  # a queries file without positives
-                    for k in _QUERY_KEYS:
-                        if isinstance(obj.get(k), str):
-                            texts.add(_norm_query(obj[k]))
-                            break
-                sources.append(str(path))
-            elif path.is_file() and path.suffix == ".tsv" and str(path) not in sources:
-                # every text written under a trained query id, duplicates included: a guard
-                # should over-include rather than miss a training query
-                qids = {line.split("\t", 1)[0].strip() for line in path.open(encoding="utf-8")}
-                queries_file = path.parent.parent / "queries.jsonl"
-                if queries_file.is_file():
-                    for obj in _iter_jsonl(queries_file):
-                        if str(obj.get("_id")) in qids and isinstance(obj.get("text"), str):
-                            texts.add(_norm_query(obj["text"]))
-                    sources.append(str(path))
-
-    for key, value in record.items():
-        visit(key, value)
-    texts.discard("")
-    return texts, sources
-
-
-# --- results ----------------------------------------------------------------------------------
-@dataclass
-class ConfigResult:
-    name: str
-    description: str
-    model: str | None
-    mean: dict[str, float]
-    per_query: dict[str, dict[str, float]]
-    rankings: dict[str, list[str]]
-    seconds: float
-    latency_ms_p50: float
-    latency_ms_p95: float
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "model": self.model,
-            "mean": self.mean,
-            "seconds": round(self.seconds, 3),
-            "latency_ms_p50": round(self.latency_ms_p50, 2),
-            "latency_ms_p95": round(self.latency_ms_p95, 2),
-            "notes": self.notes,
-        }
-
-
-@dataclass
-class RetrievalEvalResult:
-    dataset: dict[str, Any]
-    k: int
-    metrics: tuple[str, ...]
-    configs: dict[str, ConfigResult]
-    comparisons: list[dict[str, Any]]
-    diffs: list[dict[str, Any]]
-    skipped_configs: dict[str, str]
-    models: dict[str, Any]
-    dropped_training_overlap: int
-    training_query_sources: list[str]
-    notes: list[str]
-    created: str
-    settings: dict[str, Any]
-    queries: dict[str, str]
-    qrels: dict[str, dict[str, int]]
-    labels: dict[str, str]
-    embedding_map: dict[str, Any] | None = None
-    out_dir: Path | None = None
-
-    def table(self) -> list[dict[str, Any]]:
-        """One row per configuration: name and mean of every metric."""
-        return [{"config": name, **res.mean} for name, res in self.configs.items()]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "retrieval",
-            "created": self.created,
-            "dataset": self.dataset,
-            "k": self.k,
-            "metrics": list(self.metrics),
-            "configs": {name: res.summary() for name, res in self.configs.items()},
-            "comparisons": self.comparisons,
-            "skipped_configs": self.skipped_configs,
-            "models": self.models,
-            "dropped_training_overlap": self.dropped_training_overlap,
-            "training_query_sources": self.training_query_sources,
-            "notes": self.notes,
-            "settings": self.settings,
-            "embedding_map": self.embedding_map,
-        }
-
-    def save(self, out_dir: str | Path) -> Path:
-        """Write results.json, per_query.jsonl and diff.jsonl under ``out_dir``."""
-        from rag_app.fsutil import atomic_write_text
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
-            out / "results.json", json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
-        )
-        rows = []
-        for name, res in self.configs.items():
-            for qid in res.per_query:
-                qrel = self.qrels.get(qid, {})
-                rows.append(
-                    {
-                        "config": name,
-                        "qid": qid,
-                        "query": self.queries.get(qid, ""),
-                        "scores": res.per_query[qid],
-                        "top": [[d, qrel.get(d, 0)] for d in res.rankings.get(qid, [])],
-                        "relevant": qrel,
-                    }
-                )
-        atomic_write_text(
-            out / "per_query.jsonl",
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-        )
-        atomic_write_text(
-            out / "diff.jsonl",
-            "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in self.diffs),
-        )
-        atomic_write_text(
-            out / "labels.json", json.dumps(self.labels, ensure_ascii=False, indent=0)
-        )
-        self.out_dir = out
-        return out
-
-
 # --- the run ------------------------------------------------------------------------------------
 def _percentile(values: Sequence[float], q: float) -> float:
     if not values:
@@ -607,7 +128,7 @@ def _rank_ids(hits: Sequence[Any], granularity: str, k: int) -> list[str]:
     return out
 
 
-def _pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+def config_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
     present = set(names)
     pairs = []
     for name in names:
@@ -652,96 +173,12 @@ def _diff(
     return rows
 
 
-def _labels(eval_set: EvalSet, ids: Iterable[str]) -> dict[str, str]:
-    """Short human labels for ids (passage title + start of text, or the doc path)."""
-    wanted = set(ids)
-    if eval_set.granularity == "doc":
-        return {i: i for i in wanted}
-    try:
-        from rag_app import chunkstore
-
-        chunks = chunkstore.load_chunks(
-            eval_set.settings.chunks_path, eval_set.settings.manifest_path
-        )
-    except Exception:
-        return {i: i for i in wanted}
-    out = {}
-    for chunk in chunks:
-        if chunk.id in wanted:
-            head = f"{chunk.title}: " if chunk.title else f"{chunk.doc_id}: "
-            text = " ".join(chunk.text.split())
-            out[chunk.id] = head + (text[:110] + "…" if len(text) > 110 else text)
-    for i in wanted - out.keys():
-        out[i] = i
-    return out
-
-
-def _embedding_map(
-    eval_set: EvalSet, models: Mapping[str, str], sample: int, seed: int
-) -> dict[str, Any] | None:
-    """2-D PCA of a sample of chunk vectors under each model, with clumping statistics.
-
-    ``mean_cos`` is the mean pairwise cosine similarity of the sample (anisotropy: a model
-    that clumps everything together has a high value); ``mean_nn_cos`` the mean similarity to
-    each point's nearest neighbour.
-    """
-    try:
-        from rag_app import chunkstore
-        from rag_app.embedder import Embedder
-        from rag_app.store.chroma import VectorStore
-
-        chunks = chunkstore.load_chunks(
-            eval_set.settings.chunks_path, eval_set.settings.manifest_path
-        )
-    except Exception as exc:
-        log.info("no embedding map: %s", exc)
-        return None
-    if len(chunks) < 3:
-        return None
-    rng = np.random.default_rng(seed)
-    picked = sorted(rng.choice(len(chunks), size=min(sample, len(chunks)), replace=False))
-    ids = [chunks[i].id for i in picked]
-    groups = [chunks[i].title or chunks[i].doc_id for i in picked]
-    out: dict[str, Any] = {"ids": ids, "groups": groups, "models": {}}
-    settings = eval_set.settings
-    for role, spec in models.items():
-        try:
-            embedder = Embedder.load(spec, device=settings.models.device)
-            store = VectorStore.open(
-                settings, embedder.fingerprint, embedder.dim, create=False, model_spec=spec
-            )
-            got = store.collection.get(ids=ids, include=["embeddings"])
-            vectors = dict(zip(got["ids"], got["embeddings"], strict=True))
-            matrix = np.asarray([vectors[i] for i in ids], dtype=np.float64)
-        except Exception as exc:
-            log.info("no embedding map for %s: %s", role, exc)
-            continue
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        unit = matrix / np.where(norms == 0, 1, norms)
-        sims = unit @ unit.T
-        n = len(ids)
-        off = sims[~np.eye(n, dtype=bool)]
-        np.fill_diagonal(sims, -np.inf)
-        centred = unit - unit.mean(axis=0)
-        _, s, vt = np.linalg.svd(centred, full_matrices=False)
-        points = centred @ vt[:2].T
-        explained = (s[:2] ** 2).sum() / max((s**2).sum(), 1e-12)
-        out["models"][role] = {
-            "spec": spec,
-            "points": np.round(points, 4).tolist(),
-            "mean_cos": float(off.mean()),
-            "mean_nn_cos": float(sims.max(axis=1).mean()),
-            "explained_variance_2d": float(explained),
-        }
-    return out if out["models"] else None
-
-
 def _model_info(spec: str | None) -> dict[str, Any] | None:
     if spec is None:
         return None
     info: dict[str, Any] = {"spec": spec}
     path = Path(spec)
-    card = _run_json(path) if path.is_dir() else {}
+    card = run_record(path) if path.is_dir() else {}
     if card:
         info["run"] = {k: v for k, v in card.items() if not isinstance(v, list | dict)}
         for key in ("metrics", "eval", "config", "train"):
@@ -805,7 +242,7 @@ def prepare_run(
 
     # never score queries the model trained on
     train_texts, train_sources = training_queries(settings, finetuned_dir)
-    overlap = [q for q, text in eval_set.queries.items() if _norm_query(text) in train_texts]
+    overlap = [q for q, text in eval_set.queries.items() if norm_query(text) in train_texts]
     if overlap:
         message = (
             f"{len(overlap)} of {len(eval_set.queries)} eval queries are training queries of "
@@ -852,7 +289,7 @@ def prepare_run(
     try:
         from rag_app.rerank import load_reranker
 
-        spec_r = _reranker_spec(settings)
+        spec_r = reranker_spec(settings)
         # nothing to load: the user's own settings say why (off, none trained, or none
         # that beat the unreranked order)
         probe = settings
@@ -1003,7 +440,7 @@ def run_retrieval_eval(
     # paired comparisons base -> fine-tuned, and best base -> best fine-tuned
     comparisons: list[dict[str, Any]] = []
     diffs: list[dict[str, Any]] = []
-    pairs = _pairs(list(results))
+    pairs = config_pairs(list(results))
     base_names = [n for n in results if "finetuned" not in n]
     tuned_names = [n for n in results if "finetuned" in n]
     best_pair = None
@@ -1017,8 +454,8 @@ def run_retrieval_eval(
         base, cand = results[base_name], results[cand_name]
         for metric in names_metric:
             cmp = compare(
-                _scores(base, metric),
-                _scores(cand, metric),
+                config_scores(base, metric),
+                config_scores(cand, metric),
                 n_resamples=n_resamples,
                 n_permutations=n_resamples,
                 seed=settings.seed,
@@ -1041,12 +478,12 @@ def run_retrieval_eval(
 
     label_ids = {d for r in diffs for key in ("entered", "left") for d, _ in r[key]}
     label_ids.update(d for docs in qrels.values() for d in docs)
-    labels = _labels(eval_set, label_ids)
+    labels = labels_for(eval_set, label_ids)
     emb_map = None
     if embedding_map and eval_set.granularity in ("chunk", "doc"):
         wanted = {role: spec for role, spec in models.items() if spec and role in needed}
         if wanted:
-            emb_map = _embedding_map(eval_set, wanted, sample=300, seed=settings.seed)
+            emb_map = pca_map(eval_set, wanted, sample=300, seed=settings.seed)
 
     result = RetrievalEvalResult(
         dataset=eval_set.describe(),
@@ -1072,64 +509,12 @@ def run_retrieval_eval(
         embedding_map=emb_map,
     )
     if save:
-        target = out_dir or Path(settings.eval_dir) / "retrieval" / _slug(
+        target = out_dir or Path(settings.eval_dir) / "retrieval" / slug(
             f"{eval_set.name}-{eval_set.split}"
         )
         result.save(target)
         say(f"results in {target}")
     return result
-
-
-def _scores(res: ConfigResult, metric: str) -> dict[str, float]:
-    return {qid: scores[metric] for qid, scores in res.per_query.items()}
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "eval"
-
-
-def load_results(path: str | Path) -> dict[str, Any]:
-    """A saved retrieval (or answers) result folder as plain data, per-query rows included."""
-    root = Path(path)
-    if root.is_file():
-        root = root.parent
-    data = json.loads((root / "results.json").read_text(encoding="utf-8"))
-    for name in ("per_query", "diff"):
-        file = root / f"{name}.jsonl"
-        data[name] = list(_iter_jsonl(file)) if file.is_file() else []
-    labels = root / "labels.json"
-    data["labels"] = json.loads(labels.read_text(encoding="utf-8")) if labels.is_file() else {}
-    data["path"] = str(root)
-    return data
-
-
-def summary_lines(result: RetrievalEvalResult | Mapping[str, Any], metrics: int = 3) -> list[str]:
-    """A short plain-text before/after table for terminals."""
-    data = result.to_dict() if isinstance(result, RetrievalEvalResult) else result
-    names = list(data["metrics"])[:metrics]
-    lines = [f"{'config':<26}" + "".join(f"{m:>12}" for m in names)]
-    for name, cfg in data["configs"].items():
-        lines.append(f"{name:<26}" + "".join(f"{cfg['mean'][m]:>12.4f}" for m in names))
-    for cmp in data["comparisons"]:
-        if cmp["metric"] == PRIMARY_METRIC:
-            lines.append(
-                f"{cmp['candidate']} vs {cmp['base']}: {PRIMARY_METRIC} "
-                f"{cmp['delta']:+.4f} [{cmp['ci_low']:+.4f}, {cmp['ci_high']:+.4f}] "
-                f"p={cmp['p_value']:.4f} (wins {cmp['wins']}, losses {cmp['losses']})"
-            )
-    for name, reason in data.get("skipped_configs", {}).items():
-        lines.append(f"skipped {name}: {reason}")
-    return lines
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and normal-approximation 95% half-width (for bar-chart error bars)."""
-    if not values:
-        return 0.0, 0.0
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, 1.96 * statistics.stdev(values) / math.sqrt(len(values))
 
 
 __all__ = [
@@ -1140,6 +525,7 @@ __all__ = [
     "RetrievalEvalResult",
     "TrainingOverlapError",
     "find_finetuned",
+    "ingest_beir_corpus",
     "load_eval_set",
     "load_results",
     "metric_names",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from eval.demo import _newest_embedder
-from eval.retrieval import find_finetuned
+from eval.leak import find_finetuned
 from finetune import registry as finetune_registry
 from finetune import train
 from rag_app import registry

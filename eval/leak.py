@@ -1,0 +1,71 @@
+"""Never evaluate on training queries: which model is "fine-tuned", and what it trained on.
+
+The eval drops (or refuses) every query whose normalised text the fine-tuned run trained
+on; the run's record names its training pairs in a typed field (``train_file``), so a
+renamed key cannot switch the guard off silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from eval.sets import norm_query, synth_file, synth_records
+
+log = logging.getLogger(__name__)
+
+
+class TrainingOverlapError(RuntimeError):
+    """The eval set shares queries with the fine-tuned model's training data."""
+
+
+def find_finetuned(settings: Any) -> Path | None:
+    """The newest usable fine-tuned embedder in the workspace (`rag_app.registry.latest`)."""
+    from rag_app.registry import latest
+
+    run = latest(settings, "embedder")
+    return run.path if run is not None else None
+
+
+def run_record(model_dir: Path | None) -> dict[str, Any]:
+    if model_dir is None:
+        return {}
+    path = Path(model_dir) / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def training_queries(settings: Any, model_dir: Path | None) -> tuple[set[str], list[str]]:
+    """Normalised texts of the queries the fine-tuned model (or the workspace) trained on.
+
+    Sources: the workspace's synth train split, and the run's own training pairs, the file
+    its ``run.json`` names in ``train_file`` (every trainer writes one: synthetic and real
+    pairs as they were trained on). Returns (texts, sources read).
+    """
+    texts: set[str] = set()
+    sources: list[str] = []
+    files = [synth_file(settings, ("train",))]
+    record = run_record(model_dir)
+    name = record.get("train_file")
+    if model_dir is not None and isinstance(name, str) and name:
+        files.append(Path(model_dir) / name)
+    elif model_dir is not None and record:
+        log.warning(
+            "%s/run.json names no train_file: only the workspace's synth train split "
+            "guards this eval against training queries",
+            model_dir,
+        )
+    for path in files:
+        if path is None or not path.is_file() or str(path) in sources:
+            continue
+        texts.update(norm_query(q) for q, _ in synth_records(path))
+        sources.append(str(path))
+    texts.discard("")
+    return texts, sources
