@@ -486,7 +486,7 @@ def train_adapter(
         )
         held_out = set(data.guard)  # real pairs of held-out documents; never labelled_eval,
         real = [p for p in guard_set.pairs if p in held_out]  # which the user may evaluate on
-        record["fusion"], fusions = select_fusion(settings, str(folder), name, data.val, real)
+        record["fusion"], fusions = select_fusion(settings, str(folder), name, real)
         _write_pairs(folder / "train.jsonl", data.train)
         _write_pairs(folder / "val.jsonl", data.val)
         model_card.write(folder, record)

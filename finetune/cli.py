@@ -275,12 +275,14 @@ def fusion_lines(record: dict) -> list[str]:
 
     lines = []
     for role, data in (record.get("fusion") or {}).items():
-        if not isinstance(data, dict):
+        if role == "note":
+            lines.append(f"hybrid search: {data}")
+        elif not isinstance(data, dict):
             continue
-        if data.get("choice"):
+        elif data.get("choice"):
             lines.append(f"hybrid search ({role}): {Measured.from_json(data).describe()}")
         elif data.get("error"):
-            lines.append(f"hybrid search ({role}): not measured ({data['error']}); rrf")
+            lines.append(f"hybrid search ({role}): not measured ({data['error']}); the default")
     return lines
 
 

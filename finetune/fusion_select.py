@@ -1,14 +1,20 @@
-"""Choose how the chat fuses BM25 and dense results, per model, on held-out questions.
+"""Choose how the chat fuses BM25 and dense results, per model, on held-out real questions.
 
 Which fusion is best depends on the corpus and the model (issue 19; docs/BENCHMARKS.md,
-"Cross-corpus protocol"), so after training `rag-app finetune` runs both retrievers of
-the product (BM25 and the model's Chroma collection, `retrieval.candidates` each) on
-held-out questions, scores every way of `rag_app.fusion` by nDCG@10 and records the best
-for the base model and for the new run in ``<workspace>/fusion.json``, where
-`retrieval.fusion = "auto"` finds it. The questions are the held-out real ones (documents
-of the labelled training data kept out of training) when there are enough
-(`finetune.labelled_guard_min_queries`), else the run's synthetic validation queries
-(chunks never trained on), at most `MAX_QUERIES` of them; never `finetune.labelled_eval`.
+"Cross-corpus protocol"). After training, when the labelled training data has enough
+held-out real questions (documents of `finetune.train_data` kept out of training, at
+least `finetune.labelled_guard_min_queries`), `rag-app finetune` runs both retrievers of
+the product (BM25 and the model's Chroma collection, `retrieval.candidates` each) on them
+(at most `MAX_QUERIES`), scores every way of `rag_app.fusion` by nDCG@10 and records the
+best for the base model and for the new run in ``<workspace>/fusion.json``, where
+`retrieval.fusion = "auto"` finds it.
+
+Synthetic queries never choose: they are written from the passages' own words (title and
+distinctive terms), so BM25 wins on them wherever it is measured (0.97 nDCG@10 on GARD's
+synthetic validation, where it loses to dense by 7 points on real questions), and a fusion
+chosen on them was significantly worse than dense alone there. Without real questions
+the fixed default of `retrieval.dense_weight` serves, chosen on the protocol's corpora.
+`finetune.labelled_eval` never chooses either: it is the set a user evaluates on.
 """
 
 from __future__ import annotations
@@ -92,30 +98,32 @@ def measure(settings: Settings, model: str, pairs: Sequence[Pair], source: str) 
 
 
 def select_fusion(
-    settings: Settings,
-    run_spec: str,
-    run_key: str,
-    val: Sequence[Pair],
-    real: Sequence[Pair],
+    settings: Settings, run_spec: str, run_key: str, real: Sequence[Pair]
 ) -> tuple[dict[str, Any], list[tuple[str, Measured]]]:
     """Measure the fusion of the base model and of the run (loaded from `run_spec`, recorded
-    as `run_key`): what run.json keeps, and the choices for `record_choices`.
+    as `run_key`) on the held-out real pairs `real`: what run.json keeps, and the choices
+    for `record_choices`. Too few questions: nothing is measured and run.json says why.
 
-    `real`: held-out real pairs (documents of `finetune.train_data` kept out of training);
-    they decide when they hold `finetune.labelled_guard_min_queries` questions, else the
-    synthetic validation pairs `val` do. `finetune.labelled_eval` never chooses: it is the
-    set a user evaluates on, and a fusion chosen on it would flatter that evaluation.
     Never fails a training run: a model that cannot be searched yet (a full fine-tune
     before `rag-app index --model`) is left to the default fusion and said so.
     """
-    enough = len({p.query for p in real}) >= settings.finetune.labelled_guard_min_queries
-    pairs, source = (real, "held-out real") if enough else (val, "synthetic validation")
+    questions = len({p.query for p in real})
+    needed = settings.finetune.labelled_guard_min_queries
+    if questions < needed:
+        return {
+            "source": None,
+            "note": (
+                f"{questions} held-out real questions (needs {needed}): hybrid search keeps "
+                f"the default fusion; synthetic queries never choose it (they favour BM25)"
+            ),
+        }, []
+    source = "held-out real"
     out: dict[str, Any] = {"source": source}
     found: list[tuple[str, Measured]] = []
     base = settings.models.embedder
     for role, spec, key in (("base", base, model_key(base)), ("finetuned", run_spec, run_key)):
         try:
-            measured = measure(settings, spec, pairs, source)
+            measured = measure(settings, spec, real, source)
         except Exception as exc:  # an unindexed run, a Chroma server that is down, ...
             log.warning("fusion not measured for %s: %s", key, exc)
             out[role] = {"model": key, "error": str(exc).splitlines()[0]}

@@ -1,13 +1,12 @@
 """How BM25 and dense candidates become one ranking, and which way a workspace uses.
 
-No fixed fusion wins everywhere: measured on the corpora of issue 19
-(docs/BENCHMARKS.md, "Cross-corpus protocol"), RRF loses to dense alone on short medical
-passages and wins on the shipped engineering corpus, and BM25 beats both on long chunked
-articles. So `rag-app finetune` scores every way on held-out questions (real ones kept out
-of training when there are enough, else the run's synthetic validation queries) and
-records the best in ``<workspace>/fusion.json``; `retrieval.fusion = "auto"` (the
-default) serves that choice for the model it was measured on, and RRF where nothing was
-measured.
+No fusion is best on every corpus (docs/BENCHMARKS.md, "Cross-corpus protocol"): which
+list to trust more depends on the corpus and the model. `rag-app finetune` scores every
+way on held-out *real* questions when the labelled data has enough
+(`finetune.fusion_select`) and records the best per model in
+``<workspace>/fusion.json``; `retrieval.fusion = "auto"` (the default) serves that choice
+for the model it was measured on, and the fixed default chosen on the protocol's corpora
+(weighted fusion at `retrieval.dense_weight`) where nothing was measured.
 
 A choice is one of:
 - ``dense`` / ``bm25``: one retriever's order (the other's candidates follow, as in the
@@ -162,7 +161,7 @@ def load_choices(workspace: Path) -> dict[str, Measured]:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {str(k): Measured.from_json(v) for k, v in data.get("models", {}).items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("%s is unreadable (%s): fusion falls back to RRF", path, exc)
+        log.warning("%s is unreadable (%s): hybrid search uses the default fusion", path, exc)
         return {}
 
 

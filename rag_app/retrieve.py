@@ -297,7 +297,9 @@ def fusion_for(settings: Settings, model: str | None = None) -> tuple[FusionChoi
     """The fusion hybrid search uses for `model`, and why (shown in the chat).
 
     `retrieval.fusion = "auto"` serves the choice `rag-app finetune` measured for the model
-    on this workspace's chunks (`rag_app.fusion`), else RRF; any other value is used as set.
+    on this workspace's chunks (`rag_app.fusion`), else weighted fusion at
+    `retrieval.dense_weight` (the default chosen on the cross-corpus protocol); any other
+    value is used as set.
     """
     r = settings.retrieval
     if r.fusion != "auto":
@@ -308,7 +310,7 @@ def fusion_for(settings: Settings, model: str | None = None) -> tuple[FusionChoi
         settings.workspace,
         model or settings.models.embedder,
         str(manifest.get("chunks_sha256") or ""),
-        FusionChoice("rrf", rrf_k=r.rrf_k),
+        FusionChoice("weighted", r.dense_weight, r.rrf_k),
     )
 
 

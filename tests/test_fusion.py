@@ -66,25 +66,48 @@ def test_recorded_choice_is_served_until_the_chunks_change(tmp_path):
 
 
 @pytest.mark.slow
-def test_finetune_measures_fusion_and_the_chat_serves_it(tiny_settings):  # noqa: F811
+def test_finetune_measures_fusion_on_real_questions_and_the_chat_serves_it(tiny_settings):  # noqa: F811
+    from conftest import FIXTURES
+
     from rag_app.index import run as build_index
-    from rag_app.retrieve import HybridRetriever, RerankedRetriever, build_retriever
+    from rag_app.retrieve import HybridRetriever, build_retriever, fusion_for
     from rag_app.ui.service import ChatService
 
+    ft = tiny_settings.finetune
     settings = tiny_settings.model_copy(
-        update={"finetune": tiny_settings.finetune.model_copy(update={"method": "adapter"})}
+        update={"finetune": ft.model_copy(update={"method": "adapter"})}
     )
     build_index(settings, progress=False)
-    data = train.prepare(settings)
-    adapter.train_adapter(settings, data, name="fused", progress=False)
+    default = FusionChoice("weighted", settings.retrieval.dense_weight)
+
+    # synthetic queries only: nothing is chosen (they favour BM25), the default serves
+    adapter.train_adapter(settings, train.prepare(settings), name="synthetic", progress=False)
+    record = json.loads((settings.models_dir / "synthetic" / "run.json").read_text())
+    assert (
+        record["fusion"]["source"] is None and "synthetic queries never" in record["fusion"]["note"]
+    )
+    assert load_choices(settings.workspace) == {}
+    choice, why = fusion_for(settings, str(settings.models_dir / "synthetic"))
+    assert choice == default and "no fusion measured" in why
+
+    # real questions: beir_tiny's, held out by document; they choose for both models
+    real = settings.model_copy(
+        update={
+            "finetune": settings.finetune.model_copy(
+                update={"train_data": [FIXTURES / "beir_tiny"], "train_data_split": "test"}
+            )
+        }
+    )
+    data = train.prepare(real)
+    adapter.train_adapter(real, data, name="fused", progress=False)
     record = json.loads((settings.models_dir / "fused" / "run.json").read_text())
     fusion = record["fusion"]
-    # beir_tiny's questions are labelled_eval, the set a user evaluates on: they never choose
-    assert fusion["source"] == "synthetic validation"
+    assert fusion["source"] == "held-out real"
+    held_out = {p.query for p in data.guard}
     chosen = {}
     for role, key in (("base", settings.models.embedder), ("finetuned", "fused")):
         row = fusion[role]
-        assert row["model"] == key and row["queries"] == len({p.query for p in data.val})
+        assert row["model"] == key and row["queries"] == len(held_out) >= 5
         assert set(row["ndcg"]) == {c.key for c in CHOICES}
         assert row["choice"] == choose(row["ndcg"]).key
         chosen[key] = FusionChoice.parse(row["choice"])
@@ -92,7 +115,7 @@ def test_finetune_measures_fusion_and_the_chat_serves_it(tiny_settings):  # noqa
 
     hybrid = build_retriever(settings, model=str(settings.models_dir / "fused"), rerank=False)
     assert isinstance(hybrid, HybridRetriever) and hybrid.choice == chosen["fused"]
-    assert "chosen on" in hybrid.why and "synthetic validation" in hybrid.why
+    assert f"chosen on {len(held_out)} held-out real questions" in hybrid.why
     fixed = settings.model_copy(
         update={"retrieval": settings.retrieval.model_copy(update={"fusion": "rrf"})}
     )
@@ -101,12 +124,5 @@ def test_finetune_measures_fusion_and_the_chat_serves_it(tiny_settings):  # noqa
 
     service = ChatService(settings, load_llm=False)
     note = service.search_note("baseline", "hybrid", rerank=False)
-    assert note == f"hybrid: {hybrid_why(settings)}"
+    assert note == f"hybrid: {fusion_for(settings)[1]}" and "held-out real" in note
     assert service.search_note("baseline", "dense", rerank=False) == "dense only"
-    assert not isinstance(hybrid, RerankedRetriever)
-
-
-def hybrid_why(settings) -> str:
-    from rag_app.retrieve import fusion_for
-
-    return fusion_for(settings)[1]
