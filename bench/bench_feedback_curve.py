@@ -126,8 +126,9 @@ def gain(scorer: Scorer, qids: list[str], run: Path | None) -> dict[str, Any] | 
 def one_point(ns, scorer, dataset, args, *, subset, seed, size, synthetic, weight, splits):
     """Play `size` questions as feedback, export, fine-tune, score served vs base."""
     from eval.feedback_play import play_feedback
-    from finetune import adapter, train
-    from finetune.train import NoTrainingDataError
+    from finetune import adapter
+    from finetune import data as data_mod
+    from finetune.data import NoTrainingDataError
     from rag_app.feedback.export import export
 
     began = time.perf_counter()
@@ -167,7 +168,7 @@ def one_point(ns, scorer, dataset, args, *, subset, seed, size, synthetic, weigh
     )
     run = None
     try:
-        data = train.prepare(settings)
+        data = data_mod.prepare(settings)
         name = f"fb-{subset}-{seed}-{size}-{'syn' if synthetic else 'real'}-w{weight}"
         shutil.rmtree(settings.models_dir / name, ignore_errors=True)
         trained = adapter.train_adapter(settings, data, name=name, progress=False)

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from eval.feedback_play import play_feedback
     from eval.sets import ingest_beir_corpus
-    from finetune import adapter, synth, train
+    from finetune import adapter, synth
+    from finetune import data as data_mod
     from rag_app import index
     from rag_app.config import load_settings
     from rag_app.feedback.export import export
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 began = time.perf_counter()
                 report = synth.run(s, progress=False)
                 print(f"[{subset} {seed} {variant}] {report.summary()}", flush=True)
-                data = train.prepare(s)
+                data = data_mod.prepare(s)
                 row = {
                     "subset": subset,
                     "seed": seed,
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                         only_val = [p for p in data.val if p.source.startswith(keep)]
                         if not only or not only_val:
                             continue
-                        sub = train.TrainData(
+                        sub = data_mod.TrainData(
                             data.chunks, data.passages, only, only_val, guard=data.guard
                         )
                     name = f"fewshot-{subset}-{seed}-{variant[:4]}-{label.replace(' ', '')}"

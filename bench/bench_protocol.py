@@ -365,7 +365,8 @@ def compare(base: list[float], tuned: list[float], seed: int = 0) -> dict[str, A
 # --- recipes ----------------------------------------------------------------------------------
 def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) -> dict[str, Any]:
     """Synthesise (cached LLM replies), keep, train the adapter; the run and its record."""
-    from finetune import adapter, synth, train
+    from finetune import adapter, runs, synth
+    from finetune import data as data_mod
 
     ns = corpus.settings
     settings = ns.model_copy(
@@ -376,7 +377,7 @@ def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) 
     )
     began = time.perf_counter()
     report = synth.run(settings, progress=progress)
-    data = train.prepare(settings)
+    data = data_mod.prepare(settings)
     if recipe.keep:
 
         def kept(pairs):
@@ -385,8 +386,8 @@ def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) 
         data = dataclasses.replace(data, train=kept(data.train), val=kept(data.val))
     if not data.train:
         return {"error": "no training pairs", "synth": report.as_dict()}
-    fp = train.data_fingerprint(settings, data, "adapter")
-    found = train.existing_run(settings, fp, "embedder")
+    fp = data_mod.data_fingerprint(settings, data, "adapter")
+    found = runs.existing_run(settings, fp, "embedder")
     if found is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         found = adapter.train_adapter(settings, data, name=f"{name}-{stamp}", progress=progress)

@@ -132,7 +132,8 @@ def dev_guard(dataset: Path, root: Path) -> Path:
 
 def train_variant(ns, name: str, spec: Variant, dataset: Path, guard: Path, progress: bool) -> dict:
     """Synthesise (cached LLM replies), filter and train one variant; returns its record."""
-    from finetune import adapter, synth, train
+    from finetune import adapter, runs, synth, train
+    from finetune import data as data_mod
 
     method, source = spec.method, spec.source
     synth_cfg = ns.synth.model_copy(update=spec.synth)
@@ -147,11 +148,11 @@ def train_variant(ns, name: str, spec: Variant, dataset: Path, guard: Path, prog
     if source == "synthetic":
         synth_report = synth.run(settings, progress=progress)
         print(f"[{name}] {synth_report.summary()}")
-    data = train.prepare(settings)
+    data = data_mod.prepare(settings)
     if spec.select is not None:
         data = _selected(settings, data, spec.select)
     job = "adapter" if method == "adapter" else "embedder"
-    found = train.existing_run(settings, train.data_fingerprint(settings, data, job), "embedder")
+    found = runs.existing_run(settings, data_mod.data_fingerprint(settings, data, job), "embedder")
     if found is None:
         trainer = adapter.train_adapter if method == "adapter" else train.train_embedder
         found = trainer(

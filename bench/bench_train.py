@@ -59,14 +59,15 @@ def bare_pairs_per_s(settings, rows: list[dict[str, str]], output_dir: Path) -> 
         from sentence_transformers.training_args import BatchSamplers
     from transformers import set_seed
 
-    from finetune.train import _freeze, _loss, _warmup
+    from finetune.train import build_loss, freeze_layers
+    from finetune.trainer_args import warmup_args
     from rag_app.models import resolve_embedder
 
     cfg = settings.finetune
     set_seed(settings.seed)
     model = SentenceTransformer(resolve_embedder(settings.models.embedder).location, device="cpu")
     model.max_seq_length = min(cfg.max_seq_length, model.max_seq_length or cfg.max_seq_length)
-    _freeze(model, cfg.freeze_layers)
+    freeze_layers(model, cfg.freeze_layers)
     columns = list(rows[0])
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir),
@@ -74,7 +75,7 @@ def bare_pairs_per_s(settings, rows: list[dict[str, str]], output_dir: Path) -> 
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
-        **_warmup(cfg.warmup_ratio),
+        **warmup_args(cfg.warmup_ratio),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         save_strategy="no",
         eval_strategy="no",
@@ -89,7 +90,7 @@ def bare_pairs_per_s(settings, rows: list[dict[str, str]], output_dir: Path) -> 
         model=model,
         args=args,
         train_dataset=Dataset.from_dict({c: [r[c] for r in rows] for c in columns}),
-        loss=_loss(model, settings),
+        loss=build_loss(model, settings),
     )
     began = time.perf_counter()
     result = trainer.train()

@@ -184,10 +184,10 @@ def register(app: typer.Typer) -> None:
 
         settings = _settings(config, workspace)
         if retrieval is None and answers is None:
-            from eval.report import _latest
+            from eval.report import latest_result
 
-            retrieval = _latest(Path(settings.eval_dir) / "retrieval")
-            answers = _latest(Path(settings.eval_dir) / "answers")
+            retrieval = latest_result(Path(settings.eval_dir) / "retrieval")
+            answers = latest_result(Path(settings.eval_dir) / "answers")
         try:
             paths = write_report(retrieval, answers, out, settings=settings)
         except (FileNotFoundError, ValueError) as exc:

@@ -77,9 +77,9 @@ def _synth(settings: Any) -> str:
 
 
 def _train_embedder(settings: Any) -> str:
-    from finetune import train
+    from finetune import job
 
-    r = train.run(settings, progress=sys.stderr.isatty())
+    r = job.run(settings, progress=sys.stderr.isatty())
     return str(r.summary() if hasattr(r, "summary") else r)
 
 

@@ -599,7 +599,7 @@ def render_markdown(
 
 
 # --- entry point ----------------------------------------------------------------------------
-def _latest(folder: Path) -> Path | None:
+def latest_result(folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
     found = [p.parent for p in folder.glob("*/results.json")]
@@ -621,8 +621,8 @@ def write_report(
     used. ``out_dir`` defaults to the retrieval folder (else the answers folder).
     """
     if retrieval is None and answers is None and settings is not None:
-        retrieval = _latest(Path(settings.eval_dir) / "retrieval")
-        answers = _latest(Path(settings.eval_dir) / "answers")
+        retrieval = latest_result(Path(settings.eval_dir) / "retrieval")
+        answers = latest_result(Path(settings.eval_dir) / "answers")
     if retrieval is None and answers is None:
         raise FileNotFoundError(
             "no eval results to report on; run `rag-app eval retrieval` or `rag-app eval answers`"

@@ -37,21 +37,19 @@ from typing import Any
 import numpy as np
 
 from finetune import model_card, registry
-from finetune.fusion_select import record_choices, select_fusion
-from finetune.split import Pair, Passages
-from finetune.train import (
+from finetune.data import (
     GUARD_METRIC,
     TrainData,
-    TrainReport,
-    _write_pairs,
     data_fingerprint,
     guard_for,
     guard_record,
-    open_run,
     settings_record,
-    throughput,
     verdict,
+    write_pairs,
 )
+from finetune.fusion_select import record_choices, select_fusion
+from finetune.runs import TrainReport, open_run, throughput
+from finetune.split import Pair, Passages
 from rag_app import query_adapter
 from rag_app.config import Settings
 from rag_app.ir.stats import paired_bootstrap
@@ -487,13 +485,13 @@ def train_adapter(
         held_out = set(data.guard)  # real pairs of held-out documents; never labelled_eval,
         real = [p for p in guard_set.pairs if p in held_out]  # which the user may evaluate on
         record["fusion"], fusions = select_fusion(settings, str(folder), name, real)
-        _write_pairs(folder / "train.jsonl", data.train)
-        _write_pairs(folder / "val.jsonl", data.val)
+        write_pairs(folder / "train.jsonl", data.train)
+        write_pairs(folder / "val.jsonl", data.val)
         model_card.write(folder, record)
         registry.write_record(folder, record)
     record_choices(settings, fusions)
-    _write_pairs(settings.synth_dir / "train.jsonl", data.train)
-    _write_pairs(settings.synth_dir / "val.jsonl", data.val)
+    write_pairs(settings.synth_dir / "train.jsonl", data.train)
+    write_pairs(settings.synth_dir / "val.jsonl", data.val)
     return TrainReport(
         name=name,
         kind="adapter",

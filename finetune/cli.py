@@ -1,7 +1,7 @@
 """`rag-app` commands of the fine-tuning side, added to the CLI as an entry-point plugin.
 
 Each command parses options, calls one function and prints:
-`synth` -> `finetune.synth.run`, `finetune` -> `finetune.train.run` /
+`synth` -> `finetune.synth.run`, `finetune` -> `finetune.job.run` /
 `finetune.reranker.train_reranker`, `models` -> `finetune.registry.list_runs`.
 """
 
@@ -139,8 +139,9 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune the embedder (and the reranker) on synthetic / labelled pairs."""
     from finetune import adapter as adapter_mod
+    from finetune import data as data_mod
     from finetune import reranker as reranker_mod
-    from finetune import train
+    from finetune import runs, train
     from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
     from rag_app.models import ModelNotFoundError
 
@@ -165,7 +166,7 @@ def finetune_cmd(
     if not embedder and not do_reranker:
         _fail("nothing to train: --no-embedder and --no-reranker")
     errors = (
-        train.NoTrainingDataError,
+        data_mod.NoTrainingDataError,
         NotIngestedError,
         CorruptWorkspaceError,
         ModelNotFoundError,
@@ -175,7 +176,7 @@ def finetune_cmd(
     )
     progress = sys.stderr.isatty()
     try:
-        data = train.prepare(settings)
+        data = data_mod.prepare(settings)
         typer.echo(
             f"data: {len(data.train)} train / {len(data.val)} validation pairs "
             f"(split by {settings.finetune.split_by}); sources {data.sources}"
@@ -184,8 +185,8 @@ def finetune_cmd(
             job = "adapter" if adapter else "embedder"
             found = None
             if not force and name is None:
-                fingerprint = train.data_fingerprint(settings, data, job)
-                found = train.existing_run(settings, fingerprint, "embedder")
+                fingerprint = data_mod.data_fingerprint(settings, data, job)
+                found = runs.existing_run(settings, fingerprint, "embedder")
             trainer = adapter_mod.train_adapter if adapter else train.train_embedder
             report = found or trainer(settings, data, name=name, progress=progress)
             typer.echo(report.summary())

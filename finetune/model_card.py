@@ -35,7 +35,7 @@ def metrics_rows(metrics: dict[str, Any]) -> list[str]:
 
 
 def render(record: dict[str, Any]) -> str:
-    """The card text for a run record (see `finetune.train` for the fields)."""
+    """The card text for a run record (see the trainers `finetune.train`, `finetune.adapter`, `finetune.reranker` for the fields)."""
     data = record.get("data") or {}
     data_rows = [f"| {k} | {v} |" for k, v in data.items() if isinstance(v, int | float)]
     recommended = record.get("recommended")

@@ -13,7 +13,7 @@ the base order, so "beats no reranking" is measured the way the app uses it; the
 `rag_app.rerank` loads (``models.reranker = "auto"``).
 
 Example:
-    >>> report = train_reranker(settings, finetune.train.prepare(settings))
+    >>> report = train_reranker(settings, finetune.data.prepare(settings))
 """
 
 from __future__ import annotations
@@ -25,19 +25,9 @@ import time
 from collections import defaultdict
 
 from finetune import model_card, registry
-from finetune.train import (
-    TrainData,
-    TrainReport,
-    _seen,
-    _write_pairs,
-    data_fingerprint,
-    existing_run,
-    prepare,
-    settings_record,
-    shared_training_args,
-    throughput,
-    validation_seconds,
-)
+from finetune.data import TrainData, data_fingerprint, prepare, settings_record, write_pairs
+from finetune.runs import TrainReport, existing_run, throughput
+from finetune.trainer_args import seen_examples, shared_training_args, validation_seconds
 from rag_app.config import Settings
 from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
 
@@ -215,7 +205,8 @@ def train_reranker(
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(eval_seconds, 1),
         "pairs_per_s": round(
-            throughput(_seen(result, cfg.reranker_batch_size), train_seconds, eval_seconds), 2
+            throughput(seen_examples(result, cfg.reranker_batch_size), train_seconds, eval_seconds),
+            2,
         ),
         "device": device,
         "seed": settings.seed,
@@ -223,8 +214,8 @@ def train_reranker(
     }
     with registry.staged_run(settings, name) as folder:
         model.save_pretrained(str(folder), safe_serialization=True)
-        _write_pairs(folder / "train.jsonl", data.train)
-        _write_pairs(folder / "val.jsonl", data.val)
+        write_pairs(folder / "train.jsonl", data.train)
+        write_pairs(folder / "val.jsonl", data.val)
         model_card.write(folder, record)
         registry.write_record(folder, record)
     shutil.rmtree(args.output_dir, ignore_errors=True)

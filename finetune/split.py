@@ -102,7 +102,7 @@ def split_real(
     pairs: Sequence[Pair], *, guard_fraction: float, seed: int
 ) -> tuple[list[Pair], list[Pair]]:
     """Real labelled pairs as (training side, guard): whole documents, seeded. The one
-    definition `finetune.train.prepare` (the guard) and `finetune.synth` (few-shot
+    definition `finetune.data.prepare` (the guard) and `finetune.synth` (few-shot
     examples, training side only) share, so a guard question never reaches a prompt."""
     if not pairs or guard_fraction <= 0 or len({p.doc_id for p in pairs}) < 2:
         return list(pairs), []

@@ -32,179 +32,47 @@ The result is a run folder ``models_dir/<name>/`` (see `finetune.registry`), wri
 atomically, with ``run.json``, a model card, and the train / validation queries.
 
 Example:
-    >>> report = run(load_settings())
+    >>> report = train_embedder(settings, finetune.data.prepare(settings))
     >>> report.name, report.metrics["val_mrr@10"]
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import shutil
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from finetune import model_card, registry, synth
+from finetune import model_card, registry
+from finetune.data import (
+    GUARD_METRIC,
+    TrainData,
+    data_fingerprint,
+    guard_for,
+    guard_record,
+    settings_record,
+    verdict,
+    weighted,
+    write_pairs,
+)
+from finetune.runs import TrainReport, open_run, throughput
 from finetune.split import (
     Pair,
     Passages,
-    check_no_leak,
-    load_general_pairs,
-    load_labelled,
-    split_pairs,
-    split_real,
 )
-from rag_app.chunkstore import load_chunks
+from finetune.trainer_args import (
+    seen_examples,
+    shared_training_args,
+    validation_seconds,
+)
 from rag_app.config import Settings
-from rag_app.feedback.export import normalise_query
-from rag_app.fsutil import atomic_write_text
-from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
-from rag_app.types import Chunk
+from rag_app.models import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
-GUARD_METRIC = "mrr@10"
 METRICS = ("mrr@10", "ndcg@10", "accuracy@1", "accuracy@5", "recall@10")
-
-
-class NoTrainingDataError(RuntimeError):
-    """Nothing to train on: no synthetic queries and no labelled pairs."""
-
-
-@dataclass
-class TrainData:
-    """Everything a training run needs, prepared once (and reused by the reranker)."""
-
-    chunks: list[Chunk]
-    passages: Passages
-    train: list[Pair]
-    val: list[Pair]
-    general: list[tuple[str, str]] = field(default_factory=list)
-    sources: dict[str, int] = field(default_factory=dict)
-    synth_meta: dict[str, Any] = field(default_factory=dict)
-    # real labelled pairs of held-out documents: the guard that decides "recommended"
-    guard: list[Pair] = field(default_factory=list)
-
-
-@dataclass
-class TrainReport:
-    name: str
-    kind: str
-    path: Path
-    metrics: dict[str, float]
-    recommended: bool
-    verified: bool
-    train_pairs: int
-    val_pairs: int
-    seconds: float
-    train_seconds: float
-    steps: int
-
-    batch_size: int = 16
-    reused: bool = False  # an identical earlier run was found; nothing was trained
-    eval_seconds: float = 0.0  # of train_seconds, spent validating inside the training loop
-
-    @property
-    def pairs_per_s(self) -> float:
-        """Training examples processed a second of training steps (validation excluded)."""
-        return throughput(self.steps * self.batch_size, self.train_seconds, self.eval_seconds)
-
-    def summary(self) -> str:
-        def pair(key: str) -> str:
-            if key not in self.metrics:
-                return ""
-            base = self.metrics.get(f"{key}_base")
-            return f"{key} {base:.3f} -> {self.metrics[key]:.3f}" if base is not None else ""
-
-        keys = (f"val_{GUARD_METRIC}", f"labelled_{GUARD_METRIC}", "val_rerank_ndcg@10")
-        parts = [p for p in map(pair, keys) if p]
-        verdict = (
-            "recommended"
-            if self.recommended and self.verified
-            else "unverified (synthetic validation only)"
-            if self.recommended
-            else "NOT recommended (no gain on the labelled set)"
-            if self.verified
-            else "NOT recommended (no gain on validation)"
-        )
-        if self.reused:
-            return (
-                f"{self.kind} {self.name}: already trained on the same data and settings "
-                f"(use --force to retrain); {'; '.join(parts)}; {verdict} -> {self.path}"
-            )
-        # Only trainers that time their in-loop validation apart report it (not the adapter).
-        validating = f", {self.eval_seconds:.0f}s of it validation" if self.eval_seconds else ""
-        return (
-            f"{self.kind} {self.name}: {self.train_pairs} train / {self.val_pairs} val pairs, "
-            f"{self.steps} steps in {self.train_seconds:.0f}s{validating} "
-            f"({self.pairs_per_s:.1f} pairs/s); "
-            f"{'; '.join(parts)}; {verdict} -> {self.path}"
-        )
-
-
-# --- data ---------------------------------------------------------------------------------
-def prepare(settings: Settings) -> TrainData:
-    """Load chunks, synthetic queries and labelled pairs; split by document/chunk, seeded."""
-    cfg = settings.finetune
-    chunks = load_chunks(settings.chunks_path, settings.manifest_path)
-    passages = Passages.from_chunks(chunks)
-    pairs: list[Pair] = []
-    sources: dict[str, int] = defaultdict(int)
-    synth_meta: dict[str, Any] = {}
-    if cfg.use_synthetic:
-        known = {c.id: c.doc_id for c in chunks}
-        stale = 0
-        for cand in synth.load_queries(settings):
-            if cand.chunk_id not in known:
-                stale += 1
-                continue
-            pairs.append(Pair(cand.query, cand.chunk_id, known[cand.chunk_id], cand.source))
-            sources[cand.source] += 1
-        if stale:
-            log.warning("%d synthetic queries name chunks no longer ingested; skipped", stale)
-        report_file = settings.synth_dir / synth.REPORT_FILE
-        if report_file.is_file():
-            try:
-                synth_meta = json.loads(report_file.read_text(encoding="utf-8"))
-            except ValueError:
-                synth_meta = {}
-    real: list[Pair] = []
-    for path in cfg.train_data:
-        labelled = load_labelled(Path(path), passages, chunks, split=cfg.train_data_split)
-        real.extend(labelled)
-        sources[f"labelled:{Path(path).name}"] += len(labelled)
-    # whole documents on one side: the guard asks about passages training never saw
-    real, guard = split_real(real, guard_fraction=cfg.labelled_guard_fraction, seed=settings.seed)
-    if guard:
-        sources["labelled guard (held out)"] = len(guard)
-    pairs.extend(real)
-    if not pairs:
-        raise NoTrainingDataError(
-            f"no training pairs: run `rag-app synth` first (nothing in {settings.synth_dir}) "
-            "or give labelled pairs with finetune.train_data"
-        )
-    train, val = split_pairs(
-        pairs, val_fraction=cfg.val_fraction, by=cfg.split_by, seed=settings.seed
-    )
-    check_no_leak(train, val, cfg.split_by)
-    if not val:
-        raise NoTrainingDataError(
-            f"{len(pairs)} pairs from one {cfg.split_by}: too few to hold any out for validation"
-        )
-    general: list[tuple[str, str]] = []
-    if cfg.general_pairs and cfg.general_share > 0:
-        everything = load_general_pairs(cfg.general_pairs)
-        share = min(cfg.general_share, 0.9)
-        want = round(share / (1 - share) * len(train))
-        rng = random.Random(settings.seed)
-        general = rng.sample(everything, min(want, len(everything)))
-        sources["general"] = len(general)
-    return TrainData(chunks, passages, train, val, general, dict(sources), synth_meta, guard)
 
 
 def ir_evaluator(pairs: Sequence[Pair], passages: Passages, name: str, batch_size: int = 32):
@@ -239,120 +107,6 @@ def ir_evaluator(pairs: Sequence[Pair], passages: Passages, name: str, batch_siz
     )
 
 
-@dataclass
-class Guard:
-    """The real questions that decide whether a run is "recommended"."""
-
-    pairs: list[Pair]
-    path: Path | None  # the labelled_eval folder, when one was used
-    held_out: int = 0  # pairs from train_data's held-out documents
-    dropped_training: int = 0  # guard pairs whose question is also a training question
-
-    @property
-    def queries(self) -> int:
-        return len({p.query for p in self.pairs})
-
-    def describe(self) -> str:
-        parts = []
-        if self.held_out:
-            parts.append(f"{self.held_out} pairs of held-out documents of the labelled data")
-        if self.path is not None:
-            parts.append(str(self.path))
-        return " + ".join(parts) or "none"
-
-
-def guard_for(settings: Settings, data: TrainData) -> Guard:
-    """The guard of a run: the held-out documents of the real training pairs, plus
-    `finetune.labelled_eval` when set (without real pairs: `<corpus>/eval` by default).
-
-    With real pairs the default `<corpus>/eval` is left out on purpose: the user's own
-    questions are the better judge, and a demo or bench that trains on part of that set
-    must not be guarded by the rest, which it reports as its test. Guard questions that
-    are also training questions (same text, any source) are dropped and counted.
-    """
-    explicit = settings.finetune.labelled_eval is not None
-    pairs: list[Pair] = list(data.guard)
-    path: Path | None = None
-    if explicit or not data.guard:
-        extra, path = labelled_pairs_for_guard(settings, data.chunks, data.passages)
-        pairs.extend(extra)
-    seen = {normalise_query(p.query) for p in (*data.train, *data.val)}
-    kept = [p for p in pairs if normalise_query(p.query) not in seen]
-    return Guard(kept, path, held_out=len(data.guard), dropped_training=len(pairs) - len(kept))
-
-
-def verdict(settings: Settings, metrics: dict[str, float], guard: Guard) -> tuple[bool, bool]:
-    """(verified, recommended): a guard with enough queries decides; else synthetic val."""
-    verified = guard.queries >= settings.finetune.labelled_guard_min_queries
-    prefix = "labelled" if verified else "val"
-    after = metrics.get(f"{prefix}_{GUARD_METRIC}", 0.0)
-    return verified, after > metrics.get(f"{prefix}_{GUARD_METRIC}_base", 0.0)
-
-
-def guard_record(guard: Guard) -> dict[str, Any]:
-    """What run.json says about the guard (the eval and the model card read it)."""
-    return {
-        "labelled_eval": str(guard.path) if guard.path else None,
-        "guard": {
-            "source": guard.describe(),
-            "queries": guard.queries,
-            "pairs": len(guard.pairs),
-            "held_out_pairs": guard.held_out,
-            "dropped_training_overlap": guard.dropped_training,
-        },
-    }
-
-
-def weighted(pairs: Sequence[Pair], weight: int) -> list[Pair]:
-    """Real labelled pairs repeated `weight` times (synthetic ones once), for trainers
-    that sample pairs; the adapter weights its examples the same way."""
-    return [p for p in pairs for _ in range(weight if p.source == "labelled" else 1)]
-
-
-def labelled_pairs_for_guard(
-    settings: Settings, chunks: Sequence[Chunk], passages: Passages
-) -> tuple[list[Pair], Path | None]:
-    """Pairs of the labelled guardrail set (every chunk of a relevant document counts)."""
-    path = settings.finetune.labelled_eval
-    if path is None:
-        default = Path(settings.corpus) / "eval"
-        if (default / "queries.jsonl").is_file() and (default / "qrels").is_dir():
-            path = default
-    if path is None:
-        return [], None
-    path = Path(path)
-    if any(Path(p).resolve() == path.resolve() for p in settings.finetune.train_data):
-        log.warning("labelled guardrail %s is also training data: not used as a guardrail", path)
-        return [], None
-    from rag_app.ir.beir import DatasetError, available_splits, load_beir
-
-    split = next((s for s in ("test", "dev") if s in available_splits(path)), None)
-    if split is None:
-        return [], None
-    try:  # read as the eval reads it: reused query ids disambiguated, never merged
-        dataset = load_beir(path, split=split, on_duplicate_query="disambiguate")
-    except (OSError, DatasetError) as exc:
-        log.warning("labelled guardrail %s unreadable (%s); skipped", path, exc)
-        return [], None
-    by_doc: dict[str, list[str]] = defaultdict(list)
-    for chunk in chunks:
-        by_doc[chunk.doc_id].append(chunk.id)
-    pairs: list[Pair] = []
-    missing = 0
-    for qid, judged in dataset.qrels.items():
-        for cid, grade in judged.items():
-            if grade <= 0:
-                continue
-            ids = [cid] if cid in passages else by_doc.get(cid, [])
-            if not ids:
-                missing += 1
-            for pid in ids:
-                pairs.append(Pair(dataset.queries[qid], pid, passages.doc[pid], "labelled"))
-    if missing:
-        log.warning("labelled guardrail: %d qrels name passages not in this workspace", missing)
-    return pairs, path
-
-
 def _scores(evaluator, model, prefix: str) -> dict[str, float]:
     raw = evaluator(model)
     out = {}
@@ -363,7 +117,7 @@ def _scores(evaluator, model, prefix: str) -> dict[str, float]:
     return out
 
 
-def _freeze(model, layers: int) -> None:
+def freeze_layers(model, layers: int) -> None:
     """Freeze the embeddings and the lowest `layers` transformer layers."""
     if layers <= 0:
         return
@@ -379,7 +133,7 @@ def _freeze(model, layers: int) -> None:
             param.requires_grad = False
 
 
-def _loss(model, settings: Settings):
+def build_loss(model, settings: Settings):
     try:
         from sentence_transformers.sentence_transformer import losses
     except ImportError:  # pragma: no cover - 5.x
@@ -393,95 +147,6 @@ def _loss(model, settings: Settings):
     if cfg.matryoshka_dims:
         loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(cfg.matryoshka_dims))
     return loss
-
-
-def _write_pairs(path: Path, pairs: Sequence[Pair]) -> None:
-    atomic_write_text(
-        path,
-        "".join(
-            json.dumps(
-                {
-                    "query": p.query,
-                    "chunk_id": p.passage_id,
-                    "doc_id": p.doc_id,
-                    "source": p.source,
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-            for p in pairs
-        ),
-    )
-
-
-def settings_record(settings: Settings) -> dict[str, Any]:
-    data = settings.finetune.model_dump(mode="json")
-    data["seed"] = settings.seed
-    data["base_model"] = settings.models.embedder
-    return data
-
-
-# --- training -----------------------------------------------------------------------------
-def open_run(settings: Settings, name: str | None, job: str):
-    """(resolved base model, device, a free run name, the base `Embedder` as the app serves
-    it): what every embedder trainer starts from. Raises FileExistsError for a taken name."""
-    from rag_app.embedder import Embedder
-
-    resolved = resolve_embedder(settings.models.embedder)
-    device = resolve_device(settings.models.device)
-    name = registry.check_name(name or registry.new_run_name(resolved.spec, job))
-    if (settings.models_dir / name).exists():
-        raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
-    base = Embedder.load(
-        settings.models.embedder,
-        device=device,
-        trust_remote_code=settings.models.trust_remote_code,
-    )
-    return resolved, device, name, base
-
-
-def shared_training_args(
-    settings: Settings,
-    *,
-    name: str,
-    device: str,
-    progress: bool,
-    train_size: int,
-    batch_size: int,
-    best_metric: str,
-) -> dict[str, Any]:
-    """Trainer arguments the embedder and the reranker share: schedule, checkpoints
-    (evaluated and saved once an epoch unless `eval_steps` says otherwise, best one kept),
-    seeding and device precision."""
-    import torch
-
-    cfg = settings.finetune
-    steps_per_epoch = max(1, -(-train_size // batch_size))
-    eval_steps = cfg.eval_steps or steps_per_epoch
-    on_gpu = device.startswith("cuda")
-    return {
-        "output_dir": str(settings.workspace / "tmp" / f"{name}-checkpoints"),
-        "max_steps": cfg.max_steps,
-        "weight_decay": cfg.weight_decay,
-        **_warmup(cfg.warmup_ratio),
-        "eval_strategy": "steps",
-        "eval_steps": eval_steps,
-        "save_strategy": "steps",
-        "save_steps": eval_steps,
-        "save_total_limit": 2,
-        "load_best_model_at_end": True,
-        "metric_for_best_model": best_metric,
-        "greater_is_better": True,
-        "logging_steps": max(1, min(50, eval_steps)),
-        "seed": settings.seed,
-        "data_seed": settings.seed,
-        "report_to": "none",
-        "use_cpu": device == "cpu",
-        "fp16": on_gpu and not torch.cuda.is_bf16_supported(),
-        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
-        "disable_tqdm": not progress,
-        "dataloader_num_workers": 0,
-    }
 
 
 def train_embedder(
@@ -555,8 +220,8 @@ def train_embedder(
     # model's length, or the fine-tuned model would see truncated chunks the base sees whole.
     serve_max_length = model.max_seq_length
     model.max_seq_length = min(cfg.max_seq_length, model.max_seq_length or cfg.max_seq_length)
-    _freeze(model, cfg.freeze_layers)
-    loss = _loss(model, settings)
+    freeze_layers(model, cfg.freeze_layers)
+    loss = build_loss(model, settings)
 
     args = SentenceTransformerTrainingArguments(
         num_train_epochs=cfg.epochs,
@@ -629,7 +294,7 @@ def train_embedder(
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(eval_seconds, 1),
         "pairs_per_s": round(
-            throughput(_seen(result, cfg.batch_size), train_seconds, eval_seconds), 2
+            throughput(seen_examples(result, cfg.batch_size), train_seconds, eval_seconds), 2
         ),
         "device": device,
         "seed": settings.seed,
@@ -637,14 +302,14 @@ def train_embedder(
     }
     with registry.staged_run(settings, name) as folder:
         model.save(str(folder), safe_serialization=True)
-        _write_pairs(folder / "train.jsonl", data.train)
-        _write_pairs(folder / "val.jsonl", data.val)
+        write_pairs(folder / "train.jsonl", data.train)
+        write_pairs(folder / "val.jsonl", data.val)
         model_card.write(folder, record)
         registry.write_record(folder, record)
     shutil.rmtree(args.output_dir, ignore_errors=True)
     # Where the eval harness looks for the held-out split of the latest run.
-    _write_pairs(settings.synth_dir / "train.jsonl", data.train)
-    _write_pairs(settings.synth_dir / "val.jsonl", data.val)
+    write_pairs(settings.synth_dir / "train.jsonl", data.train)
+    write_pairs(settings.synth_dir / "val.jsonl", data.val)
     return TrainReport(
         name=name,
         kind="embedder",
@@ -660,21 +325,6 @@ def train_embedder(
         batch_size=cfg.batch_size,
         eval_seconds=eval_seconds,
     )
-
-
-def validation_seconds(trainer) -> float:
-    """Seconds the trainer spent in its evaluator during `train()` (from its log history).
-
-    The per-epoch validation that picks the best checkpoint embeds every passage, which on a
-    CPU can cost as much as the training steps; throughput is reported without it.
-    """
-    return float(sum(h.get("eval_runtime", 0.0) for h in trainer.state.log_history))
-
-
-def throughput(examples: int, seconds: float, eval_seconds: float = 0.0) -> float:
-    """Examples a second of training steps: validation time inside the loop excluded."""
-    steps_seconds = seconds - eval_seconds
-    return examples / steps_seconds if steps_seconds > 0 else 0.0
 
 
 def merge_weights(model, base_model, alpha: float) -> None:
@@ -693,20 +343,6 @@ def merge_weights(model, base_model, alpha: float) -> None:
                 tensor.mul_(alpha).add_(other.to(tensor.device, tensor.dtype), alpha=1 - alpha)
 
 
-def _warmup(ratio: float) -> dict[str, float]:
-    """Transformers 5 takes a warmup ratio as a float `warmup_steps`; 4.x as `warmup_ratio`."""
-    import transformers
-
-    if int(transformers.__version__.split(".")[0]) >= 5:
-        return {"warmup_steps": ratio}
-    return {"warmup_ratio": ratio}  # pragma: no cover
-
-
-def _seen(result, batch_size: int) -> int:
-    """Training examples processed (steps x batch size)."""
-    return int(result.global_step) * batch_size
-
-
 def _cross_encoder(settings: Settings, device: str):
     spec = settings.finetune.negatives_cross_encoder
     if not spec:
@@ -720,65 +356,3 @@ def _cross_encoder(settings: Settings, device: str):
     from rag_app.rerank import Reranker
 
     return Reranker.load(spec, device=device).model
-
-
-def data_fingerprint(settings: Settings, data: TrainData, kind: str) -> str:
-    """Identifies a training job: base weights, pairs, split and hyper-parameters."""
-    import hashlib
-
-    digest = hashlib.sha256(kind.encode())
-    digest.update(weights_fingerprint(resolve_embedder(settings.models.embedder)).encode())
-    digest.update(json.dumps(settings_record(settings), sort_keys=True, default=str).encode())
-    for side in (data.train, data.val, data.guard):
-        for pair in side:
-            digest.update(f"{pair.query}\0{pair.passage_id}\n".encode())
-        digest.update(b"--")
-    for query, passage in data.general:
-        digest.update(f"{query}\0{passage}\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def existing_run(settings: Settings, fingerprint: str, kind: str) -> TrainReport | None:
-    """The report of a finished run of the same job, so re-running does not retrain."""
-    for found in reversed(registry.list_runs(settings, kind=kind)):
-        record = found.record
-        if record.get("data_fingerprint") == fingerprint:
-            return TrainReport(
-                name=found.name,
-                kind=kind,
-                path=found.path,
-                metrics=dict(found.metrics),
-                recommended=bool(record.get("recommended")),
-                verified=bool(record.get("verified")),
-                train_pairs=int(record.get("train_pairs", 0)),
-                val_pairs=int(record.get("val_pairs", 0)),
-                seconds=0.0,
-                train_seconds=float(record.get("train_seconds", 0.0)),
-                steps=int(record.get("steps", 0)),
-                batch_size=int((record.get("settings") or {}).get("batch_size", 16)),
-                reused=True,
-                eval_seconds=float(record.get("eval_seconds", 0.0)),
-            )
-    return None
-
-
-def run(
-    settings: Settings, *, name: str | None = None, progress: bool = True, force: bool = False
-) -> TrainReport:
-    """Prepare the data and fine-tune the embedder (`rag-app finetune`), by
-    `finetune.method`: a query adapter (the default) or every weight.
-
-    When a run with the same base model, data and settings exists it is returned instead
-    (`reused=True`), unless `force`.
-    """
-    data = prepare(settings)
-    job = "adapter" if settings.finetune.method == "adapter" else "embedder"
-    if not force and name is None:
-        found = existing_run(settings, data_fingerprint(settings, data, job), "embedder")
-        if found is not None:
-            return found
-    if job == "adapter":
-        from finetune.adapter import train_adapter  # adapter imports this module
-
-        return train_adapter(settings, data, name=name, progress=progress)
-    return train_embedder(settings, data, name=name, progress=progress)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from test_train import tiny_chunks, tiny_settings  # noqa: F401  (fixture)
 
-from finetune import adapter, train
+from finetune import adapter
+from finetune import data as data_mod
 from finetune.split import Pair, Passages
 from rag_app import query_adapter
 from rag_app.query_adapter import AdapterError, QueryAdapter
@@ -71,7 +72,7 @@ def test_adapter_learns_what_the_base_model_cannot(settings_factory, kind):
     chunks = tiny_chunks()
     passages = Passages.from_chunks(chunks)
     pairs = [Pair(f"form {7 * i + 3:03d}", c.id, c.doc_id) for i, c in enumerate(chunks)]
-    data = train.TrainData(chunks, passages, pairs, pairs)
+    data = data_mod.TrainData(chunks, passages, pairs, pairs)
     report = adapter.train_adapter(settings, data, name=f"memorise-{kind}", progress=False)
     m = report.metrics
     assert m["val_mrr@10"] > m["val_mrr@10_base"] + 0.2
@@ -96,7 +97,7 @@ def test_adapter_run_serves_from_the_base_index_without_reindexing(tiny_settings
         }
     )
     build_index(settings, progress=False)
-    data = train.prepare(settings)
+    data = data_mod.prepare(settings)
     report = adapter.train_adapter(settings, data, name="tiny-adapter", progress=False)
     run_dir = settings.models_dir / "tiny-adapter"
     assert report.path == run_dir
@@ -189,7 +190,7 @@ def test_recipe_selection_keeps_the_recipe_that_wins_on_the_guard(settings_facto
         Pair(f"form {7 * i + 3:03d} please", c.id, c.doc_id, "labelled")
         for i, c in enumerate(chunks)
     ]
-    data = train.TrainData(chunks, passages, good + wrong, good, guard=guard)
+    data = data_mod.TrainData(chunks, passages, good + wrong, good, guard=guard)
     report = adapter.train_adapter(settings, data, name="selected", progress=False)
     record = json.loads((report.path / "run.json").read_text())
     assert [c["recipe"] for c in record["candidates"]] == ["llm+structural", "structural"]

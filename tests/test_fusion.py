@@ -12,7 +12,8 @@ import json
 import pytest
 from test_train import tiny_chunks, tiny_settings  # noqa: F401  (fixture)
 
-from finetune import adapter, train
+from finetune import adapter
+from finetune import data as data_mod
 from finetune.fusion_select import CHOICES, choose
 from rag_app.fusion import FusionChoice, Measured, fuse, load_choices, record_choice, resolve
 
@@ -81,7 +82,7 @@ def test_finetune_measures_fusion_on_real_questions_and_the_chat_serves_it(tiny_
     default = FusionChoice("weighted", settings.retrieval.dense_weight)
 
     # synthetic queries only: nothing is chosen (they favour BM25), the default serves
-    adapter.train_adapter(settings, train.prepare(settings), name="synthetic", progress=False)
+    adapter.train_adapter(settings, data_mod.prepare(settings), name="synthetic", progress=False)
     record = json.loads((settings.models_dir / "synthetic" / "run.json").read_text())
     assert (
         record["fusion"]["source"] is None and "synthetic queries never" in record["fusion"]["note"]
@@ -98,7 +99,7 @@ def test_finetune_measures_fusion_on_real_questions_and_the_chat_serves_it(tiny_
             )
         }
     )
-    data = train.prepare(real)
+    data = data_mod.prepare(real)
     adapter.train_adapter(real, data, name="fused", progress=False)
     record = json.loads((settings.models_dir / "fused" / "run.json").read_text())
     fusion = record["fusion"]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from finetune import model_card, registry, synth, train
+from finetune import data as data_mod
+from finetune import job, model_card, registry, synth, train
 from finetune.split import Pair, Passages, check_no_leak, load_labelled, split_pairs
 from rag_app import chunkstore
 from rag_app.types import Chunk
@@ -122,7 +123,7 @@ def test_train_embedder_publishes_a_complete_run(tiny_settings):
     from rag_app.registry import list_runs
 
     settings = tiny_settings
-    data = train.prepare(settings)
+    data = data_mod.prepare(settings)
     assert data.train and data.val
     check_no_leak(data.train, data.val, "document")
     report = train.train_embedder(settings, data, name="tiny-ft", progress=False)
@@ -160,7 +161,7 @@ def test_train_embedder_publishes_a_complete_run(tiny_settings):
     assert registry.resolve_run(settings, "latest", kind="embedder").path == run_dir
     with pytest.raises(FileExistsError):
         train.train_embedder(settings, data, name="tiny-ft", progress=False)
-    again = train.run(settings, progress=False)  # same data and settings: nothing retrained
+    again = job.run(settings, progress=False)  # same data and settings: nothing retrained
     assert again.reused and again.path == run_dir and "already trained" in again.summary()
 
     from typer.testing import CliRunner
@@ -185,7 +186,7 @@ def test_training_raises_mrr_on_its_own_pairs(settings_factory):
     chunks = tiny_chunks()
     passages = Passages.from_chunks(chunks)
     pairs = [Pair(f"form {7 * i + 3:03d}", c.id, c.doc_id) for i, c in enumerate(chunks)]
-    data = train.TrainData(chunks, passages, pairs, pairs)
+    data = data_mod.TrainData(chunks, passages, pairs, pairs)
     report = train.train_embedder(settings, data, name="memorise", progress=False)
     m = report.metrics
     assert m["val_mrr@10"] > m["val_mrr@10_base"] + 0.05
@@ -233,8 +234,8 @@ def test_model_card_says_unverified_without_labelled_set():
 def test_prepare_without_data_says_what_to_run(settings_factory):
     settings = settings_factory()
     chunkstore.save(settings.chunks_path, settings.manifest_path, tiny_chunks(), {})
-    with pytest.raises(train.NoTrainingDataError, match="rag-app synth"):
-        train.prepare(settings)
+    with pytest.raises(data_mod.NoTrainingDataError, match="rag-app synth"):
+        data_mod.prepare(settings)
 
 
 @pytest.mark.slow
@@ -243,7 +244,7 @@ def test_train_reranker_is_a_trained_cross_encoder(tiny_settings):
     from rag_app.rerank import Reranker, check_trained, find_trained_reranker
 
     settings = tiny_settings
-    data = train.prepare(settings)
+    data = data_mod.prepare(settings)
     report = train_reranker(settings, data, name="tiny-rr", progress=False)
     run_dir = Path(report.path)
     record = json.loads((run_dir / "run.json").read_text())
@@ -301,7 +302,7 @@ def test_guard_training_data_and_eval_read_reused_query_ids_the_same_way(
     assert expected == {("What treats asthma attacks?", "p1"), ("What treats anemia?", "p2")}
 
     settings = settings_factory(finetune={"labelled_eval": str(folder)})
-    guard, _ = train.labelled_pairs_for_guard(settings, chunks, passages)
+    guard, _ = data_mod.labelled_pairs_for_guard(settings, chunks, passages)
     assert {(p.query, p.passage_id) for p in guard} == expected
     trained = load_labelled(folder, passages, chunks, split="test")
     assert {(p.query, p.passage_id) for p in trained} == expected
