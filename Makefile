@@ -52,6 +52,7 @@ demo: $(STAMP)
 test: $(STAMP) $(LLAMACPP_STAMP) $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 lint format: $(STAMP)

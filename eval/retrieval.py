@@ -405,8 +405,7 @@ def run_retrieval_eval(
             mode=spec.mode,  # type: ignore[arg-type]
             rerank=spec.rerank,
         )
-        describe = getattr(retriever, "describe", None)
-        description = describe() if callable(describe) else spec.name
+        description = retriever.describe()
         rankings: dict[str, list[str]] = {}
         latencies: list[float] = []
         started = time.perf_counter()

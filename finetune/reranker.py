@@ -218,7 +218,8 @@ def train_reranker(
         write_pairs(folder / "val.jsonl", data.val)
         model_card.write(folder, record)
         registry.write_record(folder, record)
-    shutil.rmtree(args.output_dir, ignore_errors=True)
+    if args.output_dir:  # the trainer's checkpoints; the run folder holds the model
+        shutil.rmtree(args.output_dir, ignore_errors=True)
     return TrainReport(
         name=name,
         kind="reranker",

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag_app.store.bm25 import BM25Index
 from rag_app.types import Chunk
 
 
@@ -140,14 +141,12 @@ def _resolver(passages: Passages, chunks: Sequence[Chunk]):
     by_doc: dict[str, list[Chunk]] = defaultdict(list)
     for chunk in chunks:
         by_doc[chunk.doc_id].append(chunk)
-    cache: dict[str, object] = {}
+    cache: dict[str, BM25Index] = {}
 
     def resolve(query: str, cid: str) -> tuple[str, str] | None:
         if cid in passages:
             return cid, passages.doc[cid]
         if cid in by_doc:  # a document id: the chunk of that document BM25 likes best
-            from rag_app.store.bm25 import BM25Index
-
             index = cache.get(cid)
             if index is None:
                 index = cache[cid] = BM25Index.build(by_doc[cid])

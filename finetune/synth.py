@@ -471,7 +471,7 @@ def generate(
             raise RuntimeError(
                 f"the LLM returned {len(outputs)} replies for {len(messages)} prompts"
             )
-        new_rows = []
+        new_rows: list[dict[str, Any]] = []
         for i, chunk in enumerate(batch):
             replies_i = outputs[i * n : (i + 1) * n]
             new_rows.append(

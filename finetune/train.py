@@ -44,6 +44,7 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from finetune import model_card, registry
 from finetune.data import (
@@ -82,9 +83,11 @@ def ir_evaluator(pairs: Sequence[Pair], passages: Passages, name: str, batch_siz
             InformationRetrievalEvaluator,
         )
     except ImportError:  # pragma: no cover - 5.x
-        from sentence_transformers.evaluation import InformationRetrievalEvaluator
+        from sentence_transformers.evaluation import (  # type: ignore[no-redef]
+            InformationRetrievalEvaluator,
+        )
 
-    queries: dict[str, str] = {}
+    queries: dict[str, Any] = {}  # the evaluator's own (invariant) value type is wider
     relevant: dict[str, set[str]] = defaultdict(set)
     qid_of: dict[str, str] = {}
     for pair in pairs:
@@ -137,9 +140,10 @@ def build_loss(model, settings: Settings):
     try:
         from sentence_transformers.sentence_transformer import losses
     except ImportError:  # pragma: no cover - 5.x
-        from sentence_transformers import losses
+        from sentence_transformers import losses  # type: ignore[attr-defined,no-redef]
 
     cfg = settings.finetune
+    loss: Any
     if cfg.loss == "cached_mnrl":
         loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
     else:
@@ -167,7 +171,7 @@ def train_embedder(
     try:
         from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     except ImportError:  # pragma: no cover - 5.x
-        from sentence_transformers.training_args import BatchSamplers
+        from sentence_transformers.training_args import BatchSamplers  # type: ignore[no-redef]
     from transformers import set_seed
 
     from finetune import negatives
@@ -306,7 +310,8 @@ def train_embedder(
         write_pairs(folder / "val.jsonl", data.val)
         model_card.write(folder, record)
         registry.write_record(folder, record)
-    shutil.rmtree(args.output_dir, ignore_errors=True)
+    if args.output_dir:  # the trainer's checkpoints; the run folder holds the model
+        shutil.rmtree(args.output_dir, ignore_errors=True)
     # Where the eval harness looks for the held-out split of the latest run.
     write_pairs(settings.synth_dir / "train.jsonl", data.train)
     write_pairs(settings.synth_dir / "val.jsonl", data.val)

@@ -275,7 +275,7 @@ def _prompt_budget(llm: LLM, max_new_tokens: int | None) -> int | None:
     window = getattr(llm, "context_window", None)
     if not window:
         return None
-    new = max_new_tokens or getattr(llm, "max_new_tokens", 256)
+    new = max_new_tokens or getattr(llm, "max_new_tokens", None) or 256
     return max(int(window) - int(new), 128)
 
 

@@ -233,7 +233,7 @@ def search_cmd(
         ]
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    for note in getattr(retriever, "notes", []):
+    for note in retriever.notes:
         typer.secho(note, fg=typer.colors.YELLOW, err=True)
     if not hits:
         typer.echo("no passages found" + (f" matching {flt}" if flt else ""))

@@ -187,7 +187,7 @@ class SynthSettings(BaseModel):
         1, ge=0, le=20, description="LLM candidates per chunk (styles alternate)."
     )
     styles: list[Literal["keyword", "question"]] = Field(
-        default_factory=lambda: ["question"],
+        default_factory=lambda: list[Literal["keyword", "question"]](["question"]),
         description="Query styles asked of the LLM, used in turn.",
     )
     structural_queries_per_chunk: int = Field(

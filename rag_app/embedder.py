@@ -94,6 +94,7 @@ class Embedder:
         self.full: Embedder = full or self
         # applied to query vectors only (at full dimension, before any truncation)
         self.query_adapter = query_adapter
+        self._stamp: tuple | None = None  # an adapter run's file stamp, for the cache
 
     def __repr__(self) -> str:
         return f"Embedder({self.fingerprint}, dim={self.dim}, device={self.model.device})"
@@ -125,7 +126,7 @@ class Embedder:
                     f"{full.name} has {full.dim} dimensions; cannot truncate to {truncate_dim}"
                 )
             adapter_path = full.query_adapter.path if full.query_adapter else None
-            key = (
+            key: tuple = (
                 "truncated",
                 full.fingerprint,
                 adapter_path,
@@ -171,7 +172,10 @@ class Embedder:
                 getattr(model, "get_embedding_dimension", None)
                 or model.get_sentence_embedding_dimension
             )
-            dim = int(getter())
+            found_dim = getter()
+            if not found_dim:
+                raise ValueError(f"{resolved.location}: the model does not say its dimension")
+            dim = int(found_dim)
             name = model_display_name(resolved)
             fingerprint = f"{_slug(name)}-{weights_fingerprint(resolved)}"
             embedder = cls(model, name=name, spec=spec, fingerprint=fingerprint, dim=dim)
@@ -192,15 +196,16 @@ class Embedder:
             )
         if adapter.dim != base.dim:
             raise AdapterError(f"adapter {spec} is {adapter.dim}-d; {base.name} is {base.dim}-d")
-        key = ("adapter", str(adapter.path.resolve()), base.fingerprint, str(base.model.device))
+        folder = adapter.path or Path(spec)
+        key = ("adapter", str(folder.resolve()), base.fingerprint, str(base.model.device))
         with _LOCK:
-            stamp = _files_stamp(str(adapter.path))
+            stamp = _files_stamp(str(folder))
             cached = _CACHE.get(key)
-            if cached is not None and getattr(cached, "_stamp", None) == stamp:
+            if cached is not None and cached._stamp == stamp:
                 return cached
             embedder = cls(
                 base.model,
-                name=adapter.path.name,
+                name=folder.name,
                 spec=spec,
                 fingerprint=base.fingerprint,
                 dim=base.dim,

@@ -167,9 +167,9 @@ def run(
         ) as bar:
             for start in range(0, len(missing), UPSERT_EVERY):
                 part = missing[start : start + UPSERT_EVERY]
-                stored = full_store.embeddings([c.id for c in part]) if full_store else {}
-                if stored and len(stored) == len(part):
-                    vectors = truncate(np.stack([stored[c.id] for c in part]), embedder.dim)
+                known = full_store.embeddings([c.id for c in part]) if full_store else {}
+                if known and len(known) == len(part):
+                    vectors = truncate(np.stack([known[c.id] for c in part]), embedder.dim)
                     report.reused += len(part)
                 else:
                     vectors = embedder.encode_documents(

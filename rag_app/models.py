@@ -12,6 +12,7 @@ Anything else is an error that lists what would have worked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -182,7 +183,7 @@ def weights_fingerprint(model: ResolvedModel) -> str:
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode())
         with path.open("rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+            for block in iter(functools.partial(handle.read, 1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:12]
 

@@ -47,9 +47,14 @@ class RerankerUnavailableError(RuntimeError):
 
 @runtime_checkable
 class Retriever(Protocol):
-    """Anything that turns a query into ranked hits."""
+    """Anything that turns a query into ranked hits, says what it is, and keeps notes for
+    the user (why reranking is off, which fusion serves and why, ...)."""
+
+    notes: list[str]
 
     def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]: ...
+
+    def describe(self) -> str: ...
 
 
 # --- the shared chunk table ---------------------------------------------------------------
@@ -119,6 +124,7 @@ class BM25Retriever:
     """Lexical retrieval over the corpus's BM25 index."""
 
     def __init__(self, corpus: Corpus) -> None:
+        self.notes: list[str] = []  # for the user; build_retriever fills them
         self.corpus = corpus
 
     def describe(self) -> str:
@@ -149,6 +155,7 @@ class DenseRetriever:
         rescore_store: VectorStore | None = None,
         rescore_candidates: int = 50,
     ) -> None:
+        self.notes: list[str] = []  # for the user; build_retriever fills them
         store.check(embedder.fingerprint, embedder.dim, embedder.name)
         if rescore_store is not None:
             rescore_store.check(embedder.full.fingerprint, embedder.full.dim, embedder.name)
@@ -184,7 +191,7 @@ class DenseRetriever:
 
     def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
         where = filters.to_chroma() if filters else None
-        hits = []
+        hits: list[Hit] = []
         for cid, score in self._search(query, k, where):
             chunk = self.corpus.by_id.get(cid)
             if chunk is None:  # indexed chunk no longer in the workspace
@@ -214,6 +221,7 @@ class HybridRetriever:
         candidates: int = 50,
         why: str = "",
     ) -> None:
+        self.notes: list[str] = []  # for the user; build_retriever fills them
         self.bm25 = bm25
         self.dense = dense
         self.choice = (
@@ -225,7 +233,7 @@ class HybridRetriever:
         self.why = why  # where the choice came from, for the chat's status line
 
     def describe(self) -> str:
-        return f"hybrid({self.choice.describe()}; {_describe(self.bm25)} + {_describe(self.dense)})"
+        return f"hybrid({self.choice.describe()}; {self.bm25.describe()} + {self.dense.describe()})"
 
     def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
         n = max(k, self.candidates)
@@ -262,21 +270,17 @@ class RerankedRetriever:
     """The base retriever's top `top_n`, re-ordered by a cross-encoder; returns top k."""
 
     def __init__(self, base: Retriever, reranker: Reranker, top_n: int = 20) -> None:
+        self.notes: list[str] = []  # for the user; build_retriever fills them
         self.base = base
         self.reranker = reranker
         self.top_n = top_n
 
     def describe(self) -> str:
-        return f"{_describe(self.base)} -> rerank({self.reranker.name}, top {self.top_n})"
+        return f"{self.base.describe()} -> rerank({self.reranker.name}, top {self.top_n})"
 
     def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
         hits = self.base.retrieve(query, max(k, self.top_n), filters)
         return self.reranker.rerank(query, hits)[:k]
-
-
-def _describe(retriever: object) -> str:
-    describe = getattr(retriever, "describe", None)
-    return describe() if callable(describe) else type(retriever).__name__
 
 
 # --- factory --------------------------------------------------------------------------------
@@ -363,7 +367,7 @@ def build_retriever(
         else:
             retriever = RerankedRetriever(retriever, reranker, settings.retrieval.rerank_top)
             notes.append(reason)
-    retriever.notes = notes  # type: ignore[attr-defined]
+    retriever.notes = notes
     return retriever
 
 

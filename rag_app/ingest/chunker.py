@@ -55,7 +55,7 @@ def chunk_document(
         section_text = section.get_content()
         section_start = doc.text.find(section_text, cursor)
         if section_start < 0:
-            section_start = section.start_char_idx or cursor
+            section_start = getattr(section, "start_char_idx", None) or cursor
         heading_path = _heading_path(section.metadata.get("header_path", ""), section_text)
         piece_cursor = section_start
         for piece in splitter.split_text(section_text):

@@ -20,6 +20,7 @@ evaluate on fewer queries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -386,7 +387,7 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
         digest.update(file.relative_to(root).as_posix().encode("utf-8") + b"\0")
         digest.update(str(file.stat().st_size).encode("ascii") + b"\0")
         with file.open("rb") as handle:
-            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+            for block in iter(functools.partial(handle.read, 1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
 

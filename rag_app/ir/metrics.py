@@ -113,7 +113,8 @@ def parse_metric(name: str) -> MetricSpec:
         raise ValueError(f"metric name must be a string, got {name!r}")
     match = _METRIC_RE.match(name.lower())
     family = match.group(1) if match else None
-    family = _ALIASES.get(family, family)
+    if family is not None:
+        family = _ALIASES.get(family, family)
     if match is None or family not in KNOWN_METRICS:
         known = "; ".join(KNOWN_METRICS.values())
         raise ValueError(f"unknown metric {name!r}; known metrics: {known}")

@@ -20,10 +20,11 @@ whatever the number of queries or resamples.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # Upper bound on the size of one (resamples x queries) block: 2**22 float64 = 32 MiB.
 _CHUNK_ELEMENTS = 1 << 22
@@ -73,7 +74,7 @@ class Comparison:
         return asdict(self)
 
 
-def _differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+def _differences(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """``b - a`` as float64, after checking the inputs are paired, non-empty and finite."""
     arr_a = np.asarray(a, dtype=np.float64)
     arr_b = np.asarray(b, dtype=np.float64)
@@ -100,8 +101,8 @@ def _chunks(total: int, n: int) -> list[int]:
 
 
 def paired_bootstrap(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: ArrayLike,
+    b: ArrayLike,
     n_resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -139,8 +140,8 @@ def paired_bootstrap(
 
 
 def randomization_test(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: ArrayLike,
+    b: ArrayLike,
     n_permutations: int = 10_000,
     seed: int = 0,
 ) -> float:

@@ -29,6 +29,7 @@ class LLM(Protocol):
     """A chat model. Keyword arguments left as None use the backend's configured defaults."""
 
     name: str
+    system_prompt: str | None  # replaces the grounded-answer rules when set
 
     def generate(
         self,

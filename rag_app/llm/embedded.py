@@ -232,6 +232,8 @@ class _Cancel:
 class EmbeddedLLM:
     """A transformers chat model in this process. Greedy when temperature is 0."""
 
+    system_prompt: str | None = None  # llm.system_prompt; None: the built-in rules
+
     def __init__(
         self,
         loaded: LoadedModel,

@@ -7,6 +7,7 @@ returned backend objects are light wrappers that carry the per-settings defaults
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from rag_app.config import Settings
 from rag_app.llm.base import LLM, LLMError
@@ -25,7 +26,7 @@ def build_llm(settings: Settings) -> LLM | None:
     backend = cfg.backend
     if backend == "none":
         return None
-    common = {
+    common: dict[str, Any] = {
         "max_new_tokens": cfg.max_new_tokens,
         "temperature": cfg.temperature,
         "context_window": cfg.context_window,
@@ -65,7 +66,7 @@ def build_llm(settings: Settings) -> LLM | None:
             llm = EmbeddedLLM(loaded, name=f"embedded:{resolved.spec} ({device})", **common)
         else:  # pragma: no cover - Settings validates the literal
             raise LLMError(f"unknown llm.backend {backend!r}")
-    system_prompt = getattr(cfg, "system_prompt", None)
+    system_prompt = cfg.system_prompt
     if system_prompt:
-        llm.system_prompt = system_prompt  # type: ignore[attr-defined]
+        llm.system_prompt = system_prompt
     return llm

@@ -63,6 +63,8 @@ def load_llama(model: ResolvedModel, *, context_window: int = 2048, n_threads: i
 class LlamaCppLLM:
     """A GGUF chat model run by llama.cpp in this process (one request at a time)."""
 
+    system_prompt: str | None = None  # llm.system_prompt; None: the built-in rules
+
     def __init__(
         self,
         llama: Any,

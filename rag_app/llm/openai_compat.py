@@ -46,6 +46,8 @@ class _Retryable(Exception):
 class OpenAICompatLLM:
     """A chat model behind an OpenAI-compatible HTTP API."""
 
+    system_prompt: str | None = None  # llm.system_prompt; None: the built-in rules
+
     def __init__(
         self,
         base_url: str,

@@ -151,7 +151,7 @@ class BM25Index:
             self._post_w = np.zeros(0, dtype=np.float32)
             return
         term = np.concatenate(terms)
-        row = np.concatenate(rows)
+        doc_rows = np.concatenate(rows)
         tf = np.concatenate(counts).astype(np.float64)
         avgdl = doc_len.sum() / n_docs
         # idf as rank_bm25.BM25Okapi._calc_idf: log((N - n + 0.5) / (n + 0.5)), negative
@@ -160,10 +160,10 @@ class BM25Index:
         idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
         floor = self.epsilon * (idf.sum() / len(idf))
         idf[idf < 0] = floor
-        norm = self.k1 * (1 - self.b + self.b * doc_len[row] / avgdl)
+        norm = self.k1 * (1 - self.b + self.b * doc_len[doc_rows] / avgdl)
         weight = idf[term] * tf * (self.k1 + 1) / (tf + norm)
         order = np.argsort(term, kind="stable")
-        self._post_rows = row[order]
+        self._post_rows = doc_rows[order]
         self._post_w = weight[order].astype(np.float64)
         self._indptr = np.concatenate([[0], np.cumsum(np.bincount(term, minlength=len(vocab)))])
 

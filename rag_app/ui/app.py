@@ -17,9 +17,10 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from rag_app.config import Settings
+from rag_app.retrieve import Mode
 from rag_app.types import Hit
 from rag_app.ui.render import compare_markdown, hits_markdown
 from rag_app.ui.service import BASELINE, ChatService
@@ -31,6 +32,13 @@ log = logging.getLogger(__name__)
 FILTER_FIELDS = ("doc_type", "department")
 DATE_FIELD = "effective_date"
 MODES = [("Hybrid (BM25 + dense)", "hybrid"), ("Dense only", "dense"), ("BM25 only", "bm25")]
+
+
+def _mode(value: str) -> Mode:
+    """A search mode from the browser or an API client, checked (the API takes any string)."""
+    if value not in ("hybrid", "dense", "bm25"):
+        raise ValueError(f"unknown search mode {value!r}; use hybrid, dense or bm25")
+    return cast(Mode, value)
 
 
 def _filter_specs(
@@ -234,7 +242,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 hits = service.search(
                     message,
                     key,
-                    search_mode,
+                    _mode(search_mode),
                     use_rerank,
                     filters=_build_filter(specs),
                     user=_user(request),
@@ -250,7 +258,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
             turn = service.record_turn(
                 message,
                 key,
-                search_mode,  # type: ignore[arg-type]
+                _mode(search_mode),
                 use_rerank,
                 dim_value,
                 hits,
@@ -258,7 +266,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 session=_session(request),
             )
             session_turns.append(turn)
-            note = service.search_note(key, search_mode, use_rerank, dim_value)  # type: ignore[arg-type]
+            note = service.search_note(key, _mode(search_mode), use_rerank, dim_value)
             sources_md = hits_markdown(hits, title=f"Sources · {label}", note=note)
             yield history, "", sources_md, session_turns
             pairs = _pairs(history[:-1])
@@ -274,8 +282,8 @@ def build_app(settings: Settings, service: ChatService | None = None):
         # the state is not part of the API: `/ask` clients see the same outputs as before
         outputs = [chatbot, question, sources, turns]
         send.click(respond, inputs, outputs, api_name="ask")
-        question.submit(respond, inputs, outputs, api_name=False)
-        clear.click(lambda: ([], "", "", []), None, [*outputs], api_name=False)
+        question.submit(respond, inputs, outputs, api_visibility="private")
+        clear.click(lambda: ([], "", "", []), None, [*outputs], api_visibility="private")
         turns.change(
             lambda t: (
                 gr.update(choices=_source_choices(t[-1]) if t and t[-1] else [], value=None),
@@ -283,7 +291,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
             ),
             turns,
             [source_pick, feedback_status],
-            api_name=False,
+            api_visibility="private",
         )
 
         if settings.feedback.enabled:
@@ -319,7 +327,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                     _wants_request(on_mark, gr.Request),
                     [turns, source_pick],
                     feedback_status,
-                    api_name=False,
+                    api_visibility="private",
                 )
 
             def on_like(
@@ -353,7 +361,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 _wants_request(on_like, gr.Request),
                 [turns, chatbot],
                 feedback_status,
-                api_name=False,
+                api_visibility="private",
             )
 
         if tuned is not None:
@@ -373,10 +381,22 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 try:
                     flt = _build_filter(specs)
                     base_hits = service.search(
-                        query, BASELINE, search_mode, use_rerank, flt, user=user, dim=dim_value
+                        query,
+                        BASELINE,
+                        _mode(search_mode),
+                        use_rerank,
+                        flt,
+                        user=user,
+                        dim=dim_value,
                     )
                     tuned_hits = service.search(
-                        query, tuned.key, search_mode, use_rerank, flt, user=user, dim=dim_value
+                        query,
+                        tuned.key,
+                        _mode(search_mode),
+                        use_rerank,
+                        flt,
+                        user=user,
+                        dim=dim_value,
                     )
                 except Exception as exc:
                     log.exception("compare failed")
@@ -410,7 +430,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
             hits = service.search(
                 query,
                 key,
-                search_mode,
+                _mode(search_mode),
                 use_rerank,
                 filters=_build_filter(list(filters or [])),
                 user=_user(request),
@@ -427,7 +447,10 @@ def build_app(settings: Settings, service: ChatService | None = None):
             return (service.status_markdown(), *updates) if updates else service.status_markdown()
 
         demo.load(
-            _wants_request(on_load, gr.Request), None, [status, *filter_inputs], api_name=False
+            _wants_request(on_load, gr.Request),
+            None,
+            [status, *filter_inputs],
+            api_visibility="private",
         )
     return demo
 

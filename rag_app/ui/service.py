@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rag_app.access import AccessPolicy
 from rag_app.config import Settings
@@ -175,7 +175,7 @@ class ChatService:
         server log and never breaks the chat."""
         from rag_app.feedback import hit_record
 
-        turn = {
+        turn: dict[str, Any] = {
             "turn": uuid.uuid4().hex,
             "query": query,
             "retriever": self.describe(key, mode, rerank, dim),
