@@ -579,14 +579,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument(
-        "--report", type=Path, help="re-write the Markdown of an earlier run's JSON and stop"
+        "--report",
+        type=Path,
+        nargs="+",
+        help="re-write the Markdown of earlier runs' JSON (several: merged, corpora in order, "
+        "into the first file's name, or --tag's) and stop",
     )
     args = parser.parse_args(argv)
-    if args.report is not None:
-        report = json.loads(args.report.read_text())
-        first = next(iter(report["corpora"].values()))
-        done = list(first["recipes"])
-        print(write_report(args.report.with_suffix(""), report, done, list(first["scores"])))
+    if args.report:
+        reports = [json.loads(path.read_text()) for path in args.report]
+        report = reports[0]
+        for other in reports[1:]:
+            report["corpora"].update(other["corpora"])
+            report["command"] += f"` + `{other['command']}"
+        recipes: list[str] = []
+        for row in report["corpora"].values():
+            recipes += [r for r in row["recipes"] if r not in recipes]
+        splits = list(next(iter(report["corpora"].values()))["scores"])
+        stem = RESULTS / f"protocol-{report['date']}-{args.tag}" if args.tag else args.report[0]
+        print(write_report(stem.with_suffix(""), report, recipes, splits))
         return 0
 
     from rag_app import index

@@ -32,28 +32,26 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from finetune import model_card, registry
 from finetune.data import (
     GUARD_METRIC,
     TrainData,
     data_fingerprint,
     guard_for,
     guard_record,
-    settings_record,
     verdict,
-    write_pairs,
 )
 from finetune.fusion_select import record_choices, select_fusion
-from finetune.runs import TrainReport, open_run, throughput
+from finetune.runs import TrainReport, open_run, publish, report, run_record, throughput
 from finetune.split import Pair, Passages
 from rag_app import query_adapter
 from rag_app.config import Settings
+from rag_app.fusion import Measured
 from rag_app.ir.stats import paired_bootstrap
-from rag_app.models import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -430,30 +428,27 @@ def train_adapter(
             {f"{prefix}_{k}": float(v.mean()) for k, v in score(best_state, scored).items()}
         )
     verified, recommended = verdict(settings, metrics, guard_set)
-    record: dict[str, Any] = {
-        "name": name,
-        "run_id": name,
-        "kind": "embedder",
-        "method": "adapter",
-        "adapter_kind": kind,
-        "base_model": settings.models.embedder,
-        "base_fingerprint": base.fingerprint,
-        "base_weights": weights_fingerprint(resolved),
-        "created": registry.now_iso(),
-        "corpus": str(settings.corpus),
-        "metrics": metrics,
-        "recommended": recommended,
-        "verified": verified,
-        "validation": "labelled + synthetic" if verified else "synthetic",
+    record = run_record(
+        settings,
+        data,
+        name=name,
+        kind="embedder",
+        base=base,
+        resolved=resolved,
+        fingerprint=fingerprint,
+        device="cpu",
+        metrics=metrics,
+        recommended=recommended,
+        verified=verified,
+        validation="labelled + synthetic" if verified else "synthetic",
+        train_pairs=fitted.examples,
+        method="adapter",
+        adapter_kind=kind,
         **guard_record(guard_set),
-        "recipe": recipe,
-        "selection": _selection_note(tried, recipe, guard_set) if tried else None,
-        "candidates": tried,
-        "train_pairs": fitted.examples,
-        "val_pairs": len(data.val),
-        "train_file": "train.jsonl",
-        "val_file": "val.jsonl",
-        "data": {
+        recipe=recipe,
+        selection=_selection_note(tried, recipe, guard_set) if tried else None,
+        candidates=tried,
+        data={
             "train_pairs": fitted.examples,
             "val_pairs": len(data.val),
             "passages": len(data.passages),
@@ -461,19 +456,17 @@ def train_adapter(
             "labelled_weight": cfg.labelled_weight,
             **{f"source {k}": v for k, v in sorted(data.sources.items())},
         },
-        "llm": data.synth_meta.get("llm"),
-        "prompt_version": data.synth_meta.get("prompt_version"),
-        "data_fingerprint": fingerprint,
-        "best_epoch": best_epoch,
-        "history": history,
-        "steps": steps,
-        "train_seconds": round(train_seconds, 2),
-        "pairs_per_s": round(throughput(steps * cfg.batch_size, train_seconds), 1),
-        "device": "cpu",
-        "seed": settings.seed,
-        "settings": settings_record(settings),
-    }
-    with registry.staged_run(settings, name) as folder:
+        best_epoch=best_epoch,
+        history=history,
+        steps=steps,
+        train_seconds=round(train_seconds, 2),
+        pairs_per_s=round(throughput(steps * cfg.batch_size, train_seconds), 1),
+    )
+    held_out = set(data.guard)  # real pairs of held-out documents; never labelled_eval,
+    real = [p for p in guard_set.pairs if p in held_out]  # which the user may evaluate on
+    fusions: list[tuple[str, Measured]] = []
+
+    def save(folder: Path) -> None:
         query_adapter.save(
             folder,
             kind,
@@ -482,27 +475,17 @@ def train_adapter(
             base_fingerprint=base.fingerprint,
             extra={"run": name, "best_epoch": best_epoch},
         )
-        held_out = set(data.guard)  # real pairs of held-out documents; never labelled_eval,
-        real = [p for p in guard_set.pairs if p in held_out]  # which the user may evaluate on
-        record["fusion"], fusions = select_fusion(settings, str(folder), name, real)
-        write_pairs(folder / "train.jsonl", data.train)
-        write_pairs(folder / "val.jsonl", data.val)
-        model_card.write(folder, record)
-        registry.write_record(folder, record)
+        # measured on the staged run, before run.json (which records it) is written
+        record["fusion"], found = select_fusion(settings, str(folder), name, real)
+        fusions.extend(found)
+
+    path = publish(settings, record, data, save)
     record_choices(settings, fusions)
-    write_pairs(settings.synth_dir / "train.jsonl", data.train)
-    write_pairs(settings.synth_dir / "val.jsonl", data.val)
-    return TrainReport(
-        name=name,
+    return report(
+        record,
+        path,
         kind="adapter",
-        path=settings.models_dir / name,
-        metrics=metrics,
-        recommended=recommended,
-        verified=verified,
-        train_pairs=fitted.examples,
-        val_pairs=len(data.val),
-        seconds=time.perf_counter() - began,
+        began=began,
         train_seconds=train_seconds,
-        steps=steps,
         batch_size=cfg.batch_size,
     )

@@ -24,12 +24,12 @@ import shutil
 import time
 from collections import defaultdict
 
-from finetune import model_card, registry
-from finetune.data import TrainData, data_fingerprint, prepare, settings_record, write_pairs
-from finetune.runs import TrainReport, existing_run, throughput
+from finetune import registry
+from finetune.data import TrainData, data_fingerprint, prepare
+from finetune.runs import TrainReport, existing_run, publish, report, run_record, throughput
 from finetune.trainer_args import seen_examples, shared_training_args, validation_seconds
 from rag_app.config import Settings
-from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
+from rag_app.models import resolve_device, resolve_embedder
 
 log = logging.getLogger(__name__)
 
@@ -174,64 +174,52 @@ def train_reranker(
         "val_rerank_ndcg@10": float(raw["val_ndcg@10"]),
     }
     recommended = metrics["val_rerank_ndcg@10"] > metrics["val_rerank_ndcg@10_base"]
-    record = {
-        "name": name,
-        "run_id": name,
-        "kind": "reranker",
-        "base_model": settings.models.embedder,
-        "base_fingerprint": base.fingerprint,
-        "base_weights": weights_fingerprint(resolved),
-        "created": registry.now_iso(),
-        "corpus": str(settings.corpus),
-        "metrics": metrics,
-        "recommended": recommended,
-        "verified": False,
-        "beats_no_rerank": recommended,
-        "validation": f"synthetic (reranking the base dense top {CANDIDATES})",
-        "labelled_eval": None,
-        "train_pairs": len(rows),
-        "val_pairs": len(data.val),
-        "train_file": "train.jsonl",
-        "val_file": "val.jsonl",
-        "max_length": cfg.reranker_max_length,
-        "data": {
+    record = run_record(
+        settings,
+        data,
+        name=name,
+        kind="reranker",
+        base=base,
+        resolved=resolved,
+        fingerprint=data_fingerprint(settings, data, "reranker"),
+        device=device,
+        metrics=metrics,
+        recommended=recommended,
+        verified=False,
+        validation=f"synthetic (reranking the base dense top {CANDIDATES})",
+        train_pairs=len(rows),
+        beats_no_rerank=recommended,
+        labelled_eval=None,
+        max_length=cfg.reranker_max_length,
+        data={
             "train_queries": len(rows),
             "train_examples": len(train_dataset),
             "val_queries": len(samples),
             **{f"negatives {k}": v for k, v in mining.as_dict().items()},
         },
-        "data_fingerprint": data_fingerprint(settings, data, "reranker"),
-        "steps": int(result.global_step),
-        "train_seconds": round(train_seconds, 1),
-        "eval_seconds": round(eval_seconds, 1),
-        "pairs_per_s": round(
+        steps=int(result.global_step),
+        train_seconds=round(train_seconds, 1),
+        eval_seconds=round(eval_seconds, 1),
+        pairs_per_s=round(
             throughput(seen_examples(result, cfg.reranker_batch_size), train_seconds, eval_seconds),
             2,
         ),
-        "device": device,
-        "seed": settings.seed,
-        "settings": settings_record(settings),
-    }
-    with registry.staged_run(settings, name) as folder:
-        model.save_pretrained(str(folder), safe_serialization=True)
-        write_pairs(folder / "train.jsonl", data.train)
-        write_pairs(folder / "val.jsonl", data.val)
-        model_card.write(folder, record)
-        registry.write_record(folder, record)
+    )
+    path = publish(
+        settings,
+        record,
+        data,
+        lambda folder: model.save_pretrained(str(folder), safe_serialization=True),
+        workspace_split=False,
+    )
     if args.output_dir:  # the trainer's checkpoints; the run folder holds the model
         shutil.rmtree(args.output_dir, ignore_errors=True)
-    return TrainReport(
-        name=name,
+    return report(
+        record,
+        path,
         kind="reranker",
-        path=settings.models_dir / name,
-        metrics=metrics,
-        recommended=recommended,
-        verified=False,
-        train_pairs=len(rows),
-        val_pairs=len(data.val),
-        seconds=time.perf_counter() - began,
+        began=began,
         train_seconds=train_seconds,
-        steps=int(result.global_step),
         batch_size=cfg.reranker_batch_size,
         eval_seconds=eval_seconds,
     )

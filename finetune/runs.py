@@ -1,22 +1,29 @@
 """What every trainer shares about a run: its start, its report, and its reuse.
 
-`open_run` resolves the base model and a free run name, `TrainReport` is what a trainer
-returns (and `existing_run` rebuilds it for a finished run of the same job), and
-`throughput` fills the fields of ``run.json`` the same way everywhere.
+`open_run` resolves the base model and a free run name; `run_record` writes the fields of
+``run.json`` every trainer shares, `publish` writes the run folder atomically and `report`
+is what a trainer returns (`existing_run` rebuilds it for a finished run of the same job,
+so an identical job is reused, not retrained).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from finetune import registry
-from finetune.data import GUARD_METRIC
+from finetune import model_card, registry
+from finetune.data import GUARD_METRIC, TrainData, settings_record, write_pairs
 from rag_app.config import Settings
-from rag_app.models import resolve_device, resolve_embedder
+from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
 
 log = logging.getLogger(__name__)
+
+TRAIN_FILE = "train.jsonl"  # a run's training pairs (the eval's leak guard reads them)
+VAL_FILE = "val.jsonl"
 
 
 @dataclass
@@ -121,3 +128,106 @@ def throughput(examples: int, seconds: float, eval_seconds: float = 0.0) -> floa
     """Examples a second of training steps: validation time inside the loop excluded."""
     steps_seconds = seconds - eval_seconds
     return examples / steps_seconds if steps_seconds > 0 else 0.0
+
+
+def run_record(
+    settings: Settings,
+    data: TrainData,
+    /,
+    *,
+    name: str,
+    kind: str,
+    base: Any,
+    resolved: Any,
+    fingerprint: str,
+    device: str,
+    metrics: dict[str, float],
+    recommended: bool,
+    verified: bool,
+    validation: str,
+    train_pairs: int,
+    **fields: Any,
+) -> dict[str, Any]:
+    """``run.json`` as every trainer writes it: the shared fields, then the trainer's own.
+
+    `resolved` is the base model as `rag_app.models.resolve_embedder` found it and `base`
+    the `Embedder` loaded from it; `fingerprint` identifies the training job
+    (`finetune.data.data_fingerprint`); the eval's leak guard reads ``train_file``.
+    """
+    return {
+        "name": name,
+        "run_id": name,
+        "kind": kind,
+        "base_model": settings.models.embedder,
+        "base_fingerprint": base.fingerprint,
+        "base_weights": weights_fingerprint(resolved),
+        "created": registry.now_iso(),
+        "corpus": str(settings.corpus),
+        "metrics": metrics,
+        "recommended": recommended,
+        "verified": verified,
+        "validation": validation,
+        "train_pairs": train_pairs,
+        "val_pairs": len(data.val),
+        "train_file": TRAIN_FILE,
+        "val_file": VAL_FILE,
+        "llm": data.synth_meta.get("llm"),
+        "prompt_version": data.synth_meta.get("prompt_version"),
+        "data_fingerprint": fingerprint,
+        "device": device,
+        "seed": settings.seed,
+        "settings": settings_record(settings),
+        **fields,
+    }
+
+
+def publish(
+    settings: Settings,
+    record: dict[str, Any],
+    data: TrainData,
+    save: Callable[[Path], None],
+    *,
+    workspace_split: bool = True,
+) -> Path:
+    """Write a run atomically: `save(folder)` writes the model, then the training and
+    validation pairs, the model card and ``run.json`` (last). With `workspace_split`, the
+    pairs are also copied to the synth folder, where the eval looks for the latest split."""
+    name = record["name"]
+    with registry.staged_run(settings, name) as folder:
+        save(folder)
+        write_pairs(folder / TRAIN_FILE, data.train)
+        write_pairs(folder / VAL_FILE, data.val)
+        model_card.write(folder, record)
+        registry.write_record(folder, record)
+    if workspace_split:
+        write_pairs(settings.synth_dir / TRAIN_FILE, data.train)
+        write_pairs(settings.synth_dir / VAL_FILE, data.val)
+    return settings.models_dir / name
+
+
+def report(
+    record: dict[str, Any],
+    path: Path,
+    *,
+    kind: str,
+    began: float,
+    train_seconds: float,
+    batch_size: int,
+    eval_seconds: float = 0.0,
+) -> TrainReport:
+    """What a trainer returns for the run it just published."""
+    return TrainReport(
+        name=record["name"],
+        kind=kind,
+        path=path,
+        metrics=record["metrics"],
+        recommended=bool(record["recommended"]),
+        verified=bool(record["verified"]),
+        train_pairs=int(record["train_pairs"]),
+        val_pairs=int(record["val_pairs"]),
+        seconds=time.perf_counter() - began,
+        train_seconds=train_seconds,
+        steps=int(record.get("steps", 0)),
+        batch_size=batch_size,
+        eval_seconds=eval_seconds,
+    )

@@ -46,19 +46,17 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from finetune import model_card, registry
+from finetune import registry
 from finetune.data import (
     GUARD_METRIC,
     TrainData,
     data_fingerprint,
     guard_for,
     guard_record,
-    settings_record,
     verdict,
     weighted,
-    write_pairs,
 )
-from finetune.runs import TrainReport, open_run, throughput
+from finetune.runs import TrainReport, open_run, publish, report, run_record, throughput
 from finetune.split import (
     Pair,
     Passages,
@@ -69,7 +67,6 @@ from finetune.trainer_args import (
     validation_seconds,
 )
 from rag_app.config import Settings
-from rag_app.models import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -265,25 +262,22 @@ def train_embedder(
         metrics.update(_scores(guard_eval, model, "labelled"))
 
     verified, recommended = verdict(settings, metrics, guard)
-    record = {
-        "name": name,
-        "run_id": name,
-        "kind": "embedder",
-        "base_model": settings.models.embedder,
-        "base_fingerprint": base.fingerprint,
-        "base_weights": weights_fingerprint(resolved),
-        "created": registry.now_iso(),
-        "corpus": str(settings.corpus),
-        "metrics": metrics,
-        "recommended": recommended,
-        "verified": verified,
-        "validation": "labelled + synthetic" if verified else "synthetic",
+    record = run_record(
+        settings,
+        data,
+        name=name,
+        kind="embedder",
+        base=base,
+        resolved=resolved,
+        fingerprint=data_fingerprint(settings, data, "embedder"),
+        device=device,
+        metrics=metrics,
+        recommended=recommended,
+        verified=verified,
+        validation="labelled + synthetic" if verified else "synthetic",
+        train_pairs=len(rows),
         **guard_record(guard),
-        "train_pairs": len(rows),
-        "val_pairs": len(data.val),
-        "train_file": "train.jsonl",
-        "val_file": "val.jsonl",
-        "data": {
+        data={
             "train_pairs": len(rows),
             "val_pairs": len(data.val),
             "passages": len(data.passages),
@@ -291,42 +285,24 @@ def train_embedder(
             **{f"source {k}": v for k, v in sorted(data.sources.items())},
             **{f"negatives {k}": v for k, v in mining.as_dict().items()},
         },
-        "llm": data.synth_meta.get("llm"),
-        "prompt_version": data.synth_meta.get("prompt_version"),
-        "data_fingerprint": data_fingerprint(settings, data, "embedder"),
-        "steps": int(result.global_step),
-        "train_seconds": round(train_seconds, 1),
-        "eval_seconds": round(eval_seconds, 1),
-        "pairs_per_s": round(
+        steps=int(result.global_step),
+        train_seconds=round(train_seconds, 1),
+        eval_seconds=round(eval_seconds, 1),
+        pairs_per_s=round(
             throughput(seen_examples(result, cfg.batch_size), train_seconds, eval_seconds), 2
         ),
-        "device": device,
-        "seed": settings.seed,
-        "settings": settings_record(settings),
-    }
-    with registry.staged_run(settings, name) as folder:
-        model.save(str(folder), safe_serialization=True)
-        write_pairs(folder / "train.jsonl", data.train)
-        write_pairs(folder / "val.jsonl", data.val)
-        model_card.write(folder, record)
-        registry.write_record(folder, record)
+    )
+    path = publish(
+        settings, record, data, lambda folder: model.save(str(folder), safe_serialization=True)
+    )
     if args.output_dir:  # the trainer's checkpoints; the run folder holds the model
         shutil.rmtree(args.output_dir, ignore_errors=True)
-    # Where the eval harness looks for the held-out split of the latest run.
-    write_pairs(settings.synth_dir / "train.jsonl", data.train)
-    write_pairs(settings.synth_dir / "val.jsonl", data.val)
-    return TrainReport(
-        name=name,
+    return report(
+        record,
+        path,
         kind="embedder",
-        path=settings.models_dir / name,
-        metrics=metrics,
-        recommended=recommended,
-        verified=verified,
-        train_pairs=len(rows),
-        val_pairs=len(data.val),
-        seconds=time.perf_counter() - began,
+        began=began,
         train_seconds=train_seconds,
-        steps=int(result.global_step),
         batch_size=cfg.batch_size,
         eval_seconds=eval_seconds,
     )
