@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML config file (default: ./rag-app.toml if present)."),
-]
-WorkspaceOpt = Annotated[
-    Path | None, typer.Option("--workspace", "-w", help="Folder holding all of the app's state.")
-]
+from rag_app.cli_common import ConfigOpt, WorkspaceOpt, fail, settings_or_exit
+
 DatasetArg = Annotated[
     Path | None,
     typer.Argument(
@@ -48,20 +43,6 @@ OverlapOpt = Annotated[
 ]
 LimitOpt = Annotated[int | None, typer.Option(help="Only the first N queries (smoke runs).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Folder for the results.")]
-
-
-def _settings(config: Path | None, workspace: Path | None) -> Any:
-    from rag_app.config import load_settings
-
-    try:
-        return load_settings(config, workspace=workspace)
-    except Exception as exc:
-        _fail(f"invalid configuration: {exc}")
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
 
 
 def _configs(values: list[str] | None) -> list[str] | None:
@@ -95,7 +76,7 @@ def register(app: typer.Typer) -> None:
         """Score BM25, dense and hybrid retrieval (base and fine-tuned) with paired tests."""
         from eval.retrieval import TrainingOverlapError, run_retrieval_eval, summary_lines
 
-        settings = _settings(config, workspace)
+        settings = settings_or_exit(config, workspace=workspace)
         try:
             result = run_retrieval_eval(
                 settings,
@@ -111,7 +92,7 @@ def register(app: typer.Typer) -> None:
                 echo=typer.echo,
             )
         except (FileNotFoundError, ValueError, RuntimeError, TrainingOverlapError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         for line in summary_lines(result):
             typer.echo(line)
         for note in result.notes:
@@ -141,7 +122,7 @@ def register(app: typer.Typer) -> None:
         """Generate answers with each retriever's context and score grounding offline."""
         from eval.answers import run_answer_eval
 
-        settings = _settings(config, workspace)
+        settings = settings_or_exit(config, workspace=workspace)
         try:
             from rag_app.llm.factory import build_llm
 
@@ -163,7 +144,7 @@ def register(app: typer.Typer) -> None:
                 echo=typer.echo,
             )
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         for note in result.notes:
             typer.echo(f"note: {note}")
 
@@ -182,7 +163,7 @@ def register(app: typer.Typer) -> None:
         """Write a self-contained HTML report (and Markdown, JSON) of saved eval results."""
         from eval.report import write_report
 
-        settings = _settings(config, workspace)
+        settings = settings_or_exit(config, workspace=workspace)
         if retrieval is None and answers is None:
             from eval.report import latest_result
 
@@ -191,7 +172,7 @@ def register(app: typer.Typer) -> None:
         try:
             paths = write_report(retrieval, answers, out, settings=settings)
         except (FileNotFoundError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         for kind, path in paths.items():
             typer.echo(f"{kind}: {path}")
 

@@ -14,27 +14,7 @@ from typing import Annotated
 
 import typer
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML config file (default: ./rag-app.toml if present)."),
-]
-WorkspaceOpt = Annotated[
-    Path | None, typer.Option("--workspace", "-w", help="Folder holding all of the app's state.")
-]
-
-
-def _settings(config: Path | None, **overrides):
-    from rag_app.config import load_settings
-
-    try:
-        return load_settings(config, **overrides)
-    except Exception as exc:  # validation errors: show them, not a traceback
-        _fail(f"invalid configuration: {exc}")
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+from rag_app.cli_common import ConfigOpt, WorkspaceOpt, fail, settings_or_exit
 
 
 def synth_cmd(
@@ -66,7 +46,7 @@ def synth_cmd(
     from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
     from rag_app.llm.base import LLMError
 
-    settings = _settings(
+    settings = settings_or_exit(
         config,
         workspace=workspace,
         llm={"backend": llm},
@@ -87,7 +67,7 @@ def synth_cmd(
         FileNotFoundError,
         ValueError,
     ) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(report.summary())
 
 
@@ -145,7 +125,7 @@ def finetune_cmd(
     from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
     from rag_app.models import ModelNotFoundError
 
-    settings = _settings(
+    settings = settings_or_exit(
         config,
         workspace=workspace,
         finetune={
@@ -164,7 +144,7 @@ def finetune_cmd(
     adapter = settings.finetune.method == "adapter"
     do_reranker = settings.finetune.reranker
     if not embedder and not do_reranker:
-        _fail("nothing to train: --no-embedder and --no-reranker")
+        fail("nothing to train: --no-embedder and --no-reranker")
     errors = (
         data_mod.NoTrainingDataError,
         NotIngestedError,
@@ -214,7 +194,7 @@ def finetune_cmd(
             if report.recommended:
                 typer.echo("use it with models.reranker = 'auto' (or the path above)")
     except errors as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def models_cmd(
@@ -226,7 +206,7 @@ def models_cmd(
     """List the base models and the trained runs in the workspace, with their metrics."""
     from finetune import registry
 
-    settings = _settings(config, workspace=workspace)
+    settings = settings_or_exit(config, workspace=workspace)
     runs = registry.list_runs(settings, kind=kind)
     if as_json:
         rows = [{"name": r.name, "kind": r.kind, "path": str(r.path), **r.record} for r in runs]

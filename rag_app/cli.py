@@ -11,9 +11,11 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+
+from rag_app.cli_common import ConfigOpt, WorkspaceOpt, fail, settings_or_exit
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chromadb's posthog
@@ -26,31 +28,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML config file (default: ./rag-app.toml if present)."),
-]
-WorkspaceOpt = Annotated[
-    Path | None, typer.Option("--workspace", "-w", help="Folder holding all of the app's state.")
-]
-
 
 class _State:
     verbose: bool = False
-
-
-def _settings(config: Path | None, **overrides: Any):
-    from rag_app.config import load_settings
-
-    try:
-        return load_settings(config, **overrides)
-    except Exception as exc:  # validation errors: show them, not a traceback
-        _fail(f"invalid configuration: {exc}")
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 @app.callback()
@@ -68,7 +48,7 @@ def main(
 @app.command("config")
 def config_cmd(config: ConfigOpt = None, workspace: WorkspaceOpt = None) -> None:
     """Print the effective configuration (file + environment + flags), secrets masked."""
-    settings = _settings(config, workspace=workspace)
+    settings = settings_or_exit(config, workspace=workspace)
     typer.echo(json.dumps(settings.redacted(), indent=2))
 
 
@@ -86,7 +66,7 @@ def ingest_cmd(
     """Read a folder of Markdown, text, HTML, PDF and DOCX files into chunks."""
     from rag_app import ingest
 
-    settings = _settings(
+    settings = settings_or_exit(
         config,
         workspace=workspace,
         corpus=corpus,
@@ -95,7 +75,7 @@ def ingest_cmd(
     try:
         report = ingest.run(settings, rebuild=rebuild, progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(
         f"ingested {report.corpus}: {report.files} files, {report.chunks} chunks "
         f"({report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
@@ -130,7 +110,7 @@ def index_cmd(
     from rag_app.models import ModelNotFoundError
     from rag_app.store.chroma import ChromaUnavailableError, ModelMismatchError
 
-    settings = _settings(config, workspace=workspace)
+    settings = settings_or_exit(config, workspace=workspace)
     try:
         report = index.run(settings, model=model, progress=sys.stderr.isatty(), dim=dim)
     except (
@@ -142,7 +122,7 @@ def index_cmd(
         RuntimeError,
         ValueError,
     ) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(
         f"indexed {report.chunks} chunks for {report.model} ({report.fingerprint}, "
         f"dim {report.dim}): "
@@ -193,7 +173,7 @@ def search_cmd(
         NotIndexedError,
     )
 
-    settings = _settings(config, workspace=workspace, retrieval={"top_k": k})
+    settings = settings_or_exit(config, workspace=workspace, retrieval={"top_k": k})
     try:
         flt = parse_filter(filters)
         retriever = build_retriever(
@@ -216,7 +196,7 @@ def search_cmd(
         RerankerUnavailableError,
         ValueError,
     ) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         rows = [
             {
@@ -264,13 +244,11 @@ def chat_cmd(
     """Serve the Gradio chat over the indexed corpus (baseline / fine-tuned toggle)."""
     from rag_app.ui.app import exposure_warning, launch
 
-    settings = _settings(
+    settings = settings_or_exit(
         config, workspace=workspace, server={"host": host, "port": port}, llm={"backend": llm}
     )
     if not settings.chunks_path.exists():
-        _fail(
-            f"nothing ingested in {settings.workspace}: run `rag-app ingest` then `rag-app index`"
-        )
+        fail(f"nothing ingested in {settings.workspace}: run `rag-app ingest` then `rag-app index`")
     warning = exposure_warning(settings)
     if warning:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
@@ -306,11 +284,11 @@ def feedback_cmd(
     from rag_app.feedback import LogFormatError
     from rag_app.feedback.export import summarise
 
-    settings = _settings(config, workspace=workspace)
+    settings = settings_or_exit(config, workspace=workspace)
     try:
         summary = summarise(settings, strict=not skip_invalid)
     except LogFormatError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -348,7 +326,7 @@ def feedback_export_cmd(
     from rag_app.feedback import LogFormatError
     from rag_app.feedback.export import export
 
-    settings = _settings(config, workspace=workspace)
+    settings = settings_or_exit(config, workspace=workspace)
     try:
         report = export(settings, out, force=force, strict=not skip_invalid)
     except (
@@ -359,7 +337,7 @@ def feedback_export_cmd(
         CorruptWorkspaceError,
         ValueError,
     ) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(report.summary())
     typer.echo(f"train on it: rag-app finetune --train-data {out}")
 
