@@ -1,1 +1,1 @@
-"""Fine-tuning side: synthetic queries, hard negatives, training, model registry."""
+"""Fine-tuning side: synthetic queries, hard negatives, training, model run_store."""

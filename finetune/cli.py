@@ -2,7 +2,7 @@
 
 Each command parses options, calls one function and prints:
 `synth` -> `finetune.synth.run`, `finetune` -> `finetune.job.run` /
-`finetune.reranker.train_reranker`, `models` -> `finetune.registry.list_runs`.
+`finetune.reranker.train_reranker`, `models` -> `finetune.run_store.list_runs`.
 """
 
 from __future__ import annotations
@@ -204,10 +204,10 @@ def models_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
 ) -> None:
     """List the base models and the trained runs in the workspace, with their metrics."""
-    from finetune import registry
+    from finetune import run_store
 
     settings = settings_or_exit(config, workspace=workspace)
-    runs = registry.list_runs(settings, kind=kind)
+    runs = run_store.list_runs(settings, kind=kind)
     if as_json:
         rows = [{"name": r.name, "kind": r.kind, "path": str(r.path), **r.record} for r in runs]
         typer.echo(json.dumps(rows, indent=2, default=str))

@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from finetune import registry
+from finetune import run_store
 from finetune.split import Pair
 from rag_app import chunkstore
 from rag_app.config import Settings
@@ -93,7 +93,7 @@ def measure(settings: Settings, model: str, pairs: Sequence[Pair], source: str) 
         source,
         means,
         corpus_fingerprint(settings),
-        registry.now_iso(),
+        run_store.now_iso(),
     )
 
 

@@ -24,7 +24,7 @@ import shutil
 import time
 from collections import defaultdict
 
-from finetune import registry
+from finetune import run_store
 from finetune.data import TrainData, data_fingerprint, prepare
 from finetune.runs import TrainReport, existing_run, publish, report, run_record, throughput
 from finetune.trainer_args import seen_examples, shared_training_args, validation_seconds
@@ -88,7 +88,7 @@ def train_reranker(
     set_seed(settings.seed)
     resolved = resolve_embedder(settings.models.embedder)
     device = resolve_device(settings.models.device)
-    name = registry.check_name(name or registry.new_run_name(resolved.spec, "reranker"))
+    name = run_store.check_name(name or run_store.new_run_name(resolved.spec, "reranker"))
     if (settings.models_dir / name).exists():
         raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
 

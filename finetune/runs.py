@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune import model_card, registry
+from finetune import model_card, run_store
 from finetune.data import GUARD_METRIC, TrainData, settings_record, write_pairs
 from rag_app.config import Settings
 from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
@@ -89,7 +89,7 @@ def open_run(settings: Settings, name: str | None, job: str):
 
     resolved = resolve_embedder(settings.models.embedder)
     device = resolve_device(settings.models.device)
-    name = registry.check_name(name or registry.new_run_name(resolved.spec, job))
+    name = run_store.check_name(name or run_store.new_run_name(resolved.spec, job))
     if (settings.models_dir / name).exists():
         raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
     base = Embedder.load(
@@ -102,7 +102,7 @@ def open_run(settings: Settings, name: str | None, job: str):
 
 def existing_run(settings: Settings, fingerprint: str, kind: str) -> TrainReport | None:
     """The report of a finished run of the same job, so re-running does not retrain."""
-    for found in reversed(registry.list_runs(settings, kind=kind)):
+    for found in reversed(run_store.list_runs(settings, kind=kind)):
         record = found.record
         if record.get("data_fingerprint") == fingerprint:
             return TrainReport(
@@ -161,7 +161,7 @@ def run_record(
         "base_model": settings.models.embedder,
         "base_fingerprint": base.fingerprint,
         "base_weights": weights_fingerprint(resolved),
-        "created": registry.now_iso(),
+        "created": run_store.now_iso(),
         "corpus": str(settings.corpus),
         "metrics": metrics,
         "recommended": recommended,
@@ -193,12 +193,12 @@ def publish(
     validation pairs, the model card and ``run.json`` (last). With `workspace_split`, the
     pairs are also copied to the synth folder, where the eval looks for the latest split."""
     name = record["name"]
-    with registry.staged_run(settings, name) as folder:
+    with run_store.staged_run(settings, name) as folder:
         save(folder)
         write_pairs(folder / TRAIN_FILE, data.train)
         write_pairs(folder / VAL_FILE, data.val)
         model_card.write(folder, record)
-        registry.write_record(folder, record)
+        run_store.write_record(folder, record)
     if workspace_split:
         write_pairs(settings.synth_dir / TRAIN_FILE, data.train)
         write_pairs(settings.synth_dir / VAL_FILE, data.val)

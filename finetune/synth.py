@@ -13,7 +13,7 @@ Two sources, mixed (`synth.llm_queries_per_chunk`, `synth.structural_queries_per
   that set the chunk apart from its sibling chunks (`contrast_terms`; codes such as
   ``NW-F-142`` kept whole) as a glossary-style keyword query.
 
-Then `finetune.filters` cleans and filters every candidate, and a round-trip check with
+Then `finetune.query_filters` cleans and filters every candidate, and a round-trip check with
 the base embedder keeps a query only when its chunk ranks in the top
 `synth.consistency_top_k` (20; unfiltered queries made the model worse, issue 10). The kept
 queries go to ``synth/queries.jsonl`` (rewritten atomically) and the counts to
@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune import filters
+from finetune import query_filters
 from finetune.prompts import PromptSet, load_prompts
 from rag_app.chunkstore import load_chunks
 from rag_app.config import Settings
@@ -160,7 +160,7 @@ class SynthReport:
     output: Path
     llm_name: str | None
     prompt_version: str
-    filter: filters.FilterReport = field(default_factory=filters.FilterReport)
+    filter: query_filters.FilterReport = field(default_factory=query_filters.FilterReport)
     real_examples: int = 0  # real questions used as the question prompt's examples
 
     @property
@@ -271,7 +271,7 @@ class TermStats:
 
 def sibling_key(chunk: Chunk) -> str:
     """Chunks under one document title (or of one untitled document) are siblings."""
-    title = filters.normalise(_clean_heading(chunk.title))
+    title = query_filters.normalise(_clean_heading(chunk.title))
     return f"title:{title}" if title else f"doc:{chunk.doc_id}"
 
 
@@ -285,7 +285,7 @@ def term_statistics(chunks: Sequence[Chunk]) -> TermStats:
     group_df: dict[str, Counter] = defaultdict(Counter)
     group_size: Counter = Counter()
     for chunk in chunks:
-        present = set(filters.words(chunk.text)) | {c.lower() for c in _codes(chunk.text)}
+        present = set(query_filters.words(chunk.text)) | {c.lower() for c in _codes(chunk.text)}
         df.update(present)
         key = sibling_key(chunk)
         group_df[key].update(present)
@@ -307,14 +307,14 @@ def contrast_terms(chunk: Chunk, stats: TermStats, n: int) -> list[str]:
     """
     size = stats.siblings(chunk)
     group_df = stats.group_df.get(sibling_key(chunk), Counter())
-    title_words = set(filters.words(chunk.title))
+    title_words = set(query_filters.words(chunk.title))
 
     def distinctive(word: str) -> bool:
         return size == 1 or group_df.get(word, 0) < size
 
     tf = Counter(
         w
-        for w in filters.words(chunk.text)
+        for w in query_filters.words(chunk.text)
         if w not in _STOP and len(w) > 2 and not w.isdigit() and w not in title_words
     )
     codes: dict[str, str] = {}  # lower case -> as written
@@ -341,7 +341,7 @@ def structural_queries(chunk: Chunk, stats: TermStats, limit: int = 2) -> list[C
     title = _clean_heading(chunk.title)
     short_title = " ".join(title.split(":")[0].split()[:6])
     section = _clean_heading(heads[-1]) if heads else ""
-    if section and title and filters.normalise(section) != filters.normalise(title):
+    if section and title and query_filters.normalise(section) != query_filters.normalise(title):
         out.append(
             Candidate(f"{section} {short_title}", chunk.id, chunk.doc_id, "structure:heading")
         )
@@ -360,7 +360,7 @@ def structural_queries(chunk: Chunk, stats: TermStats, limit: int = 2) -> list[C
 def select_chunks(chunks: Sequence[Chunk], settings: Settings) -> tuple[list[Chunk], int]:
     """Chunks worth querying (boilerplate-short ones dropped), sampled when capped."""
     cfg = settings.synth
-    good = [c for c in chunks if len(filters.words(c.text)) >= cfg.min_chunk_words]
+    good = [c for c in chunks if len(query_filters.words(c.text)) >= cfg.min_chunk_words]
     skipped = len(chunks) - len(good)
     if cfg.max_chunks is not None and len(good) > cfg.max_chunks:
         rng = random.Random(settings.seed)
@@ -372,7 +372,7 @@ def _source_title(chunk: Chunk) -> str:
     """Document title and section path as the generator sees them ("Title > Section")."""
     title = _clean_heading(chunk.title)
     heads = [_clean_heading(h) for h in chunk.heading_path.split(">") if h.strip()]
-    if heads and title and filters.normalise(heads[0]) == filters.normalise(title):
+    if heads and title and query_filters.normalise(heads[0]) == query_filters.normalise(title):
         heads = heads[1:]
     return " > ".join([p for p in [title, *heads] if p])
 
@@ -526,11 +526,11 @@ def filter_candidates(
     all_chunks: Sequence[Chunk],
     settings: Settings,
     prompts: PromptSet,
-    report: filters.FilterReport,
+    report: query_filters.FilterReport,
     *,
     embedder=None,
 ) -> list[Candidate]:
-    """Apply every filter of `finetune.filters`; counts go to `report`."""
+    """Apply every filter of `finetune.query_filters`; counts go to `report`."""
     cfg = settings.synth
     examples = [q for style in prompts.styles.values() for *_, q in style.examples]
     kept: list[Candidate] = []
@@ -539,7 +539,7 @@ def filter_candidates(
         question = cand.source.startswith("llm:") and bool(
             prompts.styles.get(style) and prompts.styles[style].question
         )
-        reason = filters.check_query(
+        reason = query_filters.check_query(
             cand.query,
             chunks_by_id[cand.chunk_id].text,
             question=question,
@@ -560,19 +560,19 @@ def filter_candidates(
     by_chunk: dict[str, list[list[str]]] = defaultdict(list)
     unique: list[Candidate] = []
     for cand in kept:
-        if filters.dedupe([cand.query], threshold=cfg.near_duplicate, seen=by_chunk[cand.chunk_id])[
-            0
-        ]:
+        if query_filters.dedupe(
+            [cand.query], threshold=cfg.near_duplicate, seen=by_chunk[cand.chunk_id]
+        )[0]:
             unique.append(cand)
         else:
-            report.drop(filters.DUPLICATE)
+            report.drop(query_filters.DUPLICATE)
     owners: dict[str, set[str]] = defaultdict(set)
     for cand in unique:
-        owners[filters.normalise(cand.query)].add(cand.chunk_id)
+        owners[query_filters.normalise(cand.query)].add(cand.chunk_id)
     kept = []
     for cand in unique:
-        if len(owners[filters.normalise(cand.query)]) > 1:
-            report.drop(filters.DUPLICATE)
+        if len(owners[query_filters.normalise(cand.query)]) > 1:
+            report.drop(query_filters.DUPLICATE)
         else:
             kept.append(cand)
     # Round trip: the base retriever must already find the source chunk near the top.
@@ -590,9 +590,9 @@ def filter_candidates(
         row_of = {c.id: i for i, c in enumerate(all_chunks)}
         qvecs = embedder.encode_queries([c.query for c in kept])
         rows = [row_of[c.chunk_id] for c in kept]
-        ranks = filters.source_ranks(qvecs, passages, rows)
+        ranks = query_filters.source_ranks(qvecs, passages, rows)
         if cfg.consistency_margin > 0:
-            margins = filters.source_margins(qvecs, passages, rows)
+            margins = query_filters.source_margins(qvecs, passages, rows)
             ranks = [
                 r if m >= cfg.consistency_margin else k + 1
                 for r, m in zip(ranks, margins, strict=True)
@@ -601,7 +601,9 @@ def filter_candidates(
             from rag_app.store.bm25 import BM25Index
 
             index = BM25Index.build(list(all_chunks))
-            sparse = filters.bm25_ranks(index, [c.query for c in kept], [c.chunk_id for c in kept])
+            sparse = query_filters.bm25_ranks(
+                index, [c.query for c in kept], [c.chunk_id for c in kept]
+            )
         else:
             sparse = [1] * len(kept)
         survivors = []
@@ -611,7 +613,7 @@ def filter_candidates(
                     Candidate(cand.query, cand.chunk_id, cand.doc_id, cand.source, rank)
                 )
             else:
-                report.drop(filters.INCONSISTENT)
+                report.drop(query_filters.INCONSISTENT)
         kept = survivors
     # Per-chunk cap: best round-trip rank first, LLM styles and structure interleaved.
     grouped: dict[str, list[Candidate]] = defaultdict(list)
@@ -622,7 +624,7 @@ def filter_candidates(
         cands.sort(key=lambda c: (c.rank or 0, c.source.startswith("structure")))
         final.extend(cands[: cfg.keep_per_chunk])
         if len(cands) > cfg.keep_per_chunk:
-            report.drop(filters.PER_CHUNK_CAP, len(cands) - cfg.keep_per_chunk)
+            report.drop(query_filters.PER_CHUNK_CAP, len(cands) - cfg.keep_per_chunk)
     order = {c.id: i for i, c in enumerate(all_chunks)}
     final.sort(key=lambda c: (order[c.chunk_id], c.source, c.query))
     report.kept = len(final)
@@ -658,7 +660,7 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
     )
     version = prompts.version
     candidates: list[Candidate] = []
-    report = filters.FilterReport()
+    report = query_filters.FilterReport()
     llm_name = getattr(llm, "name", None) if llm is not None else None
     if cfg.llm_queries_per_chunk and llm is not None:
         for chunk in chunks:
@@ -667,9 +669,9 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
                 continue
             for reply in row.get("replies", []):
                 report.generated += 1
-                query = filters.parse_query(reply.get("raw"))
+                query = query_filters.parse_query(reply.get("raw"))
                 if query is None:
-                    report.drop(filters.EMPTY)
+                    report.drop(query_filters.EMPTY)
                     continue
                 candidates.append(
                     Candidate(query, chunk.id, chunk.doc_id, f"llm:{reply.get('style', '?')}")
@@ -678,7 +680,9 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
         # Structural queries are cheap, so they cover every eligible chunk; `max_chunks`
         # only caps what the (slow) LLM is asked about.
         stats = term_statistics(all_chunks)
-        eligible = [c for c in all_chunks if len(filters.words(c.text)) >= cfg.min_chunk_words]
+        eligible = [
+            c for c in all_chunks if len(query_filters.words(c.text)) >= cfg.min_chunk_words
+        ]
         for chunk in eligible:
             made = structural_queries(chunk, stats, cfg.structural_queries_per_chunk)
             report.generated += len(made)

@@ -28,7 +28,7 @@ exists (`finetune.labelled_eval`, else ``<corpus>/eval``) base and fine-tuned ar
 scored on it, never trained on: the run is "recommended" only when it does not lose there
 (and "unverified" when only synthetic validation exists).
 
-The result is a run folder ``models_dir/<name>/`` (see `finetune.registry`), written
+The result is a run folder ``models_dir/<name>/`` (see `finetune.run_store`), written
 atomically, with ``run.json``, a model card, and the train / validation queries.
 
 Example:
@@ -46,7 +46,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from finetune import registry
+from finetune import run_store
 from finetune.data import (
     GUARD_METRIC,
     TrainData,
@@ -329,7 +329,7 @@ def _cross_encoder(settings: Settings, device: str):
     if not spec:
         return None
     if spec.strip().lower() == "auto":
-        run = registry.latest(settings, "reranker")
+        run = run_store.latest(settings, "reranker")
         if run is None:
             log.warning("negatives_cross_encoder=auto but no trained reranker; not used")
             return None

@@ -11,7 +11,7 @@ import json
 
 from eval.demo import _newest_embedder
 from eval.leak import find_finetuned
-from finetune import registry as finetune_registry
+from finetune import run_store as finetune_registry
 from finetune import train
 from rag_app import registry
 from rag_app.rerank import find_trained_reranker

@@ -1,4 +1,4 @@
-"""Synthetic query generation: real SmolLM2 (embedded backend), resume after SIGKILL, filters.
+"""Synthetic query generation: real SmolLM2 (embedded backend), resume after SIGKILL, query_filters.
 
 The LLM tests keep generation tiny (a few tokens, a handful of chunks); the dequantised
 model is cached once per session and shared by every test workspace.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune import filters, synth
+from finetune import query_filters, synth
 from rag_app import chunkstore
 from rag_app.types import Chunk
 
@@ -247,7 +247,9 @@ def test_resume_after_sigkill_real_llm(workspace):
     kept = synth.load_queries(settings)
     assert len(kept) == f.kept
     assert all(c.rank is not None and c.rank <= 3 for c in kept)
-    assert all(filters.parse_query(c.query) == c.query for c in kept if c.source.startswith("llm"))
+    assert all(
+        query_filters.parse_query(c.query) == c.query for c in kept if c.source.startswith("llm")
+    )
 
     # A third run has nothing left to ask the LLM.
     again = synth.run(settings, llm=llm, progress=False)

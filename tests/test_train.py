@@ -14,7 +14,7 @@ import pytest
 from conftest import FIXTURES
 
 from finetune import data as data_mod
-from finetune import job, model_card, registry, synth, train
+from finetune import job, model_card, run_store, synth, train
 from finetune.split import Pair, Passages, check_no_leak, load_labelled, split_pairs
 from rag_app import chunkstore
 from rag_app.types import Chunk
@@ -158,7 +158,7 @@ def test_train_embedder_publishes_a_complete_run(tiny_settings):
     assert tuned.name == "tiny-ft" and tuned.fingerprint != base.fingerprint
     assert tuned.encode_queries(["asthma inhaler"]).shape == (1, 384)
     assert [r.name for r in list_runs(settings)] == ["tiny-ft"]
-    assert registry.resolve_run(settings, "latest", kind="embedder").path == run_dir
+    assert run_store.resolve_run(settings, "latest", kind="embedder").path == run_dir
     with pytest.raises(FileExistsError):
         train.train_embedder(settings, data, name="tiny-ft", progress=False)
     again = job.run(settings, progress=False)  # same data and settings: nothing retrained
@@ -200,19 +200,19 @@ def test_a_failed_run_leaves_nothing_behind(tiny_settings, monkeypatch):
     settings = tiny_settings
     with (
         pytest.raises(RuntimeError, match="disk full"),
-        registry.staged_run(settings, "broken") as folder,
+        run_store.staged_run(settings, "broken") as folder,
     ):
         (folder / "model.safetensors").write_bytes(b"half a model")
         raise RuntimeError("disk full")
     with (
         pytest.raises(RuntimeError, match=r"no run\.json"),
-        registry.staged_run(settings, "no-record") as folder,
+        run_store.staged_run(settings, "no-record") as folder,
     ):
         (folder / "model.safetensors").write_bytes(b"weights, no record")
     assert not settings.models_dir.exists() or not any(settings.models_dir.iterdir())
     assert not any((settings.workspace / "tmp").iterdir())
     assert list_runs(settings) == []
-    with pytest.raises(ValueError, match="run name"), registry.staged_run(settings, "../escape"):
+    with pytest.raises(ValueError, match="run name"), run_store.staged_run(settings, "../escape"):
         pass
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from conftest import FIXTURES
 
-from finetune import filters
+from finetune import query_filters
 from finetune.prompts import DEFAULT_STYLES, load_prompts
 from finetune.synth import KEYWORD_MAX_WORDS
 
@@ -50,39 +50,43 @@ FIXTURE_EXAMPLES = [
     ],
 )
 def test_parse_query_cleans_llm_wrapping(raw, expected):
-    assert filters.parse_query(raw) == expected
+    assert query_filters.parse_query(raw) == expected
 
 
 def check(query, **kw):
     kw.setdefault("examples", EXAMPLES)
-    return filters.check_query(filters.parse_query(query), CHUNK, **kw)
+    return query_filters.check_query(query_filters.parse_query(query), CHUNK, **kw)
 
 
 @pytest.mark.parametrize(
     ("query", "question", "reason"),
     [
-        ("", False, filters.EMPTY),
-        ("torque", False, filters.TOO_SHORT),
-        (" ".join(["torque"] * 3 + [f"word{i}" for i in range(30)]), False, filters.TOO_LONG),
-        ("main wheel nut torque", True, filters.NOT_QUESTION),
-        ("6.1.2.3.3.2.3.6.6.7.7.7.11.11.11", False, filters.GARBAGE),
-        ("CNC101133458965 XJ", False, filters.GARBAGE),
-        ("torque torque torque torque wheel", False, filters.GARBAGE),
+        ("", False, query_filters.EMPTY),
+        ("torque", False, query_filters.TOO_SHORT),
+        (" ".join(["torque"] * 3 + [f"word{i}" for i in range(30)]), False, query_filters.TOO_LONG),
+        ("main wheel nut torque", True, query_filters.NOT_QUESTION),
+        ("6.1.2.3.3.2.3.6.6.7.7.7.11.11.11", False, query_filters.GARBAGE),
+        ("CNC101133458965 XJ", False, query_filters.GARBAGE),
+        ("torque torque torque torque wheel", False, query_filters.GARBAGE),
         (
             "Seat the main wheel axle nut at 270 Nm while rotating the wheel.",
             False,
-            filters.COPIED,
+            query_filters.COPIED,
         ),
-        ("then apply the final torque of 135 Nm and go to the next", False, filters.COPIED),
-        ("main wheel nut torque", False, filters.EXAMPLE),  # the prompt's own example
-        ("How is asthma treated?", True, filters.EXAMPLE),
-        ("What does this passage contain?", True, filters.CHATTER),
-        ("I'm ready to assist. What's your next question?", True, filters.CHATTER),
+        ("then apply the final torque of 135 Nm and go to the next", False, query_filters.COPIED),
+        ("main wheel nut torque", False, query_filters.EXAMPLE),  # the prompt's own example
+        ("How is asthma treated?", True, query_filters.EXAMPLE),
+        ("What does this passage contain?", True, query_filters.CHATTER),
+        ("I'm ready to assist. What's your next question?", True, query_filters.CHATTER),
         ("axle nut final torque", False, None),
         ("What torque do I apply to the axle nut?", True, None),
         ("how tight should the axle nut be", True, None),
-        ("Axle nut tightening", False, filters.COPIED),  # the chunk's heading, echoed
-        ("20-100 percent of the range, 20-100 percent, 20-20 percent", False, filters.GARBAGE),
+        ("Axle nut tightening", False, query_filters.COPIED),  # the chunk's heading, echoed
+        (
+            "20-100 percent of the range, 20-100 percent, 20-20 percent",
+            False,
+            query_filters.GARBAGE,
+        ),
     ],
 )
 def test_check_query_reasons(query, question, reason):
@@ -97,7 +101,7 @@ def test_dedupe_drops_exact_and_near_duplicates():
         "axle nut maximum torque",
         "what is the axle nut maximum torque",
     ]
-    assert filters.dedupe(queries, threshold=0.9) == [True, False, False, True, True]
+    assert query_filters.dedupe(queries, threshold=0.9) == [True, False, False, True, True]
 
 
 def test_source_ranks_counts_better_passages():
@@ -105,17 +109,17 @@ def test_source_ranks_counts_better_passages():
 
     passages = np.eye(3, dtype=np.float32)
     queries = np.array([[0.9, 0.1, 0.0], [0.9, 0.1, 0.0]], dtype=np.float32)
-    assert filters.source_ranks(queries, passages, [0, 1]) == [1, 2]
-    margins = filters.source_margins(queries, passages, [0, 1])
+    assert query_filters.source_ranks(queries, passages, [0, 1]) == [1, 2]
+    margins = query_filters.source_margins(queries, passages, [0, 1])
     assert margins == pytest.approx([0.8, -0.8])
 
 
 def test_filter_report_counts_by_reason():
-    report = filters.FilterReport(generated=5, kept=2)
-    report.drop(filters.TOO_SHORT, 2)
-    report.drop(filters.INCONSISTENT)
+    report = query_filters.FilterReport(generated=5, kept=2)
+    report.drop(query_filters.TOO_SHORT, 2)
+    report.drop(query_filters.INCONSISTENT)
     data = report.as_dict()
-    assert data["dropped"] == {filters.TOO_SHORT: 2, filters.INCONSISTENT: 1}
+    assert data["dropped"] == {query_filters.TOO_SHORT: 2, query_filters.INCONSISTENT: 1}
     assert "generated 5, kept 2" in report.summary()
 
 
@@ -131,8 +135,8 @@ def test_real_smollm2_junk_is_mostly_filtered():
     kept = []
     for row in _fixture_rows():
         style = prompts.styles[row["style"]]
-        query = filters.parse_query(row["raw"])
-        reason = filters.check_query(
+        query = query_filters.parse_query(row["raw"])
+        reason = query_filters.check_query(
             query,
             row["chunk_text"],
             question=style.question,
@@ -153,8 +157,8 @@ def test_real_smollm2_junk_is_mostly_filtered():
         assert junk not in kept
     for echoed_heading in ("Related documents", "Typical tasks", "Inspection limits"):
         assert echoed_heading not in kept
-    assert reasons[filters.GARBAGE] + reasons[filters.CHATTER] >= 6
-    assert reasons[filters.TOO_LONG] + reasons[filters.COPIED] >= 15
+    assert reasons[query_filters.GARBAGE] + reasons[query_filters.CHATTER] >= 6
+    assert reasons[query_filters.TOO_LONG] + reasons[query_filters.COPIED] >= 15
     assert 20 <= reasons["kept"] <= 45  # text filters alone leave the round trip work to do
 
 
