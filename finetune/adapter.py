@@ -150,8 +150,8 @@ def _scored(pairs: Sequence[Pair], index: dict[str, int], encode: _QueryVectors)
 
 
 # --- recipes ----------------------------------------------------------------------------------
-# Which training pairs a candidate keeps, by the pair's source: "llm:*" (the LLM's
-# questions), "labelled" (real questions), anything else structural (titles, terms).
+# Which training pairs a candidate keeps, by the kind of the pair's origin
+# (`finetune.split.kind_of`): the LLM's questions, real questions, structural queries.
 RECIPES: dict[str, frozenset[str]] = {
     "llm+structural+real": frozenset({"llm", "structural", "real"}),
     "structural+real": frozenset({"structural", "real"}),
@@ -160,20 +160,14 @@ RECIPES: dict[str, frozenset[str]] = {
 }
 
 
-def _kind_of(pair: Pair) -> str:
-    if pair.source.startswith("llm:"):
-        return "llm"
-    return "real" if pair.source == "labelled" else "structural"
-
-
 def recipe_candidates(data: TrainData) -> list[tuple[str, TrainData]]:
     """The recipes this data allows, each named by the kinds of pairs it really holds and
     listed once (without real pairs, "llm+structural+real" is "llm+structural")."""
     out: dict[str, TrainData] = {}
     for kinds in RECIPES.values():
-        train = [p for p in data.train if _kind_of(p) in kinds]
-        val = [p for p in data.val if _kind_of(p) in kinds]
-        present = {_kind_of(p) for p in train}
+        train = [p for p in data.train if p.kind in kinds]
+        val = [p for p in data.val if p.kind in kinds]
+        present = {p.kind for p in train}
         name = "+".join(k for k in ("llm", "structural", "real") if k in present)
         if train and val and name not in out:
             out[name] = dataclasses.replace(data, train=train, val=val)
@@ -371,7 +365,7 @@ def train_adapter(
 
     def fit(sub: TrainData) -> tuple[_Fit, Scored]:
         val = _scored(sub.val, index, encode)
-        real = {p.query for p in sub.train if p.source == "labelled"}
+        real = {p.query for p in sub.train if p.kind == "real"}
         fitted = _fit(settings, kind, _scored(sub.train, index, encode), val, docs, real, progress)
         return fitted, val
 

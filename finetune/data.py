@@ -21,6 +21,7 @@ from typing import Any
 
 from finetune import synth
 from finetune.split import (
+    Origin,
     Pair,
     Passages,
     check_no_leak,
@@ -187,7 +188,7 @@ def guard_record(guard: Guard) -> dict[str, Any]:
 def weighted(pairs: Sequence[Pair], weight: int) -> list[Pair]:
     """Real labelled pairs repeated `weight` times (synthetic ones once), for trainers
     that sample pairs; the adapter weights its examples the same way."""
-    return [p for p in pairs for _ in range(weight if p.source == "labelled" else 1)]
+    return [p for p in pairs for _ in range(weight if p.kind == "real" else 1)]
 
 
 def labelled_pairs_for_guard(
@@ -228,7 +229,7 @@ def labelled_pairs_for_guard(
             if not ids:
                 missing += 1
             for pid in ids:
-                pairs.append(Pair(dataset.queries[qid], pid, passages.doc[pid], "labelled"))
+                pairs.append(Pair(dataset.queries[qid], pid, passages.doc[pid], Origin.LABELLED))
     if missing:
         log.warning("labelled guardrail: %d qrels name passages not in this workspace", missing)
     return pairs, path

@@ -26,10 +26,43 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from rag_app.store.bm25 import BM25Index
 from rag_app.types import Chunk
+
+
+class Origin(StrEnum):
+    """Where a training query came from; written as its value in the synth and pair files.
+
+    Every decision that depends on a query's origin (which filters apply, which recipe
+    keeps it, how much a real pair weighs) asks `kind`, never the string.
+    """
+
+    LLM_QUESTION = "llm:question"
+    LLM_KEYWORD = "llm:keyword"
+    HEADING = "structure:heading"
+    TERMS = "structure:terms"
+    LABELLED = "labelled"
+
+    @classmethod
+    def llm(cls, style: str) -> Origin:
+        """The origin of an LLM reply written in `style` ("keyword" or "question")."""
+        return cls.LLM_KEYWORD if style == "keyword" else cls.LLM_QUESTION
+
+    @property
+    def kind(self) -> Literal["llm", "structural", "real"]:
+        return kind_of(self)
+
+
+def kind_of(source: str) -> Literal["llm", "structural", "real"]:
+    """ "llm" (the generator's queries), "real" (labelled questions) or "structural" (titles,
+    headings, terms: anything else, as older files may name it)."""
+    if source.startswith("llm:"):
+        return "llm"
+    return "real" if source == Origin.LABELLED else "structural"
 
 
 @dataclass(frozen=True)
@@ -39,7 +72,11 @@ class Pair:
     query: str
     passage_id: str
     doc_id: str  # the split group for "document"; the passage id when unknown
-    source: str = "synthetic"
+    source: str = "synthetic"  # an `Origin` value (plain strings from older files)
+
+    @property
+    def kind(self) -> Literal["llm", "structural", "real"]:
+        return kind_of(self.source)
 
 
 class Passages:
@@ -182,7 +219,7 @@ def _load_beir(path: Path, passages: Passages, chunks: Sequence[Chunk], split: s
             found = resolve(dataset.queries[qid], cid)
             if found is None:
                 raise ValueError(f"{qrels_file}: unknown corpus id {cid!r} (query {qid!r})")
-            pairs.append(Pair(dataset.queries[qid], found[0], found[1], "labelled"))
+            pairs.append(Pair(dataset.queries[qid], found[0], found[1], Origin.LABELLED))
     return pairs
 
 
@@ -197,7 +234,7 @@ def _load_csv(path: Path, passages: Passages, chunks: Sequence[Chunk]) -> list[P
             found = resolve(row["query"], row["passage_id"])
             if found is None:
                 raise ValueError(f"{path}:{number}: unknown passage id {row['passage_id']!r}")
-            pairs.append(Pair(row["query"], found[0], found[1], "labelled"))
+            pairs.append(Pair(row["query"], found[0], found[1], Origin.LABELLED))
     return pairs
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from finetune import query_filters
 from finetune.prompts import PromptSet, load_prompts
+from finetune.split import Origin, kind_of
 from rag_app.chunkstore import load_chunks
 from rag_app.config import Settings
 from rag_app.fsutil import atomic_write_json, atomic_write_text
@@ -140,7 +141,7 @@ class Candidate:
     query: str
     chunk_id: str
     doc_id: str
-    source: str  # "llm:keyword", "llm:question", "structure:heading", "structure:terms"
+    source: str  # an `Origin`: the LLM's (per style) or the corpus's structure
     rank: int | None = None  # the source chunk's rank under the base retriever
 
     def to_json(self) -> dict[str, Any]:
@@ -342,17 +343,15 @@ def structural_queries(chunk: Chunk, stats: TermStats, limit: int = 2) -> list[C
     short_title = " ".join(title.split(":")[0].split()[:6])
     section = _clean_heading(heads[-1]) if heads else ""
     if section and title and query_filters.normalise(section) != query_filters.normalise(title):
-        out.append(
-            Candidate(f"{section} {short_title}", chunk.id, chunk.doc_id, "structure:heading")
-        )
+        out.append(Candidate(f"{section} {short_title}", chunk.id, chunk.doc_id, Origin.HEADING))
     elif (title or section) and stats.siblings(chunk) == 1:
         # a bare title names every sibling equally well, so only a lone chunk gets it
-        out.append(Candidate(section or title, chunk.id, chunk.doc_id, "structure:heading"))
+        out.append(Candidate(section or title, chunk.id, chunk.doc_id, Origin.HEADING))
     # Glossary-style keywords: the document's subject plus what sets this chunk apart.
     terms = contrast_terms(chunk, stats, 2 if short_title else 3)
     if len(terms) >= 2 or (short_title and terms):
         query = " ".join([short_title, *terms] if short_title else terms)
-        out.append(Candidate(query, chunk.id, chunk.doc_id, "structure:terms"))
+        out.append(Candidate(query, chunk.id, chunk.doc_id, Origin.TERMS))
     return out[:limit]
 
 
@@ -536,20 +535,19 @@ def filter_candidates(
     kept: list[Candidate] = []
     for cand in candidates:
         style = cand.source.split(":", 1)[-1]
-        question = cand.source.startswith("llm:") and bool(
-            prompts.styles.get(style) and prompts.styles[style].question
-        )
+        llm = kind_of(cand.source) == "llm"
+        question = llm and bool(prompts.styles.get(style) and prompts.styles[style].question)
         reason = query_filters.check_query(
             cand.query,
             chunks_by_id[cand.chunk_id].text,
             question=question,
-            min_words=cfg.min_query_words if cand.source.startswith("llm:") else 1,
+            min_words=cfg.min_query_words if llm else 1,
             max_words=min(cfg.max_query_words, KEYWORD_MAX_WORDS)
-            if cand.source == "llm:keyword"
+            if cand.source == Origin.LLM_KEYWORD
             else cfg.max_query_words,
             max_copy_overlap=cfg.max_copy_overlap,
-            examples=examples if cand.source.startswith("llm:") else (),
-            copy_check=cand.source.startswith("llm:"),
+            examples=examples if llm else (),
+            copy_check=llm,
         )
         if reason:
             report.drop(reason)
@@ -621,7 +619,7 @@ def filter_candidates(
         grouped[cand.chunk_id].append(cand)
     final: list[Candidate] = []
     for cands in grouped.values():
-        cands.sort(key=lambda c: (c.rank or 0, c.source.startswith("structure")))
+        cands.sort(key=lambda c: (c.rank or 0, kind_of(c.source) == "structural"))
         final.extend(cands[: cfg.keep_per_chunk])
         if len(cands) > cfg.keep_per_chunk:
             report.drop(query_filters.PER_CHUNK_CAP, len(cands) - cfg.keep_per_chunk)
@@ -674,7 +672,7 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
                     report.drop(query_filters.EMPTY)
                     continue
                 candidates.append(
-                    Candidate(query, chunk.id, chunk.doc_id, f"llm:{reply.get('style', '?')}")
+                    Candidate(query, chunk.id, chunk.doc_id, Origin.llm(reply.get("style", "")))
                 )
     if cfg.structural_queries_per_chunk:
         # Structural queries are cheap, so they cover every eligible chunk; `max_chunks`
