@@ -456,33 +456,38 @@ def fusion_rows(report: dict[str, Any], split: str = "test") -> list[str]:
 
 def fixed_fusion(report: dict[str, Any]) -> tuple[str | None, list[str]]:
     """The one fixed way to fuse for workspaces without real questions, chosen on **dev**
-    across every corpus and both models (base, default run): the way whose worst loss to
-    the better of dense and BM25 is smallest, ties to the better median; then its **test**
-    gain over the better part, per corpus, with the paired interval."""
+    across every corpus and both models (base, default run): among the ways never
+    significantly below the better of dense and BM25 (paired bootstrap) on any of them, the
+    one with the best median margin; then its **test** gain over the better part, per
+    corpus, with the paired interval."""
     margins: dict[str, list[float]] = defaultdict(list)
+    losses: dict[str, int] = defaultdict(int)
     for row in report["corpora"].values():
         dev = (row.get("per_query") or {}).get("dev") or {}
         for scores in dev.values():
             mean = {k: statistics.fmean(v) for k, v in scores.items()}
-            better = max(mean["dense"], mean["bm25"])
+            better = "dense" if mean["dense"] >= mean["bm25"] else "bm25"
             for key, value in mean.items():
-                margins[key].append(value - better)
+                margins[key].append(value - mean[better])
+                if key != better and compare(scores[better], scores[key])["ci"][1] < 0:
+                    losses[key] += 1
     if not margins:
         return None, []
-    ranked = sorted(margins, key=lambda k: (min(margins[k]), statistics.median(margins[k])))
+    ranked = sorted(margins, key=lambda k: (-losses[k], statistics.median(margins[k])))
     chosen = ranked[-1]
     md = [
         "Fixed fusion (no real questions): **dev** nDCG@10 minus the better of dense and BM25, "
-        "×100, over every corpus and model",
+        "×100, over every corpus and model; the last column counts the corpus x model pairs "
+        "where the way is significantly below the better part (95% paired interval below 0)",
         "",
-        "| way | median | worst |",
-        "|---|---:|---:|",
+        "| way | median | worst | significantly below |",
+        "|---|---:|---:|---:|",
     ]
     for key in reversed(ranked):
         median, worst = statistics.median(margins[key]), min(margins[key])
         md.append(
             f"| {key}{' (chosen)' if key == chosen else ''} | {median * 100:+.1f} "
-            f"| {worst * 100:+.1f} |"
+            f"| {worst * 100:+.1f} | {losses[key]} |"
         )
     md += [
         "",
