@@ -87,11 +87,15 @@ class ChatService:
 
     # --- choices -----------------------------------------------------------------------
     def options(self) -> list[RetrieverOption]:
-        """The base embedder plus every fine-tuned embedder run that has an index."""
+        """The base embedder plus every usable fine-tuned embedder run (`registry.is_usable`:
+        a model in its folder). A full fine-tune not indexed yet is listed; choosing it says
+        which `rag-app index --model` command builds its collection."""
         from rag_app import registry
 
         opts = [RetrieverOption(BASELINE, f"Baseline ({self.settings.models.embedder})", "")]
         for run in registry.list_runs(self.settings, kind="embedder"):
+            if not registry.is_usable(run):
+                continue
             opts.append(RetrieverOption(run.name, run_label(run), str(run.path)))
         return opts
 
