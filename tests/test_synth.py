@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune import query_filters, synth
+from finetune import query_filters, structural, synth
 from rag_app import chunkstore
 from rag_app.types import Chunk
 
@@ -144,20 +144,20 @@ def test_read_raw_repairs_a_truncated_last_line(tmp_path):
 def test_contrast_terms_pick_what_sets_a_chunk_apart_from_its_siblings():
     """Title words and words every sibling shares are left out; codes stay whole."""
     chunks = make_chunks()
-    stats = synth.term_statistics(chunks)
+    stats = structural.term_statistics(chunks)
     interval, removal = chunks[0], chunks[1]  # the two hydraulic-pump chunks
-    assert synth.sibling_key(interval) == synth.sibling_key(removal)
+    assert structural.sibling_key(interval) == structural.sibling_key(removal)
     for chunk in (interval, removal):
-        terms = synth.contrast_terms(chunk, stats, 3)
+        terms = structural.contrast_terms(chunk, stats, 3)
         assert len(terms) == 3
         lowered = {t.lower() for t in terms}
         assert not lowered & {"hydraulic", "pump", "overhaul", "edp-3"}  # title / shared
     for chunk, sibling in ((interval, removal), (removal, interval)):
-        for term in synth.contrast_terms(chunk, stats, 3):  # in this chunk, not the other
+        for term in structural.contrast_terms(chunk, stats, 3):  # in this chunk, not the other
             assert term in chunk.text.lower() and term not in sibling.text.lower()
     sealants = next(c for c in chunks if "PR-1422" in c.text)
-    assert synth.contrast_terms(sealants, stats, 2)[0] == "PR-1422"
-    queries = {q.source: q.query for q in synth.structural_queries(interval, stats, 2)}
+    assert structural.contrast_terms(sealants, stats, 2)[0] == "PR-1422"
+    queries = {q.source: q.query for q in structural.structural_queries(interval, stats, 2)}
     assert queries["structure:heading"] == "Interval Hydraulic Pump Overhaul"
     assert queries["structure:terms"].startswith("Hydraulic Pump Overhaul ")
 
