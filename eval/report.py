@@ -14,20 +14,16 @@ scores with the grounding proxy's stated limits, the run's configuration and mod
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from eval.plots import svg_bars, svg_scatter, svg_winloss
+from eval.report_markdown import render_markdown
+from eval.report_text import N_DIFF, config_cis, escape, fmt, gather_notes
 from eval.results import PRIMARY_METRIC, load_results
-
-PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
-GROUP_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
-N_DIFF = 10
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
@@ -46,176 +42,13 @@ svg{max-width:100%;height:auto}
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _bootstrap_mean_ci(
-    values: Sequence[float], n_resamples: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = arr[rng.integers(0, arr.size, size=(n_resamples, arr.size))].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return float(arr.mean()), float(low), float(high)
-
-
-def config_cis(data: Mapping[str, Any]) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """Per configuration and metric: (mean, 95% CI low, high) from the per-query rows."""
-    values: dict[str, dict[str, list[float]]] = {}
-    for row in data.get("per_query", []):
-        for metric, value in row.get("scores", {}).items():
-            if value is not None:
-                values.setdefault(row["config"], {}).setdefault(metric, []).append(value)
-    return {
-        cfg: {m: _bootstrap_mean_ci(v) for m, v in metrics.items()}
-        for cfg, metrics in values.items()
-    }
-
-
-# --- SVG plots ---------------------------------------------------------------------------------
-def svg_bars(
-    labels: Sequence[str],
-    means: Sequence[float],
-    lows: Sequence[float],
-    highs: Sequence[float],
-    title: str,
-    width: int = 640,
-) -> str:
-    """Horizontal bar chart with error bars (0..1 scale unless values exceed it)."""
-    row_h, left, right, top = 26, 190, 60, 28
-    height = top + row_h * len(labels) + 24
-    vmax = max([1.0, *[h for h in highs if not math.isnan(h)]])
-    scale = (width - left - right) / vmax
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{_e(title)}">',
-        f'<text x="{left}" y="16" font-size="13" font-weight="600">{_e(title)}</text>',
-    ]
-    for i, (label, mean, low, high) in enumerate(zip(labels, means, lows, highs, strict=True)):
-        y = top + i * row_h
-        colour = PALETTE[i % len(PALETTE)]
-        parts.append(
-            f'<text x="{left - 6}" y="{y + 15}" font-size="12" text-anchor="end">{_e(label)}</text>'
-        )
-        if math.isnan(mean):
-            continue
-        parts.append(
-            f'<rect x="{left}" y="{y + 3}" width="{max(mean * scale, 0):.1f}" height="{row_h - 8}" '
-            f'fill="{colour}" opacity="0.85"/>'
-        )
-        if not (math.isnan(low) or math.isnan(high)):
-            x1, x2, cy = left + low * scale, left + high * scale, y + row_h / 2 - 1
-            parts.append(
-                f'<line x1="{x1:.1f}" x2="{x2:.1f}" y1="{cy}" y2="{cy}" stroke="#222" '
-                f'stroke-width="1.5"/><line x1="{x1:.1f}" x2="{x1:.1f}" y1="{cy - 5}" '
-                f'y2="{cy + 5}" stroke="#222"/><line x1="{x2:.1f}" x2="{x2:.1f}" y1="{cy - 5}" '
-                f'y2="{cy + 5}" stroke="#222"/>'
-            )
-        parts.append(
-            f'<text x="{left + max(high if not math.isnan(high) else mean, mean) * scale + 6:.1f}" '
-            f'y="{y + 15}" font-size="11">{mean:.3f}</text>'
-        )
-    axis_y = top + row_h * len(labels) + 4
-    parts.append(
-        f'<line x1="{left}" x2="{left + vmax * scale:.1f}" y1="{axis_y}" y2="{axis_y}" '
-        f'stroke="#999"/>'
-    )
-    for tick in np.linspace(0, vmax, 6):
-        x = left + tick * scale
-        parts.append(
-            f'<text x="{x:.1f}" y="{axis_y + 14}" font-size="10" text-anchor="middle">'
-            f"{tick:.1f}</text>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def svg_winloss(deltas: Sequence[float], title: str, width: int = 640, height: int = 180) -> str:
-    """Per-query score change (candidate - base), sorted: green up = win, red down = loss."""
-    values = sorted(deltas, reverse=True)
-    n = max(len(values), 1)
-    left, top, bottom = 40, 24, 20
-    plot_h = height - top - bottom
-    mid = top + plot_h / 2
-    vmax = max([abs(v) for v in values] + [1e-9])
-    bar_w = (width - left - 10) / n
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{_e(title)}">',
-        f'<text x="{left}" y="15" font-size="13" font-weight="600">{_e(title)}</text>',
-        f'<line x1="{left}" x2="{width - 10}" y1="{mid}" y2="{mid}" stroke="#999"/>',
-        f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end">+{vmax:.2f}</text>',
-        f'<text x="{left - 4}" y="{top + plot_h}" font-size="10" text-anchor="end">'
-        f"-{vmax:.2f}</text>",
-    ]
-    for i, v in enumerate(values):
-        h = abs(v) / vmax * (plot_h / 2)
-        if h == 0:
-            continue
-        y = mid - h if v > 0 else mid
-        colour = "#1a7f37" if v > 0 else "#c62828"
-        parts.append(
-            f'<rect x="{left + i * bar_w:.2f}" y="{y:.2f}" width="{max(bar_w - 0.5, 0.5):.2f}" '
-            f'height="{h:.2f}" fill="{colour}"/>'
-        )
-    wins = sum(v > 0 for v in values)
-    losses = sum(v < 0 for v in values)
-    parts.append(
-        f'<text x="{width - 10}" y="15" font-size="11" text-anchor="end">{wins} wins, '
-        f"{losses} losses, {len(values) - wins - losses} ties</text></svg>"
-    )
-    return "".join(parts)
-
-
-def svg_scatter(points: Sequence[Sequence[float]], groups: Sequence[str], title: str) -> str:
-    """2-D scatter of PCA points, the most common groups coloured, the rest grey."""
-    width, height, pad = 320, 300, 14
-    arr = np.asarray(points, dtype=np.float64)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{_e(title)}">',
-        f'<text x="{pad}" y="14" font-size="12" font-weight="600">{_e(title)}</text>',
-        f'<rect x="{pad}" y="22" width="{width - 2 * pad}" height="{height - 22 - pad}" '
-        f'fill="none" stroke="#ddd"/>',
-    ]
-    if arr.size:
-        lo, hi = arr.min(axis=0), arr.max(axis=0)
-        span = np.where(hi - lo == 0, 1, hi - lo)
-        scaled = (arr - lo) / span
-        counts: dict[str, int] = {}
-        for g in groups:
-            counts[g] = counts.get(g, 0) + 1
-        top = [g for g, _ in sorted(counts.items(), key=lambda kv: -kv[1])[: len(GROUP_COLOURS)]]
-        colour_of = {g: GROUP_COLOURS[i] for i, g in enumerate(top) if counts[g] > 1}
-        for (x, y), g in zip(scaled, groups, strict=True):
-            cx = pad + 4 + x * (width - 2 * pad - 8)
-            cy = 26 + (1 - y) * (height - 30 - pad - 4)
-            parts.append(
-                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2.6" fill="{colour_of.get(g, "#bbb")}" '
-                f'opacity="0.8"><title>{_e(g)}</title></circle>'
-            )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 # --- sections --------------------------------------------------------------------------------
 def _dataset_line(dataset: Mapping[str, Any]) -> str:
     fp = dataset.get("fingerprint") or "n/a"
     return (
-        f"{dataset.get('name')} / split <b>{_e(dataset.get('split'))}</b> "
-        f"({_e(dataset.get('source'))}, judged per {_e(dataset.get('granularity'))}, "
-        f"{_e(dataset.get('n_queries'))} queries, fingerprint <code>{_e(str(fp)[:16])}</code>)"
+        f"{dataset.get('name')} / split <b>{escape(dataset.get('split'))}</b> "
+        f"({escape(dataset.get('source'))}, judged per {escape(dataset.get('granularity'))}, "
+        f"{escape(dataset.get('n_queries'))} queries, fingerprint <code>{escape(str(fp)[:16])}</code>)"
     )
 
 
@@ -229,7 +62,9 @@ def _retrieval_html(data: Mapping[str, Any]) -> str:
         f"Dropped as training queries of the fine-tuned model: "
         f"<b>{data.get('dropped_training_overlap', 0)}</b>.</p>",
         "<table><tr><th class=l>configuration</th>"
-        + "".join(f"<th>{_e(m)}<br><span class=muted>mean [95% CI]</span></th>" for m in metrics)
+        + "".join(
+            f"<th>{escape(m)}<br><span class=muted>mean [95% CI]</span></th>" for m in metrics
+        )
         + "<th>p50 ms</th></tr>",
     ]
     for name in configs:
@@ -239,17 +74,19 @@ def _retrieval_html(data: Mapping[str, Any]) -> str:
             mean = cfg["mean"].get(m)
             ci = cis.get(name, {}).get(m)
             extra = f"<br><span class=muted>[{ci[1]:.3f}, {ci[2]:.3f}]</span>" if ci else ""
-            cells.append(f"<td>{_fmt(mean)}{extra}</td>")
+            cells.append(f"<td>{fmt(mean)}{extra}</td>")
         out.append(
-            f"<tr><td class=l title='{_e(cfg.get('description', ''))}'>{_e(name)}</td>"
+            f"<tr><td class=l title='{escape(cfg.get('description', ''))}'>{escape(name)}</td>"
             + "".join(cells)
-            + f"<td>{_fmt(cfg.get('latency_ms_p50'), 1)}</td></tr>"
+            + f"<td>{fmt(cfg.get('latency_ms_p50'), 1)}</td></tr>"
         )
     out.append("</table>")
     if data.get("skipped_configs"):
         out.append(
             "<p class=muted>Not run: "
-            + "; ".join(f"<b>{_e(n)}</b>: {_e(r)}" for n, r in data["skipped_configs"].items())
+            + "; ".join(
+                f"<b>{escape(n)}</b>: {escape(r)}" for n, r in data["skipped_configs"].items()
+            )
             + "</p>"
         )
     primary = PRIMARY_METRIC if PRIMARY_METRIC in metrics else metrics[0]
@@ -274,11 +111,11 @@ def _retrieval_html(data: Mapping[str, Any]) -> str:
 def _comparisons_html(comparisons: Sequence[Mapping[str, Any]], title: str) -> str:
     if not comparisons:
         return (
-            f"<h3>{_e(title)}</h3><p class=muted>No base / fine-tuned pair was evaluated "
+            f"<h3>{escape(title)}</h3><p class=muted>No base / fine-tuned pair was evaluated "
             "(no fine-tuned model?).</p>"
         )
     rows = [
-        f"<h3>{_e(title)}</h3>",
+        f"<h3>{escape(title)}</h3>",
         "<table><tr><th class=l>candidate vs base</th><th class=l>metric</th><th>base</th>"
         "<th>candidate</th><th>delta [95% CI]</th><th>p (randomisation)</th>"
         "<th>wins / losses / ties</th></tr>",
@@ -287,9 +124,9 @@ def _comparisons_html(comparisons: Sequence[Mapping[str, Any]], title: str) -> s
         cls = "win" if c["ci_low"] > 0 else "loss" if c["ci_high"] < 0 else ""
         tag = " <span class=muted>(best vs best)</span>" if c.get("best_vs_best") else ""
         rows.append(
-            f"<tr><td class=l>{_e(c['candidate'])} vs {_e(c['base'])}{tag}</td>"
-            f"<td class=l>{_e(c['metric'])}</td><td>{_fmt(c['mean_a'])}</td>"
-            f"<td>{_fmt(c['mean_b'])}</td><td class={cls}>{c['delta']:+.4f} "
+            f"<tr><td class=l>{escape(c['candidate'])} vs {escape(c['base'])}{tag}</td>"
+            f"<td class=l>{escape(c['metric'])}</td><td>{fmt(c['mean_a'])}</td>"
+            f"<td>{fmt(c['mean_b'])}</td><td class={cls}>{c['delta']:+.4f} "
             f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]</td><td>{c['p_value']:.4f}</td>"
             f"<td>{c['wins']} / {c['losses']} / {c['ties']}</td></tr>"
         )
@@ -308,7 +145,7 @@ def _doc_list(items: Sequence[Sequence[Any]], labels: Mapping[str, str]) -> str:
     for doc, grade in items:
         cls = "rel" if grade and grade > 0 else "nrel"
         mark = f" (relevant, grade {grade})" if grade and grade > 0 else ""
-        out.append(f"<li class={cls}>{_e(labels.get(doc, doc))}{mark}</li>")
+        out.append(f"<li class={cls}>{escape(labels.get(doc, doc))}{mark}</li>")
     return "<ul>" + "".join(out) + "</ul>"
 
 
@@ -328,15 +165,15 @@ def _diff_html(data: Mapping[str, Any]) -> str:
         wins = sorted((r for r in changed if r["delta"] > 0), key=lambda r: -r["delta"])[:N_DIFF]
         losses = sorted((r for r in changed if r["delta"] < 0), key=lambda r: r["delta"])[:N_DIFF]
         out.append(
-            f"<details><summary>{_e(cand)} vs {_e(base)}: biggest {len(wins)} wins and "
+            f"<details><summary>{escape(cand)} vs {escape(base)}: biggest {len(wins)} wins and "
             f"{len(losses)} losses (of {len(changed)} changed queries)</summary>"
         )
         for r in [*wins, *losses]:
             cls = "win" if r["delta"] > 0 else "loss"
             out.append(
-                f"<div class=diff><b class={cls}>{r['delta']:+.3f}</b> {_e(metric)} "
+                f"<div class=diff><b class={cls}>{r['delta']:+.3f}</b> {escape(metric)} "
                 f"({r['base_score']:.3f} → {r['candidate_score']:.3f}) — "
-                f"<b>{_e(r['query'])}</b> <span class=muted>{_e(r['qid'])}</span>"
+                f"<b>{escape(r['query'])}</b> <span class=muted>{escape(r['qid'])}</span>"
                 f"<div>entered the top k: {_doc_list(r['entered'], labels)}</div>"
                 f"<div>left the top k: {_doc_list(r['left'], labels)}</div></div>"
             )
@@ -372,13 +209,13 @@ def _answers_html(data: Mapping[str, Any]) -> str:
     cis = config_cis(data)
     out = [
         "<h2>Answers: grounding, citations, relevance, correctness</h2>",
-        f"<p>Data: {_dataset_line(data['dataset'])}. Generator: <code>{_e(data['llm'])}</code>; "
+        f"<p>Data: {_dataset_line(data['dataset'])}. Generator: <code>{escape(data['llm'])}</code>; "
         f"{data['k']} passages per answer.</p>",
-        f"<div class=box><b>Limits of the grounding scores.</b> {_e(data['grounding']['limits'])}"
+        f"<div class=box><b>Limits of the grounding scores.</b> {escape(data['grounding']['limits'])}"
         "</div>",
         "<table><tr><th class=l>configuration</th>"
         + "".join(
-            f"<th>{_e(m)}<br><span class=muted>mean [95% CI] (n)</span></th>" for m in metrics
+            f"<th>{escape(m)}<br><span class=muted>mean [95% CI] (n)</span></th>" for m in metrics
         )
         + "<th>errors</th><th>abstained</th></tr>",
     ]
@@ -391,20 +228,21 @@ def _answers_html(data: Mapping[str, Any]) -> str:
                 if ci
                 else ""
             )
-            cells.append(f"<td>{_fmt(cfg['mean'].get(m), 3)}{extra}</td>")
+            cells.append(f"<td>{fmt(cfg['mean'].get(m), 3)}{extra}</td>")
         out.append(
-            f"<tr><td class=l>{_e(name)}</td>{''.join(cells)}<td>{cfg['errors']}</td>"
+            f"<tr><td class=l>{escape(name)}</td>{''.join(cells)}<td>{cfg['errors']}</td>"
             f"<td>{cfg['abstained']}</td></tr>"
         )
     out.append("</table>")
     judge = data["grounding"].get("judge")
     if judge:
         out.append(
-            f"<p>LLM judge: <code>{_e(judge)}</code>, {data['grounding']['judge_runs']} runs per "
+            f"<p>LLM judge: <code>{escape(judge)}</code>, {data['grounding']['judge_runs']} runs per "
             "answer; <i>judge_faithfulness</i> is the mean over runs, and the mean standard "
             "deviation between runs is "
             + ", ".join(
-                f"{_e(n)}: {_fmt(c.get('judge_mean_std'), 3)}" for n, c in data["configs"].items()
+                f"{escape(n)}: {fmt(c.get('judge_mean_std'), 3)}"
+                for n, c in data["configs"].items()
             )
             + ".</p>"
         )
@@ -417,11 +255,11 @@ def _answers_html(data: Mapping[str, Any]) -> str:
         for r in rows:
             sents = "".join(
                 f"<li class={'rel' if s['supported'] else ('nrel' if s['is_claim'] else 'muted')}>"
-                f"{_e(s['sentence'])} <span class=muted>{_e(s['reason'] or 'not a claim')}</span></li>"
+                f"{escape(s['sentence'])} <span class=muted>{escape(s['reason'] or 'not a claim')}</span></li>"
                 for s in r.get("sentences", [])
             )
             out.append(
-                f"<div class=diff><b>{_e(r['config'])}</b> — {_e(r['query'])}<ul>{sents}</ul></div>"
+                f"<div class=diff><b>{escape(r['config'])}</b> — {escape(r['query'])}<ul>{sents}</ul></div>"
             )
         out.append("</details>")
     return "\n".join(out)
@@ -436,41 +274,33 @@ def _settings_html(retrieval: Mapping[str, Any] | None) -> str:
         info = models.get(role)
         if not info:
             continue
-        out.append(f"<h3>{_e(role)} model: <code>{_e(info.get('spec'))}</code></h3>")
+        out.append(f"<h3>{escape(role)} model: <code>{escape(info.get('spec'))}</code></h3>")
         if info.get("run"):
             out.append(
-                f"<details><summary>run.json</summary><pre>{_e(json.dumps(info['run'], indent=2))}</pre></details>"
+                f"<details><summary>run.json</summary><pre>{escape(json.dumps(info['run'], indent=2))}</pre></details>"
             )
         if info.get("model_card"):
             out.append(
-                f"<details><summary>model card</summary><pre>{_e(info['model_card'])}</pre></details>"
+                f"<details><summary>model card</summary><pre>{escape(info['model_card'])}</pre></details>"
             )
     if models.get("reranker"):
-        out.append(f"<p>Reranker: {_e(models['reranker'])}</p>")
+        out.append(f"<p>Reranker: {escape(models['reranker'])}</p>")
     out.append(
-        f"<details><summary>settings</summary><pre>{_e(json.dumps(retrieval.get('settings', {}), indent=2))}</pre></details>"
+        f"<details><summary>settings</summary><pre>{escape(json.dumps(retrieval.get('settings', {}), indent=2))}</pre></details>"
     )
     return "\n".join(out)
-
-
-def _notes(*datas: Mapping[str, Any] | None) -> list[str]:
-    notes: list[str] = []
-    for data in datas:
-        if data:
-            notes.extend(n for n in data.get("notes", []) if n not in notes)
-    return notes
 
 
 def render_html(
     retrieval: Mapping[str, Any] | None, answers: Mapping[str, Any] | None, title: str
 ) -> str:
     created = (retrieval or answers or {}).get("created", "")
-    body = [f"<h1>{_e(title)}</h1><p class=muted>Created {_e(created)}.</p>"]
-    notes = _notes(retrieval, answers)
+    body = [f"<h1>{escape(title)}</h1><p class=muted>Created {escape(created)}.</p>"]
+    notes = gather_notes(retrieval, answers)
     if notes:
         body.append(
             "<div class=box><b>Notes.</b><ul>"
-            + "".join(f"<li>{_e(n)}</li>" for n in notes)
+            + "".join(f"<li>{escape(n)}</li>" for n in notes)
             + "</ul></div>"
         )
     if retrieval:
@@ -480,122 +310,9 @@ def render_html(
     body.append(_settings_html(retrieval))
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-        f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{_e(title)}</title>"
+        f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{escape(title)}</title>"
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>"
     )
-
-
-# --- markdown ---------------------------------------------------------------------------------
-def _md_dataset(dataset: Mapping[str, Any]) -> str:
-    fp = str(dataset.get("fingerprint") or "n/a")[:16]
-    return (
-        f"{dataset.get('name')}, split `{dataset.get('split')}` ({dataset.get('source')}, "
-        f"{dataset.get('n_queries')} queries, judged per {dataset.get('granularity')}, "
-        f"fingerprint `{fp}`)"
-    )
-
-
-def _md_comparisons(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
-    if not comparisons:
-        return ["No base / fine-tuned pair was evaluated.", ""]
-    lines = [
-        "| candidate vs base | metric | base | candidate | delta [95% CI] | p | W/L/T |",
-        "|---|---|---:|---:|---|---:|---|",
-    ]
-    for c in comparisons:
-        tag = " (best vs best)" if c.get("best_vs_best") else ""
-        lines.append(
-            f"| {c['candidate']} vs {c['base']}{tag} | {c['metric']} | {c['mean_a']:.4f} | "
-            f"{c['mean_b']:.4f} | {c['delta']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | "
-            f"{c['p_value']:.4f} | {c['wins']}/{c['losses']}/{c['ties']} |"
-        )
-    return [*lines, ""]
-
-
-def render_markdown(
-    retrieval: Mapping[str, Any] | None, answers: Mapping[str, Any] | None, title: str
-) -> str:
-    lines = [f"# {title}", ""]
-    for note in _notes(retrieval, answers):
-        lines.append(f"> {note}")
-    if lines[-1] != "":
-        lines.append("")
-    if retrieval:
-        metrics = list(retrieval["metrics"])
-        cis = config_cis(retrieval)
-        lines += [
-            "## Retrieval",
-            "",
-            f"Data: {_md_dataset(retrieval['dataset'])}; k = {retrieval['k']}; dropped as "
-            f"training queries: {retrieval.get('dropped_training_overlap', 0)}.",
-            "",
-            "| configuration | " + " | ".join(metrics) + " |",
-            "|---|" + "---:|" * len(metrics),
-        ]
-        for name, cfg in retrieval["configs"].items():
-            cells = []
-            for m in metrics:
-                ci = cis.get(name, {}).get(m)
-                ci_txt = f" [{ci[1]:.3f}, {ci[2]:.3f}]" if ci else ""
-                cells.append(f"{cfg['mean'][m]:.4f}{ci_txt}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
-        for name, reason in retrieval.get("skipped_configs", {}).items():
-            lines.append(f"- not run: {name}: {reason}")
-        lines += [
-            "",
-            "### Base vs fine-tuned (paired)",
-            "",
-            *_md_comparisons(retrieval.get("comparisons", [])),
-        ]
-        diffs = retrieval.get("diff", [])
-        if diffs:
-            labels = retrieval.get("labels", {})
-            lines += ["### Biggest wins and losses", ""]
-            ordered = sorted(
-                (d for d in diffs if d["outcome"] != "tie"), key=lambda d: -abs(d["delta"])
-            )
-            for d in ordered[:N_DIFF]:
-                entered = (
-                    ", ".join(
-                        f"{labels.get(x, x)[:60]}{' ✓' if g else ''}" for x, g in d["entered"]
-                    )
-                    or "–"
-                )
-                left = (
-                    ", ".join(f"{labels.get(x, x)[:60]}{' ✓' if g else ''}" for x, g in d["left"])
-                    or "–"
-                )
-                lines.append(
-                    f"- **{d['delta']:+.3f}** {d['metric']} ({d['candidate']} vs {d['base']}) "
-                    f"— {d['query']}  \n  entered: {entered}  \n  left: {left}"
-                )
-            lines += ["", "✓ = judged relevant.", ""]
-    if answers:
-        metrics = [
-            m
-            for m in answers["metrics"]
-            if any(m in c["mean"] for c in answers["configs"].values())
-        ]
-        lines += [
-            "## Answers",
-            "",
-            f"Data: {_md_dataset(answers['dataset'])}; generator `{answers['llm']}`; "
-            f"{answers['k']} passages per answer.",
-            "",
-            f"**Limits of the grounding scores.** {answers['grounding']['limits']}",
-            "",
-            "| configuration | " + " | ".join(metrics) + " | errors |",
-            "|---|" + "---:|" * (len(metrics) + 1),
-        ]
-        for name, cfg in answers["configs"].items():
-            lines.append(
-                f"| {name} | "
-                + " | ".join(_fmt(cfg["mean"].get(m), 3) for m in metrics)
-                + f" | {cfg['errors']} |"
-            )
-        lines += ["", *_md_comparisons(answers.get("comparisons", []))]
-    return "\n".join(lines).rstrip() + "\n"
 
 
 # --- entry point ----------------------------------------------------------------------------
