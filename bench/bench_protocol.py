@@ -511,7 +511,8 @@ def fixed_fusion(report: dict[str, Any]) -> tuple[str | None, list[str]]:
 
 def write_report(stem: Path, report: dict[str, Any], recipes: list[str], splits: list[str]) -> str:
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
+    # compact: the per-query scores make it megabytes otherwise
+    stem.with_suffix(".json").write_text(json.dumps(report, separators=(",", ":"), default=str))
     md = [f"Command: `{report['command']}` ({report['date']}, {report['machine']})", ""]
     for split in splits:
         md += [

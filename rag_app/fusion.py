@@ -47,6 +47,10 @@ class FusionChoice:
             raise ValueError(f"unknown fusion {self.kind!r}; use one of {', '.join(KINDS)}")
         if not 0.0 <= self.dense_weight <= 1.0:
             raise ValueError(f"dense_weight must be in [0, 1], not {self.dense_weight}")
+        if self.kind != "weighted":  # the weight means nothing here: equal choices compare equal
+            object.__setattr__(
+                self, "dense_weight", {"dense": 1.0, "bm25": 0.0}.get(self.kind, 0.5)
+            )
 
     @property
     def key(self) -> str:
