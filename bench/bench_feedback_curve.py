@@ -41,6 +41,8 @@ from typing import Any
 
 from _common import REPO, RESULTS
 
+from rag_app.config import updated_finetune
+
 MEDQUAD = REPO.parent / "shared" / "datasets" / "medquad"
 
 
@@ -156,13 +158,14 @@ def one_point(ns, scorer, dataset, args, *, subset, seed, size, synthetic, weigh
     settings = ns.model_copy(
         update={
             "seed": seed,
-            "finetune": ns.finetune.model_copy(
-                update={
+            "finetune": updated_finetune(
+                ns.finetune,
+                **{
                     "train_data": train_data,
                     "use_synthetic": synthetic,
                     "labelled_weight": weight,
-                    "reranker": False,
-                }
+                    "reranker": {"enabled": False},
+                },
             ),
         }
     )

@@ -28,6 +28,8 @@ from pathlib import Path
 from _common import REPO, RESULTS
 from bench_feedback_curve import Scorer, fmt, gain, splits_for, subset_dataset
 
+from rag_app.config import updated_finetune
+
 
 def write(stem: Path, rows: list[dict], meta: dict, command: str) -> list[str]:
     stem.with_suffix(".json").write_text(
@@ -103,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
                                 "real_examples": examples,
                             }
                         ),
-                        "finetune": ns.finetune.model_copy(
-                            update={"train_data": [out], "select_recipe": False, "reranker": False}
+                        "finetune": updated_finetune(
+                            ns.finetune,
+                            **{
+                                "train_data": [out],
+                                "select_recipe": False,
+                                "reranker": {"enabled": False},
+                            },
                         ),
                     }
                 )

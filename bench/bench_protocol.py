@@ -53,6 +53,8 @@ from typing import Any
 
 from _common import REPO, RESULTS
 
+from rag_app.config import updated_finetune
+
 MEDQUAD = REPO.parent / "shared" / "datasets" / "medquad"
 SOURCES = (
     "GARD",
@@ -86,7 +88,7 @@ RECIPES: dict[str, Recipe] = {
     # candidates for a more robust default (issue 19)
     "strict": Recipe({"consistency_top_k": 5}, note="round trip top 5 instead of 20"),
     "wd": Recipe(
-        finetune={"adapter_weight_decay": 0.1}, note="adapter pulled 10x harder to identity"
+        finetune={"adapter": {"weight_decay": 0.1}}, note="adapter pulled 10x harder to identity"
     ),
 }
 
@@ -372,7 +374,9 @@ def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) 
     settings = ns.model_copy(
         update={
             "synth": ns.synth.model_copy(update=recipe.synth),
-            "finetune": ns.finetune.model_copy(update={"reranker": False, **recipe.finetune}),
+            "finetune": updated_finetune(
+                ns.finetune, **{"reranker": {"enabled": False}, **recipe.finetune}
+            ),
         }
     )
     began = time.perf_counter()

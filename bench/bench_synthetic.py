@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from _common import DEFAULT_DATASET, REPO, RESULTS
 
+from rag_app.config import updated_finetune
+
 if TYPE_CHECKING:
     from finetune.split import Pair
 
@@ -77,7 +79,7 @@ def _query_share(share: float, seed: int = 42):
     return keep
 
 
-LINEAR = {"adapter_kind": "linear"}
+LINEAR = {"adapter": {"kind": "linear"}}
 # The synth defaults before 2026-12-02: keyword + "any question" prompts, two LLM queries a
 # chunk, round trip top 2 (the structural term queries have changed since, see BENCHMARKS).
 OLD = {
@@ -102,7 +104,7 @@ VARIANTS: dict[str, Variant] = {
     "adapter-linear-structural-only": Variant(
         {"llm_queries_per_chunk": 0}, note="defaults, no LLM: title + sibling-contrast terms"
     ),
-    "adapter-mlp": Variant(finetune={"adapter_kind": "mlp"}),
+    "adapter-mlp": Variant(finetune={"adapter": {"kind": "mlp"}}),
     "full": Variant(method="full", note="defaults, every weight trained"),
     # the older defaults, for the ablation
     "old-full-default": Variant(OLD, method="full"),
@@ -137,11 +139,11 @@ def train_variant(ns, name: str, spec: Variant, dataset: Path, guard: Path, prog
 
     method, source = spec.method, spec.source
     synth_cfg = ns.synth.model_copy(update=spec.synth)
-    ft_update = {"labelled_eval": guard, "reranker": False, **spec.finetune}
+    ft_update = {"labelled_eval": guard, "reranker": {"enabled": False}, **spec.finetune}
     if source == "supervised":
         ft_update.update({"train_data": [dataset], "use_synthetic": False})
     settings = ns.model_copy(
-        update={"synth": synth_cfg, "finetune": ns.finetune.model_copy(update=ft_update)}
+        update={"synth": synth_cfg, "finetune": updated_finetune(ns.finetune, **ft_update)}
     )
     began = time.perf_counter()
     synth_report = None

@@ -38,6 +38,8 @@ from pathlib import Path
 
 from _common import DEFAULT_DATASET, REPO, RESULTS
 
+from rag_app.config import updated_finetune
+
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MB (Linux reports KiB)."""
@@ -116,8 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     ns = ingest_beir_corpus(settings, dataset, fingerprint(args.dataset))
     ns = ns.model_copy(
         update={
-            "finetune": ns.finetune.model_copy(
-                update={"train_data": [args.dataset], "use_synthetic": False, "reranker": False}
+            "finetune": updated_finetune(
+                ns.finetune,
+                **{
+                    "train_data": [args.dataset],
+                    "use_synthetic": False,
+                    "reranker": {"enabled": False},
+                },
             )
         }
     )
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": cfg.batch_size,
             "max_seq_length": cfg.max_seq_length,
             "freeze_layers": cfg.freeze_layers,
-            "negatives_per_query": cfg.negatives_per_query,
+            "negatives_per_query": cfg.negatives.per_query,
             "epochs": cfg.epochs,
         },
         "bare_pairs_per_s": bare,
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command}` ({date}, {machine})",
         "",
         f"{len(rows)} rows, batch {cfg.batch_size}, seq {cfg.max_seq_length}, "
-        f"{cfg.freeze_layers} frozen layers, {cfg.negatives_per_query} hard negative(s) a row",
+        f"{cfg.freeze_layers} frozen layers, {cfg.negatives.per_query} hard negative(s) a row",
         "",
         "| path | pairs/s (median) | runs |",
         "|---|---:|---:|",

@@ -84,9 +84,9 @@ def _train_embedder(settings: Any) -> str:
 
 
 def _train_reranker(settings: Any) -> str:
-    if not settings.finetune.reranker:
+    if not settings.finetune.reranker.enabled:
         return (
-            "skipped: finetune.reranker is off (the demo's quick profile turns it off unless "
+            "skipped: finetune.reranker.enabled is off (the demo's quick profile turns it off unless "
             "you set it: a cross-encoder trained from the bi-encoder in the demo's budget "
             "loses to no reranking, docs/BENCHMARKS.md; `rag-app demo --full` or `rag-app "
             "finetune --reranker` trains one)"
@@ -292,7 +292,7 @@ def run(settings: Any, *, chat: bool = True, echo: Callable[[str], None] = print
 # settings from rag-app.toml or RAG_APP_* still apply on top of either.
 QUICK_PROFILE: dict[str, Any] = {
     "synth": {"max_chunks": 64},
-    "finetune": {"max_seq_length": 128, "reranker": False},
+    "finetune": {"max_seq_length": 128, "reranker": {"enabled": False}},
 }
 
 
@@ -330,12 +330,19 @@ def _unset_only(profile: dict[str, Any], settings: Any) -> dict[str, Any]:
     """The profile's values for fields the user did not set (in rag-app.toml or RAG_APP_*).
 
     Uses pydantic's record of explicitly set fields, so a user who sets a value equal to
-    the default (`finetune.reranker = true`) still keeps it.
+    the default (`finetune.reranker.enabled = true`) still keeps it.
     """
     out: dict[str, Any] = {}
     for section, values in profile.items():
-        given = getattr(settings, section).model_fields_set
-        keep = {k: v for k, v in values.items() if k not in given}
+        model = getattr(settings, section)
+        keep = {}
+        for key, value in values.items():
+            if isinstance(value, dict):  # a nested group: only its unset fields
+                inner = _unset_only({key: value}, model)
+                if inner:
+                    keep[key] = inner[key]
+            elif key not in model.model_fields_set:
+                keep[key] = value
         if keep:
             out[section] = keep
     return out

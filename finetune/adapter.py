@@ -272,9 +272,9 @@ def _fit(
     queries_t = torch.from_numpy(train.vectors)
 
     torch.manual_seed(settings.seed)
-    model = _Adapter(kind, docs.shape[1], cfg.adapter_hidden)
+    model = _Adapter(kind, docs.shape[1], cfg.adapter.hidden)
     optim = torch.optim.AdamW(
-        model.params, lr=cfg.adapter_learning_rate, weight_decay=cfg.adapter_weight_decay
+        model.params, lr=cfg.adapter.learning_rate, weight_decay=cfg.adapter.weight_decay
     )
     rng = random.Random(settings.seed)
     n_docs = docs.shape[0]
@@ -290,8 +290,8 @@ def _fit(
     steps = 0
     stale = 0
     began = time.perf_counter()
-    bar = tqdm(total=cfg.adapter_epochs, desc="adapter", unit="epoch", disable=not progress)
-    for epoch in range(1, cfg.adapter_epochs + 1):
+    bar = tqdm(total=cfg.adapter.epochs, desc="adapter", unit="epoch", disable=not progress)
+    for epoch in range(1, cfg.adapter.epochs + 1):
         rng.shuffle(examples)
         for start in range(0, len(examples), cfg.batch_size):
             batch = examples[start : start + cfg.batch_size]
@@ -325,7 +325,7 @@ def _fit(
             best, best_state, best_epoch, stale = value, state, epoch, 0
         else:
             stale += 1
-            if stale >= cfg.adapter_patience:
+            if stale >= cfg.adapter.patience:
                 break
     bar.close()
     return _Fit(best_state, best_epoch, history, steps, time.perf_counter() - began, len(examples))
@@ -346,7 +346,7 @@ def train_adapter(
     """
     began = time.perf_counter()
     cfg = settings.finetune
-    kind = cfg.adapter_kind
+    kind = cfg.adapter.kind
     resolved, _, name, base = open_run(settings, name, "adapter")
     if base.query_adapter is not None:
         raise ValueError("models.embedder is itself an adapter run; train on its base model")

@@ -81,7 +81,7 @@ def finetune_cmd(
         bool | None,
         typer.Option(
             "--reranker/--no-reranker",
-            help="Also train a cross-encoder reranker (default: finetune.reranker).",
+            help="Also train a cross-encoder reranker (default: finetune.reranker.enabled).",
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Run name (default: <model>-ft-<time>).")] = None,
@@ -114,7 +114,7 @@ def finetune_cmd(
         ),
     ] = None,
     adapter_kind: Annotated[
-        str | None, typer.Option(help="--adapter: linear or mlp (default: finetune.adapter_kind).")
+        str | None, typer.Option(help="--adapter: linear or mlp (default: finetune.adapter.kind).")
     ] = None,
 ) -> None:
     """Fine-tune the embedder (and the reranker) on synthetic / labelled pairs."""
@@ -135,14 +135,14 @@ def finetune_cmd(
             "batch_size": batch_size,
             "train_data": [str(p) for p in train_data] if train_data else None,
             "use_synthetic": False if no_synthetic else None,
-            "reranker": reranker,
+            "reranker": None if reranker is None else {"enabled": reranker},
             "merge_alpha": merge_alpha,
-            "adapter_kind": adapter_kind,
+            "adapter": None if adapter_kind is None else {"kind": adapter_kind},
             "method": None if adapter is None else ("adapter" if adapter else "full"),
         },
     )
     adapter = settings.finetune.method == "adapter"
-    do_reranker = settings.finetune.reranker
+    do_reranker = settings.finetune.reranker.enabled
     if not embedder and not do_reranker:
         fail("nothing to train: --no-embedder and --no-reranker")
     errors = (

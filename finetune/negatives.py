@@ -4,9 +4,9 @@ Mined with `sentence_transformers.util.mine_hard_negatives` and the *base* embed
 the whole passage table. Two guards against false negatives (a known failure: a sibling
 chunk that says the same thing, e.g. two task cards of one family):
 
-- skip the very top ranks (`finetune.negatives_range_min`), where unlabelled positives sit;
+- skip the very top ranks (`finetune.negatives.range_min`), where unlabelled positives sit;
 - a relative margin: a negative must score below ``(1 - margin) x`` the positive's score;
-- optionally, a trained cross-encoder (`finetune.negatives_cross_encoder`) re-scores the
+- optionally, a trained cross-encoder (`finetune.negatives.cross_encoder`) re-scores the
   candidates and the margin applies to its scores instead.
 
 Passages from the query's own document are never used as its negatives. A query for which
@@ -60,7 +60,7 @@ def mine(
     from sentence_transformers.util import mine_hard_negatives
 
     cfg = settings.finetune
-    n = cfg.negatives_per_query if num_negatives is None else num_negatives
+    n = cfg.negatives.per_query if num_negatives is None else num_negatives
     if n <= 0 or not pairs:
         rows = [{"anchor": p.query, "positive": passages.text[p.passage_id]} for p in pairs]
         return rows, MiningReport(len(pairs), 0, 0)
@@ -81,9 +81,9 @@ def mine(
         model,
         corpus=corpus,
         cross_encoder=cross_encoder,
-        range_min=cfg.negatives_range_min,
-        range_max=max(cfg.negatives_range_max, cfg.negatives_range_min + 3 * n),
-        relative_margin=cfg.negatives_relative_margin or None,
+        range_min=cfg.negatives.range_min,
+        range_max=max(cfg.negatives.range_max, cfg.negatives.range_min + 3 * n),
+        relative_margin=cfg.negatives.relative_margin or None,
         num_negatives=min(3 * n, max(1, len(corpus) - 1)),
         sampling_strategy="top",
         output_format="labeled-list",

@@ -102,7 +102,7 @@ def train_reranker(
         data.passages,
         base.model,
         settings,
-        num_negatives=cfg.reranker_negatives,
+        num_negatives=cfg.reranker.negatives,
         progress=progress,
     )
     anchors, docs, labels = [], [], []
@@ -129,7 +129,7 @@ def train_reranker(
         at_k=10,
         always_rerank_positives=False,
         name="val",
-        batch_size=cfg.reranker_batch_size,
+        batch_size=cfg.reranker.batch_size,
         write_csv=False,
     )
 
@@ -137,24 +137,24 @@ def train_reranker(
     model = CrossEncoder(
         resolved.location,
         num_labels=1,
-        max_length=cfg.reranker_max_length,
+        max_length=cfg.reranker.max_length,
         device=device,
         trust_remote_code=settings.models.trust_remote_code,
     )
     loss = BinaryCrossEntropyLoss(
-        model, pos_weight=torch.tensor(float(cfg.reranker_negatives), device=model.device)
+        model, pos_weight=torch.tensor(float(cfg.reranker.negatives), device=model.device)
     )
     args = CrossEncoderTrainingArguments(
-        num_train_epochs=cfg.reranker_epochs,
-        per_device_train_batch_size=cfg.reranker_batch_size,
-        learning_rate=cfg.reranker_learning_rate,
+        num_train_epochs=cfg.reranker.epochs,
+        per_device_train_batch_size=cfg.reranker.batch_size,
+        learning_rate=cfg.reranker.learning_rate,
         **shared_training_args(
             settings,
             name=name,
             device=device,
             progress=progress,
             train_size=len(train_dataset),
-            batch_size=cfg.reranker_batch_size,
+            batch_size=cfg.reranker.batch_size,
             best_metric="eval_val_ndcg@10",
         ),
     )
@@ -190,7 +190,7 @@ def train_reranker(
         train_pairs=len(rows),
         beats_no_rerank=recommended,
         labelled_eval=None,
-        max_length=cfg.reranker_max_length,
+        max_length=cfg.reranker.max_length,
         data={
             "train_queries": len(rows),
             "train_examples": len(train_dataset),
@@ -201,7 +201,7 @@ def train_reranker(
         train_seconds=round(train_seconds, 1),
         eval_seconds=round(eval_seconds, 1),
         pairs_per_s=round(
-            throughput(seen_examples(result, cfg.reranker_batch_size), train_seconds, eval_seconds),
+            throughput(seen_examples(result, cfg.reranker.batch_size), train_seconds, eval_seconds),
             2,
         ),
     )
@@ -220,7 +220,7 @@ def train_reranker(
         kind="reranker",
         began=began,
         train_seconds=train_seconds,
-        batch_size=cfg.reranker_batch_size,
+        batch_size=cfg.reranker.batch_size,
         eval_seconds=eval_seconds,
     )
 

@@ -183,7 +183,7 @@ def train_embedder(
         data.passages,
         base.model,
         settings,
-        num_negatives=cfg.negatives_per_query if cfg.hard_negatives else 0,
+        num_negatives=cfg.negatives.per_query if cfg.hard_negatives else 0,
         cross_encoder=_cross_encoder(settings, device),
         progress=progress,
     )
@@ -325,13 +325,15 @@ def merge_weights(model, base_model, alpha: float) -> None:
 
 
 def _cross_encoder(settings: Settings, device: str):
-    spec = settings.finetune.negatives_cross_encoder
+    spec = settings.finetune.negatives.cross_encoder
     if not spec:
         return None
     if spec.strip().lower() == "auto":
         run = run_store.latest(settings, "reranker")
         if run is None:
-            log.warning("negatives_cross_encoder=auto but no trained reranker; not used")
+            log.warning(
+                "finetune.negatives.cross_encoder = auto but no usable trained reranker; not used"
+            )
             return None
         spec = str(run.path)
     from rag_app.rerank import Reranker

@@ -9,6 +9,7 @@ whole state and deleting it is a clean reset.
 
 from __future__ import annotations
 
+import logging
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -26,6 +27,9 @@ DEFAULT_CONFIG_FILE = "rag-app.toml"
 # The --config file of the load_settings call in progress (a context variable rather than
 # an environment variable, so one call's file never leaks into later ones).
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("rag_app_config_file", default=None)
+
+
+log = logging.getLogger(__name__)
 
 
 class IngestSettings(BaseModel):
@@ -233,6 +237,70 @@ class SynthSettings(BaseModel):
     keep_per_chunk: int = Field(3, ge=1, description="At most this many kept queries a chunk.")
 
 
+class NegativesSettings(BaseModel):
+    """Hard negatives for full fine-tuning and the reranker (`finetune.negatives.*`)."""
+
+    per_query: int = Field(1, ge=0, le=16)
+    range_min: int = Field(3, ge=0, description="Skip the base model's top ranks.")
+    range_max: int = Field(30, ge=1)
+    relative_margin: float = Field(
+        0.05, ge=0, lt=1, description="Negative score must be below (1 - m) x positive's."
+    )
+    cross_encoder: str | None = Field(
+        None, description="Trained CrossEncoder to drop probable positives; 'auto' = newest."
+    )
+
+
+class AdapterSettings(BaseModel):
+    """The query adapter (`finetune.adapter.*`; `rag-app finetune --adapter`, the default)."""
+
+    kind: Literal["linear", "mlp"] = Field(
+        "linear", description="--adapter: query-side transform (identity at the start)."
+    )
+    hidden: int = Field(256, ge=8, description="--adapter mlp: hidden width.")
+    epochs: int = Field(30, ge=1, le=1000)
+    learning_rate: float = Field(
+        3e-4, gt=0, description="Best of 1e-4 / 3e-4 / 1e-3 on medquad-small dev (BENCHMARKS.md)."
+    )
+    weight_decay: float = Field(
+        0.01, ge=0, description="Pulls the adapter back towards the identity."
+    )
+    patience: int = Field(
+        5, ge=1, description="Stop after this many epochs without a validation gain."
+    )
+
+
+class RerankerTrainingSettings(BaseModel):
+    """Training the cross-encoder reranker (`finetune.reranker.*`)."""
+
+    enabled: bool = Field(True, description="Also train a cross-encoder reranker.")
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(3e-5, gt=0)
+    batch_size: int = Field(16, ge=1)
+    negatives: int = Field(3, ge=1, le=16)
+    max_length: int = Field(256, ge=16, le=8192)
+
+
+_FLAT_NAMES = {
+    "adapter_kind": ("adapter", "kind"),
+    "adapter_hidden": ("adapter", "hidden"),
+    "adapter_epochs": ("adapter", "epochs"),
+    "adapter_learning_rate": ("adapter", "learning_rate"),
+    "adapter_weight_decay": ("adapter", "weight_decay"),
+    "adapter_patience": ("adapter", "patience"),
+    "reranker_epochs": ("reranker", "epochs"),
+    "reranker_learning_rate": ("reranker", "learning_rate"),
+    "reranker_batch_size": ("reranker", "batch_size"),
+    "reranker_negatives": ("reranker", "negatives"),
+    "reranker_max_length": ("reranker", "max_length"),
+    "negatives_per_query": ("negatives", "per_query"),
+    "negatives_range_min": ("negatives", "range_min"),
+    "negatives_range_max": ("negatives", "range_max"),
+    "negatives_relative_margin": ("negatives", "relative_margin"),
+    "negatives_cross_encoder": ("negatives", "cross_encoder"),
+}
+
+
 class FinetuneSettings(BaseModel):
     """Training the embedder and the reranker (`rag-app finetune`). Conservative defaults."""
 
@@ -277,15 +345,7 @@ class FinetuneSettings(BaseModel):
     )
     general_share: float = Field(0.0, ge=0, le=1, description="Share of general pairs mixed in.")
     hard_negatives: bool = True
-    negatives_per_query: int = Field(1, ge=0, le=16)
-    negatives_range_min: int = Field(3, ge=0, description="Skip the base model's top ranks.")
-    negatives_range_max: int = Field(30, ge=1)
-    negatives_relative_margin: float = Field(
-        0.05, ge=0, lt=1, description="Negative score must be below (1 - m) x positive's."
-    )
-    negatives_cross_encoder: str | None = Field(
-        None, description="Trained CrossEncoder to drop probable positives; 'auto' = newest."
-    )
+    negatives: NegativesSettings = Field(default_factory=lambda: NegativesSettings())
     labelled_eval: Path | None = Field(
         None,
         description=(
@@ -318,26 +378,43 @@ class FinetuneSettings(BaseModel):
         4, ge=1, le=100, description="Each real labelled training pair counts this many times."
     )
     eval_steps: int = Field(0, ge=0, description="Validate every N steps (0: once an epoch).")
-    adapter_kind: Literal["linear", "mlp"] = Field(
-        "linear", description="--adapter: query-side transform (identity at the start)."
-    )
-    adapter_hidden: int = Field(256, ge=8, description="--adapter mlp: hidden width.")
-    adapter_epochs: int = Field(30, ge=1, le=1000)
-    adapter_learning_rate: float = Field(
-        3e-4, gt=0, description="Best of 1e-4 / 3e-4 / 1e-3 on medquad-small dev (BENCHMARKS.md)."
-    )
-    adapter_weight_decay: float = Field(
-        0.01, ge=0, description="Pulls the adapter back towards the identity."
-    )
-    adapter_patience: int = Field(
-        5, ge=1, description="Stop after this many epochs without a validation gain."
-    )
-    reranker: bool = Field(True, description="Also train a cross-encoder reranker.")
-    reranker_epochs: float = Field(1.0, gt=0)
-    reranker_learning_rate: float = Field(3e-5, gt=0)
-    reranker_batch_size: int = Field(16, ge=1)
-    reranker_negatives: int = Field(3, ge=1, le=16)
-    reranker_max_length: int = Field(256, ge=16, le=8192)
+    adapter: AdapterSettings = Field(default_factory=lambda: AdapterSettings())
+    reranker: RerankerTrainingSettings = Field(default_factory=lambda: RerankerTrainingSettings())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_names(cls, data: Any) -> Any:
+        """Accept the flat names of before 2026-12-03 (`adapter_epochs`, `reranker = false`,
+        `negatives_per_query`, ...) with a deprecation message naming the new one."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("reranker"), bool):
+            log.warning(
+                "finetune.reranker = %s is deprecated: use finetune.reranker.enabled",
+                data["reranker"],
+            )
+            data["reranker"] = {"enabled": data["reranker"]}
+        for old in [k for k in data if k in _FLAT_NAMES]:
+            group, new = _FLAT_NAMES[old]
+            log.warning("finetune.%s is deprecated: use finetune.%s.%s", old, group, new)
+            nested = data.get(group)
+            nested = dict(nested) if isinstance(nested, dict) else {}
+            nested[new] = data.pop(old)  # the explicit old name wins over a dumped default
+            data[group] = nested
+        return data
+
+
+def updated_finetune(cfg: FinetuneSettings, **update: Any) -> FinetuneSettings:
+    """`cfg` with `update` applied *and validated* (unlike `model_copy(update=...)`): nested
+    groups as dicts (`adapter={"epochs": 5}`) or the deprecated flat names."""
+    data = cfg.model_dump()
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return FinetuneSettings.model_validate(data)
 
 
 class FeedbackSettings(BaseModel):

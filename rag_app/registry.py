@@ -80,7 +80,7 @@ def latest(settings: Settings, kind: str | None = None, *, usable: bool = True) 
     """The newest run (of `kind`); with `usable`, the newest that `is_usable` accepts.
 
     The one definition of "the newest run" for every "auto" and "latest" in the product:
-    `models.reranker = "auto"`, `finetune.negatives_cross_encoder = "auto"`, the eval's
+    `models.reranker = "auto"`, `finetune.negatives.cross_encoder = "auto"`, the eval's
     fine-tuned default and the demo all ask here, so they cannot disagree.
     """
     runs = list_runs(settings, kind=kind)

@@ -18,6 +18,7 @@ from finetune import adapter
 from finetune import data as data_mod
 from finetune.split import Pair, Passages
 from rag_app import query_adapter
+from rag_app.config import updated_finetune
 from rag_app.query_adapter import AdapterError, QueryAdapter
 
 
@@ -66,9 +67,7 @@ def test_ranking_metrics_match_hand_computed_values():
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_adapter_learns_what_the_base_model_cannot(settings_factory, kind):
     """Codes like "form 003" mean nothing to MiniLM; the adapter maps them to their passage."""
-    settings = settings_factory(
-        finetune={"batch_size": 8, "adapter_kind": kind, "adapter_epochs": 60}
-    )
+    settings = settings_factory(finetune={"batch_size": 8, "adapter": {"kind": kind, "epochs": 60}})
     chunks = tiny_chunks()
     passages = Passages.from_chunks(chunks)
     pairs = [Pair(f"form {7 * i + 3:03d}", c.id, c.doc_id) for i, c in enumerate(chunks)]
@@ -91,8 +90,8 @@ def test_adapter_run_serves_from_the_base_index_without_reindexing(tiny_settings
 
     settings = tiny_settings.model_copy(
         update={
-            "finetune": tiny_settings.finetune.model_copy(
-                update={"adapter_epochs": 20, "adapter_learning_rate": 5e-3}
+            "finetune": updated_finetune(
+                tiny_settings.finetune, adapter={"epochs": 20, "learning_rate": 5e-3}
             )
         }
     )
@@ -171,7 +170,7 @@ def test_recipe_selection_keeps_the_recipe_that_wins_on_the_guard(settings_facto
     settings = settings_factory(
         finetune={
             "batch_size": 8,
-            "adapter_epochs": 40,
+            "adapter": {"epochs": 40},
             "labelled_guard_min_queries": 5,
         }
     )

@@ -56,3 +56,29 @@ def test_config_file_does_not_leak_into_later_calls(tmp_path, monkeypatch):
     cfg.write_text("seed = 7\n")
     assert load_settings(cfg).seed == 7
     assert load_settings().seed == 42
+
+
+def test_flat_finetune_names_of_before_still_work_and_say_what_replaces_them(
+    tmp_path, monkeypatch, caplog
+):
+    """`finetune.adapter_epochs`, `finetune.reranker = false`, `negatives_per_query`, ...
+    became `finetune.adapter.epochs`, `finetune.reranker.enabled`, `finetune.negatives.*`."""
+    from rag_app.config import updated_finetune
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rag-app.toml").write_text(
+        "[finetune]\nadapter_epochs = 7\nreranker = false\nnegatives_per_query = 2\n"
+    )
+    monkeypatch.setenv("RAG_APP_FINETUNE__RERANKER_BATCH_SIZE", "4")
+    with caplog.at_level("WARNING", logger="rag_app.config"):
+        s = load_settings()
+    ft = s.finetune
+    assert (ft.adapter.epochs, ft.reranker.enabled, ft.negatives.per_query) == (7, False, 2)
+    assert ft.reranker.batch_size == 4
+    assert "finetune.adapter_epochs is deprecated: use finetune.adapter.epochs" in caplog.text
+    assert "use finetune.reranker.enabled" in caplog.text
+    # the new names, and a validated copy (model_copy would not validate)
+    s = load_settings(finetune={"adapter": {"kind": "mlp"}, "reranker": {"enabled": False}})
+    assert s.finetune.adapter.kind == "mlp" and s.finetune.adapter.epochs == 7
+    copy = updated_finetune(s.finetune, adapter={"epochs": 3}, negatives_range_min=5)
+    assert (copy.adapter.kind, copy.adapter.epochs, copy.negatives.range_min) == ("mlp", 3, 5)

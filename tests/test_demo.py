@@ -67,9 +67,8 @@ def test_demo_runs_every_stage_then_skips_them(settings_factory, tmp_path):
             "batch_size": 4,
             "max_steps": 4,
             "max_seq_length": 96,
-            "negatives_range_min": 1,
-            "reranker_batch_size": 4,
-            "reranker_max_length": 96,
+            "negatives": {"range_min": 1},
+            "reranker": {"batch_size": 4, "max_length": 96},
         },
     )
     lines: list[str] = []
@@ -122,7 +121,7 @@ def test_quick_profile_skips_reranker_training_but_keeps_user_settings(
 ):
     defaults = settings_factory()
     profile = demo._unset_only(demo.QUICK_PROFILE, defaults)
-    assert profile["finetune"]["reranker"] is False
+    assert profile["finetune"]["reranker"] == {"enabled": False}
     quick = settings_factory(**profile)
     summary = demo._train_reranker(quick)  # returns before loading any model
     assert summary.startswith("skipped") and "--full" in summary
@@ -130,7 +129,7 @@ def test_quick_profile_skips_reranker_training_but_keeps_user_settings(
 
     # a value the user set (config file or RAG_APP_*) is never overridden by the profile,
     # even when it equals the default
-    monkeypatch.setenv("RAG_APP_FINETUNE__RERANKER", "true")
+    monkeypatch.setenv("RAG_APP_FINETUNE__RERANKER__ENABLED", "true")
     monkeypatch.setenv("RAG_APP_FINETUNE__MAX_SEQ_LENGTH", "200")
     mine = settings_factory()
     assert "finetune" not in demo._unset_only(demo.QUICK_PROFILE, mine)

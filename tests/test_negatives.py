@@ -49,9 +49,7 @@ def test_negatives_skip_top_ranks_own_document_and_margin(settings_factory, base
     margin = 0.05
     settings = _settings(
         settings_factory,
-        negatives_range_min=2,
-        negatives_range_max=20,
-        negatives_relative_margin=margin,
+        negatives={"range_min": 2, "range_max": 20, "relative_margin": margin},
     )
     rows, report = negatives.mine(pairs, passages, base_model, settings, num_negatives=2)
     assert len(rows) == len(pairs) == report.queries
@@ -91,7 +89,7 @@ def test_random_fill_keeps_every_pair_when_guards_reject_all(settings_factory, b
     passages, pairs = tiny
     # Skip every rank of the 30 passages: nothing is mined, each negative is a random
     # passage of another topic.
-    settings = _settings(settings_factory, negatives_range_min=30, negatives_range_max=31)
+    settings = _settings(settings_factory, negatives={"range_min": 30, "range_max": 31})
     rows, report = negatives.mine(pairs[:4], passages, base_model, settings, num_negatives=1)
     assert len(rows) == 4
     assert report.random_fill == 4

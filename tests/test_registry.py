@@ -1,7 +1,7 @@
 """One definition of "the newest usable run" (issue 20): every "auto" and "latest" agrees.
 
 `models.reranker = "auto"` skipped rerankers that lost to no reranking while
-`finetune.negatives_cross_encoder = "auto"` took them, and the eval could pick an
+`finetune.negatives.cross_encoder = "auto"` took them, and the eval could pick an
 embedder run folder without a model in it. All of them now ask `rag_app.registry.latest`.
 """
 
@@ -27,7 +27,7 @@ def _run(settings, name: str, kind: str, created: str, files=(), **record) -> No
 
 
 def test_every_auto_and_latest_picks_the_same_usable_run(settings_factory, monkeypatch):
-    settings = settings_factory(finetune={"negatives_cross_encoder": "auto"})
+    settings = settings_factory(finetune={"negatives": {"cross_encoder": "auto"}})
     _run(
         settings,
         "rr-good",
@@ -62,7 +62,7 @@ def test_every_auto_and_latest_picks_the_same_usable_run(settings_factory, monke
 
     monkeypatch.setattr("rag_app.rerank.Reranker.load", staticmethod(fake_load))
     assert train._cross_encoder(settings, "cpu") == "cross-encoder"
-    assert loaded == [str(good)]  # finetune.negatives_cross_encoder = "auto"
+    assert loaded == [str(good)]  # finetune.negatives.cross_encoder = "auto"
     assert finetune_registry.resolve_run(settings, "latest", kind="reranker").path == good
 
     adapter = settings.models_dir / "emb-adapter"

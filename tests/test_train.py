@@ -100,12 +100,10 @@ def tiny_settings(settings_factory):
             "eval_steps": 3,
             "learning_rate": 5e-5,
             "warmup_ratio": 0.0,
-            "negatives_range_min": 1,
+            "negatives": {"range_min": 1},
             "labelled_eval": str(TINY),
             "labelled_guard_min_queries": 5,  # beir_tiny's test split is small
-            "reranker_batch_size": 8,
-            "reranker_negatives": 1,
-            "reranker_max_length": 128,
+            "reranker": {"batch_size": 8, "negatives": 1, "max_length": 128},
             "max_seq_length": 128,
         },
     )
