@@ -316,14 +316,31 @@ def register(app: typer.Typer) -> None:
         from rag_app.config import load_settings
 
         base = load_settings(config, workspace=workspace, corpus=corpus)
-        profile = {} if full else _unset_only(QUICK_PROFILE, base)
-        profile.setdefault("models", {})
-        if base.models.reranker is None:
-            profile["models"]["reranker"] = "auto"
+        profile = demo_profile(base, full=full)
         settings = load_settings(config, workspace=workspace, corpus=corpus, **profile)
         if profile.get("synth") or profile.get("finetune"):
             typer.echo(f"demo limits (use --full to lift): {profile}")
+        if profile.get("llm"):
+            typer.echo(
+                "LLM backend: llama.cpp (installed: about twice the embedded backend's "
+                "synthetic queries a minute, docs/BENCHMARKS.md; set llm.backend to choose)"
+            )
         run(settings, chat=chat, echo=typer.echo)
+
+
+def demo_profile(base: Any, *, full: bool = False) -> dict[str, Any]:
+    """What `rag-app demo` sets on top of the user's settings, for fields they left unset:
+    the quick limits (unless `full`), the newest trained reranker, and the fastest LLM
+    backend installed (llama.cpp when llama-cpp-python is, else the embedded one)."""
+    from rag_app.llm.llamacpp import llama_cpp_available
+
+    profile = {} if full else _unset_only(QUICK_PROFILE, base)
+    profile.setdefault("models", {})
+    if base.models.reranker is None:
+        profile["models"]["reranker"] = "auto"
+    if "backend" not in base.llm.model_fields_set and llama_cpp_available():
+        profile["llm"] = {"backend": "llamacpp"}
+    return profile
 
 
 def _unset_only(profile: dict[str, Any], settings: Any) -> dict[str, Any]:

@@ -134,3 +134,18 @@ def test_quick_profile_skips_reranker_training_but_keeps_user_settings(
     mine = settings_factory()
     assert "finetune" not in demo._unset_only(demo.QUICK_PROFILE, mine)
     assert demo._unset_only(demo.QUICK_PROFILE, mine)["synth"] == {"max_chunks": 64}
+
+
+def test_demo_picks_the_fastest_llm_backend_installed_unless_the_user_chose(
+    settings_factory, monkeypatch
+):
+    from rag_app.llm import llamacpp
+
+    monkeypatch.setattr(llamacpp, "llama_cpp_available", lambda: True)
+    assert demo.demo_profile(settings_factory())["llm"] == {"backend": "llamacpp"}
+    monkeypatch.setenv("RAG_APP_LLM__BACKEND", "embedded")
+    assert "llm" not in demo.demo_profile(settings_factory())
+    monkeypatch.delenv("RAG_APP_LLM__BACKEND")
+    monkeypatch.setattr(llamacpp, "llama_cpp_available", lambda: False)
+    profile = demo.demo_profile(settings_factory(), full=True)
+    assert "llm" not in profile and "finetune" not in profile
