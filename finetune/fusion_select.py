@@ -27,9 +27,15 @@ from typing import Any
 
 from finetune import run_store
 from finetune.split import Pair
-from rag_app import chunkstore
 from rag_app.config import Settings
-from rag_app.fusion import FusionChoice, Measured, fuse, model_key, record_choice
+from rag_app.fusion import (
+    FusionChoice,
+    Measured,
+    corpus_fingerprint,
+    fuse,
+    model_key,
+    record_choice,
+)
 from rag_app.ir.metrics import ndcg_at_k
 
 log = logging.getLogger(__name__)
@@ -52,12 +58,6 @@ def choose(ndcg: dict[str, float], rrf_k: int = 60) -> FusionChoice:
     return FusionChoice.parse(best, rrf_k)
 
 
-def corpus_fingerprint(settings: Settings) -> str:
-    """The chunk set a choice is measured on (a re-ingest makes the choice stale)."""
-    manifest = chunkstore.load_manifest(settings.manifest_path) or {}
-    return str(manifest.get("chunks_sha256") or "")
-
-
 def _questions(pairs: Sequence[Pair], seed: int) -> dict[str, set[str]]:
     relevant: dict[str, set[str]] = defaultdict(set)
     for pair in pairs:
@@ -68,23 +68,35 @@ def _questions(pairs: Sequence[Pair], seed: int) -> dict[str, set[str]]:
     return dict(relevant)
 
 
-def measure(settings: Settings, model: str, pairs: Sequence[Pair], source: str) -> Measured | None:
-    """Every way of fusing, scored on `pairs`' questions for `model`; None without questions."""
-    from rag_app.retrieve import BM25Retriever, build_dense, load_corpus
+def bm25_candidates(
+    settings: Settings, questions: dict[str, set[str]]
+) -> dict[str, list[tuple[str, float]]]:
+    """BM25's candidates for every question: the same for every model, so found once."""
+    from rag_app.retrieve import BM25Retriever, load_corpus
 
-    questions = _questions(pairs, settings.seed)
-    if not questions:
-        return None
-    corpus = load_corpus(settings)
-    bm25 = BM25Retriever(corpus)
-    dense = build_dense(settings, corpus, model)
+    bm25 = BM25Retriever(load_corpus(settings))
+    n = settings.retrieval.candidates
+    return {q: [(h.chunk.id, h.scores["bm25"]) for h in bm25.retrieve(q, n)] for q in questions}
+
+
+def measure(
+    settings: Settings,
+    model: str,
+    questions: dict[str, set[str]],
+    lexical: dict[str, list[tuple[str, float]]],
+    source: str,
+) -> Measured:
+    """Every way of fusing `lexical` (BM25's candidates) with `model`'s dense candidates,
+    scored by nDCG@10 on `questions` (query -> relevant chunk ids)."""
+    from rag_app.retrieve import build_dense, load_corpus
+
+    dense = build_dense(settings, load_corpus(settings), model)
     n = settings.retrieval.candidates
     totals: dict[str, float] = dict.fromkeys((c.key for c in CHOICES), 0.0)
     for query, relevant in questions.items():
-        lexical = [(h.chunk.id, h.scores["bm25"]) for h in bm25.retrieve(query, n)]
         vectors = [(h.chunk.id, h.scores["dense"]) for h in dense.retrieve(query, n)]
         for choice in CHOICES:
-            ranking = fuse(lexical, vectors, choice, 10)
+            ranking = fuse(lexical[query], vectors, choice, 10)
             totals[choice.key] += ndcg_at_k(dict.fromkeys(relevant, 1), ranking, 10)
     means = {key: round(total / len(questions), 4) for key, total in totals.items()}
     return Measured(
@@ -92,7 +104,7 @@ def measure(settings: Settings, model: str, pairs: Sequence[Pair], source: str) 
         len(questions),
         source,
         means,
-        corpus_fingerprint(settings),
+        corpus_fingerprint(settings.manifest_path),
         run_store.now_iso(),
     )
 
@@ -120,16 +132,15 @@ def select_fusion(
     source = "held-out real"
     out: dict[str, Any] = {"source": source}
     found: list[tuple[str, Measured]] = []
+    relevant = _questions(real, settings.seed)
+    lexical = bm25_candidates(settings, relevant)
     base = settings.models.embedder
     for role, spec, key in (("base", base, model_key(base)), ("finetuned", run_spec, run_key)):
         try:
-            measured = measure(settings, spec, real, source)
+            measured = measure(settings, spec, relevant, lexical, source)
         except Exception as exc:  # an unindexed run, a Chroma server that is down, ...
             log.warning("fusion not measured for %s: %s", key, exc)
             out[role] = {"model": key, "error": str(exc).splitlines()[0]}
-            continue
-        if measured is None:
-            out[role] = {"model": key, "error": "no held-out questions"}
             continue
         found.append((key, measured))
         out[role] = {"model": key, **measured.to_json()}

@@ -107,15 +107,32 @@ def fused_scores(lexical: Candidates, dense: Candidates, choice: FusionChoice) -
     return weighted_scores(dict(lexical), dict(dense), weight)
 
 
-def fuse(lexical: Candidates, dense: Candidates, choice: FusionChoice, k: int) -> list[str]:
-    """The top `k` chunk ids; ties go to the better rank in either list, then the id."""
+def fuse_scored(
+    lexical: Candidates, dense: Candidates, choice: FusionChoice, k: int
+) -> list[tuple[str, float]]:
+    """The top `k` (chunk id, fused score); ties go to the better rank in either list, then
+    the id. The one ordering of hybrid search: the chat's retriever and the measurement
+    that chooses the fusion both call it."""
     fused = fused_scores(lexical, dense, choice)
     best_rank: dict[str, int] = {}
     for ranking in (lexical, dense):
         for rank, (cid, _) in enumerate(ranking, start=1):
             best_rank[cid] = min(best_rank.get(cid, rank), rank)
     order = sorted(fused, key=lambda cid: (-fused[cid], best_rank[cid], cid))
-    return order[:k]
+    return [(cid, fused[cid]) for cid in order[:k]]
+
+
+def fuse(lexical: Candidates, dense: Candidates, choice: FusionChoice, k: int) -> list[str]:
+    """The top `k` chunk ids of `fuse_scored`."""
+    return [cid for cid, _ in fuse_scored(lexical, dense, choice, k)]
+
+
+def corpus_fingerprint(manifest_path: Path) -> str:
+    """The chunk set a choice is measured on (a re-ingest makes the choice stale)."""
+    from rag_app import chunkstore
+
+    manifest = chunkstore.load_manifest(manifest_path) or {}
+    return str(manifest.get("chunks_sha256") or "")
 
 
 # --- the workspace's recorded choices ----------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from rag_app import chunkstore
 from rag_app.config import Settings
 from rag_app.filters import Filter, chunk_fields, filter_values
-from rag_app.fusion import FusionChoice, fused_scores, resolve
+from rag_app.fusion import FusionChoice, corpus_fingerprint, fuse_scored, resolve
 from rag_app.store.bm25 import BM25Index
 from rag_app.types import Chunk, Hit
 
@@ -247,20 +247,16 @@ class HybridRetriever:
             else:
                 seen.scores.update(hit.scores)
                 seen.ranks.update(hit.ranks)
-        fused = fused_scores(
+        out = []
+        ranked = fuse_scored(
             [(h.chunk.id, h.scores["bm25"]) for h in lexical],
             [(h.chunk.id, h.scores["dense"]) for h in dense],
             self.choice,
+            k,
         )
-
-        def order(cid: str) -> tuple:
-            ranks = merged[cid].ranks
-            return (-fused[cid], min(ranks.values(), default=n + 1), cid)
-
-        out = []
-        for rank, cid in enumerate(sorted(fused, key=order)[:k], start=1):
+        for rank, (cid, score) in enumerate(ranked, start=1):
             hit = merged[cid]
-            hit.scores["fused"] = fused[cid]
+            hit.scores["fused"] = score
             hit.ranks["fused"] = rank
             out.append(hit)
         return out
@@ -309,11 +305,10 @@ def fusion_for(settings: Settings, model: str | None = None) -> tuple[FusionChoi
     if r.fusion != "auto":
         choice = FusionChoice(r.fusion, r.dense_weight, r.rrf_k)
         return choice, f"{choice.describe()} (retrieval.fusion)"
-    manifest = chunkstore.load_manifest(settings.manifest_path) or {}
     return resolve(
         settings.workspace,
         model or settings.models.embedder,
-        str(manifest.get("chunks_sha256") or ""),
+        corpus_fingerprint(settings.manifest_path),
         FusionChoice("weighted", r.dense_weight, r.rrf_k),
     )
 
