@@ -133,10 +133,12 @@ def select_fusion(
     out: dict[str, Any] = {"source": source}
     found: list[tuple[str, Measured]] = []
     relevant = _questions(real, settings.seed)
-    lexical = bm25_candidates(settings, relevant)
+    lexical: dict[str, list[tuple[str, float]]] | None = None
     base = settings.models.embedder
     for role, spec, key in (("base", base, model_key(base)), ("finetuned", run_spec, run_key)):
         try:
+            if lexical is None:  # the same for both models: found once
+                lexical = bm25_candidates(settings, relevant)
             measured = measure(settings, spec, relevant, lexical, source)
         except Exception as exc:  # an unindexed run, a Chroma server that is down, ...
             log.warning("fusion not measured for %s: %s", key, exc)
