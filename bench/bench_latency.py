@@ -98,7 +98,7 @@ def main() -> None:
     else:
         from rag_app.store.bm25 import tokenize
 
-        ids, vocab = _vocab_ids(bm25.docs)
+        ids, vocab = _vocab_ids([tokenize(c.embedding_text()) for c in corpus.chunks])
         ref = bm25s.BM25(k1=bm25.k1, b=bm25.b, method="robertson")
         ref.index(bm25s.tokenization.Tokenized(ids, vocab), show_progress=False)
 

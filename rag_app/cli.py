@@ -103,6 +103,14 @@ def index_cmd(
         int | None,
         typer.Option(help="Index vectors truncated to N dimensions (Matryoshka), own collection."),
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Encoding processes: one per GPU on CUDA, else CPU workers "
+            "(models.embed_processes).",
+        ),
+    ] = None,
 ) -> None:
     """Build or refresh the BM25 index and the model's Chroma collection (resumable)."""
     from rag_app import index
@@ -110,7 +118,7 @@ def index_cmd(
     from rag_app.models import ModelNotFoundError
     from rag_app.store.chroma import ChromaUnavailableError, ModelMismatchError
 
-    settings = settings_or_exit(config, workspace=workspace)
+    settings = settings_or_exit(config, workspace=workspace, models={"embed_processes": processes})
     try:
         report = index.run(settings, model=model, progress=sys.stderr.isatty(), dim=dim)
     except (
@@ -130,6 +138,7 @@ def index_cmd(
         f"metadata updated {report.metadata_updated}, BM25 {report.bm25} "
         f"in {report.seconds:.1f}s"
         + (f" ({report.chunks_per_s:.1f} chunks/s)" if report.embedded else "")
+        + (f", {report.processes} encoding processes" if report.processes > 1 else "")
         + (f"; {report.reused} truncated from the full-dim index" if report.reused else "")
     )
     if not report.changed:

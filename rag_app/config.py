@@ -64,6 +64,12 @@ class ModelSettings(BaseModel):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
     trust_remote_code: bool = False
     embed_batch_size: int = Field(32, ge=1)
+    embed_processes: int = Field(
+        1,
+        ge=1,
+        description="Processes that encode passages for `rag-app index`: one per GPU on "
+        "CUDA (at most this many), else CPU workers sharing the cores.",
+    )
 
 
 class LLMSettings(BaseModel):

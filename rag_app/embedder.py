@@ -19,10 +19,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -237,13 +240,19 @@ class Embedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def encode_documents(
-        self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        progress: bool = False,
+        pool: EncodePool | None = None,
     ) -> np.ndarray:
         """Passage vectors, float32, unit length, in the order of `texts`.
 
         Texts are sorted longest first before batching, so each batch pads to a similar
         length (on a CPU, padding is most of the cost of mixed-length batches); the
-        original order is restored afterwards.
+        original order is restored afterwards. With `pool` (`start_pool`), the sorted texts
+        are spread over its processes in runs of `batch_size`; the vectors are the same.
         """
         n = len(texts)
         if n == 0:
@@ -254,21 +263,75 @@ class Embedder:
         encode = getattr(self.model, "encode_document", None) or self.model.encode
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((n, self.dim), dtype=np.float32)
+        options = {
+            "normalize_embeddings": True,
+            "convert_to_numpy": True,
+            "show_progress_bar": False,
+            "truncate_dim": self.truncate_dim,
+        }
+        if pool is not None:
+            out[order] = encode(
+                [texts[i] for i in order],
+                batch_size=batch_size,
+                pool=pool.handle,
+                chunk_size=batch_size,
+                **options,
+            )
+            return out
         bar = tqdm(total=n, desc="embed", unit="chunk", disable=not progress)
         with torch.inference_mode():
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
-                out[idx] = encode(
-                    [texts[i] for i in idx],
-                    batch_size=len(idx),
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                    truncate_dim=self.truncate_dim,
-                )
+                out[idx] = encode([texts[i] for i in idx], batch_size=len(idx), **options)
                 bar.update(len(idx))
         bar.close()
         return out
+
+    @contextlib.contextmanager
+    def start_pool(self, processes: int) -> Iterator[EncodePool | None]:
+        """Worker processes for `encode_documents` (sentence-transformers' multi-process pool).
+
+        On CUDA, one process per visible GPU (at most `processes`); elsewhere `processes`
+        CPU workers, each given its share of the cores (torch would otherwise start as many
+        threads as cores in every worker, and oversubscribed threads spin). Yields None when
+        one process is asked for or only one device exists: then encoding stays in-process.
+        """
+        import torch
+
+        if processes <= 1:
+            yield None
+            return
+        device = self.model.device
+        if device.type == "cuda":
+            devices = [f"cuda:{i}" for i in range(min(processes, torch.cuda.device_count()))]
+        else:
+            devices = ["cpu"] * processes
+        if len(devices) <= 1:
+            yield None
+            return
+        threads = max(1, (os.cpu_count() or 1) // len(devices))
+        previous = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch in each spawned worker
+        try:
+            handle = self.model.start_multi_process_pool(target_devices=devices)
+        finally:
+            if previous is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = previous
+        try:
+            yield EncodePool(handle, devices)
+        finally:
+            self.model.stop_multi_process_pool(handle)
+            self.model.to(device)  # starting the pool moved the (cached) model to the CPU
+
+
+@dataclass(frozen=True)
+class EncodePool:
+    """A started multi-process pool and the devices of its workers."""
+
+    handle: dict
+    devices: list[str]
 
 
 def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:

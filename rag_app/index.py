@@ -49,6 +49,7 @@ class IndexReport:
     deleted: int = 0
     metadata_updated: int = 0
     bm25: str = "loaded"  # "loaded", "built" or "rebuilt" (was damaged)
+    processes: int = 1  # encoding processes (models.embed_processes)
     seconds: float = 0.0
     chunks_per_s: float = 0.0
 
@@ -158,22 +159,30 @@ def run(
             reverse=True,
         )
         batch_size = settings.models.embed_batch_size
+        processes = settings.models.embed_processes if len(missing) > UPSERT_EVERY else 1
         embed_started = time.perf_counter()
-        with tqdm(
-            total=len(missing),
-            desc=f"index {embedder.name}",
-            unit="chunk",
-            disable=not progress or not missing,
-        ) as bar:
-            for start in range(0, len(missing), UPSERT_EVERY):
-                part = missing[start : start + UPSERT_EVERY]
+        with (
+            embedder.start_pool(processes) as pool,
+            tqdm(
+                total=len(missing),
+                desc=f"index {embedder.name}",
+                unit="chunk",
+                disable=not progress or not missing,
+            ) as bar,
+        ):
+            # with a pool, each upsert gives every worker a few batches
+            step = UPSERT_EVERY * (len(pool.devices) if pool else 1)
+            if pool:
+                report.processes = len(pool.devices)
+            for start in range(0, len(missing), step):
+                part = missing[start : start + step]
                 known = full_store.embeddings([c.id for c in part]) if full_store else {}
                 if known and len(known) == len(part):
                     vectors = truncate(np.stack([known[c.id] for c in part]), embedder.dim)
                     report.reused += len(part)
                 else:
                     vectors = embedder.encode_documents(
-                        [c.embedding_text() for c in part], batch_size=batch_size
+                        [c.embedding_text() for c in part], batch_size=batch_size, pool=pool
                     )
                 store.upsert(part, vectors)
                 report.embedded += len(part)

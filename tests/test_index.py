@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _retrieval_data import make_chunks, make_settings, write_workspace
 
@@ -190,3 +191,25 @@ def test_ingested_front_matter_is_filterable(settings, tmp_path):
     ]:
         hits = hybrid.retrieve("fitting", k=5, filters=parse_filter(spec))
         assert [h.chunk.doc_id for h in hits] == [expected], spec
+
+
+def test_parallel_encoding_stores_the_same_vectors(tmp_path):
+    """`models.embed_processes = 2`: two worker processes, the vectors one process writes."""
+    base = make_chunks()
+    chunks = [
+        Chunk(f"c{i:04d}", c.doc_id, f"{c.text} (revision {i})", metadata=c.metadata)
+        for i, c in enumerate(base * (160 // len(base) + 1))
+    ][:160]
+    reports, stores = [], []
+    for processes in (1, 2):
+        chroma.forget_clients()
+        ws = make_settings(tmp_path / f"ws{processes}", models={"embed_processes": processes})
+        write_workspace(ws, chunks)
+        report = index.run(ws, progress=False)
+        reports.append(report)
+        stores.append(_store(ws, report).embeddings([c.id for c in chunks]))
+    chroma.forget_clients()
+    assert [r.processes for r in reports] == [1, 2]
+    assert all(r.embedded == len(chunks) for r in reports)
+    for chunk in chunks:
+        np.testing.assert_allclose(stores[0][chunk.id], stores[1][chunk.id], atol=1e-5)

@@ -59,7 +59,7 @@ def test_scores_equal_rank_bm25_okapi():
 
     chunks = make_chunks()
     index = BM25Index.build(chunks)
-    reference = BM25Okapi(index.docs)
+    reference = BM25Okapi([tokenize(c.embedding_text()) for c in chunks])
     for query in ("hydraulic pump torque", "brake wear pin", "fuel fuel probe", "nothing-here"):
         tokens = tokenize(query)
         np.testing.assert_allclose(index.scores(tokens), reference.get_scores(tokens), rtol=1e-9)
@@ -81,20 +81,39 @@ def test_search_respects_allowed_ids_and_k():
 # --- persistence ----------------------------------------------------------------------------
 
 
-def test_save_load_roundtrip_is_json_and_identical(tmp_path):
+def test_save_load_roundtrip_is_json_and_arrays_and_identical(tmp_path):
     chunks = make_chunks()
     index = BM25Index.build(chunks)
     index.save(tmp_path)
-    assert json.loads((tmp_path / "bm25.json").read_text())["ids"] == [c.id for c in chunks]
+    assert json.loads((tmp_path / "ids.json").read_text()) == [c.id for c in chunks]
     loaded = BM25Index.load(tmp_path)
-    np.testing.assert_allclose(loaded.scores("brake pin"), index.scores("brake pin"))
+    assert isinstance(loaded._post_w, np.memmap)  # paged in by queries, not read whole
+    for query in ("brake pin", "hydraulic pump torque", "NW-F-160"):
+        np.testing.assert_array_equal(loaded.scores(query), index.scores(query))
+        assert loaded.search(query, 5) == index.search(query, 5)
     assert loaded.chunk_hash == chunk_set_hash(chunks)
 
 
-def test_damaged_index_is_detected_and_rebuilt(tmp_path, caplog):
+def test_parallel_tokenising_builds_the_same_index(monkeypatch):
+    from rag_app.store import bm25
+
+    chunks = make_chunks()
+    monkeypatch.setattr(bm25, "PARALLEL_MIN_TEXTS", 1)
+    parallel = BM25Index.build(chunks, processes=2)
+    serial = BM25Index.build(chunks, processes=1)
+    assert parallel._vocab == serial._vocab
+    np.testing.assert_array_equal(
+        parallel.scores("hydraulic pump"), serial.scores("hydraulic pump")
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["ids.json", "terms.json", "indptr.npy", "rows.npy", "weights.npy"]
+)
+def test_damaged_index_is_detected_and_rebuilt(tmp_path, caplog, name):
     chunks = make_chunks()
     BM25Index.build(chunks).save(tmp_path)
-    path = tmp_path / "bm25.json"
+    path = tmp_path / name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit
     path.write_bytes(bytes(data))
@@ -103,14 +122,43 @@ def test_damaged_index_is_detected_and_rebuilt(tmp_path, caplog):
     index, status = BM25Index.load_or_build(tmp_path, chunks)
     assert status == "rebuilt" and len(index) == len(chunks)
     assert "rebuilding" in caplog.text
-    assert BM25Index.load(tmp_path).ids == index.ids  # the rebuilt file is whole again
+    assert BM25Index.load(tmp_path).ids == index.ids  # the rebuilt files are whole again
 
     path.write_bytes(path.read_bytes()[:100])  # truncated
     with pytest.raises(CorruptWorkspaceError):
         BM25Index.load(tmp_path)
+    path.unlink()
+    with pytest.raises(CorruptWorkspaceError, match="missing"):
+        BM25Index.load(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(CorruptWorkspaceError):
         BM25Index.load(tmp_path)
+
+
+def test_pickled_arrays_are_refused_even_with_a_matching_checksum(tmp_path):
+    """A folder received from someone else cannot make np.load unpickle (run code)."""
+    from rag_app.fsutil import sha256_file
+
+    chunks = make_chunks()
+    BM25Index.build(chunks).save(tmp_path)
+    np.save(tmp_path / "weights.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["sha256"]["weights.npy"] = sha256_file(tmp_path / "weights.npy")
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptWorkspaceError, match="cannot be read"):
+        BM25Index.load(tmp_path)
+
+
+def test_index_of_the_previous_format_is_replaced(tmp_path, caplog):
+    chunks = make_chunks()
+    (tmp_path / "bm25.json").write_text('{"ids": [], "vocab": [], "docs": []}')
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format": 1, "tokenizer": 1, "chunk_hash": chunk_set_hash(chunks)})
+    )
+    index, status = BM25Index.load_or_build(tmp_path, chunks)
+    assert status == "rebuilt" and "another version" in caplog.text
+    assert not (tmp_path / "bm25.json").exists()
+    assert BM25Index.load(tmp_path).search("brake pin", 3) == index.search("brake pin", 3)
 
 
 def test_rebuilt_only_when_chunks_change(tmp_path):

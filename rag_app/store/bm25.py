@@ -9,10 +9,12 @@ Scoring follows `rank_bm25.BM25Okapi` exactly (same k1, b, epsilon floor for neg
 a test checks equality with `BM25Okapi.get_scores`), but from a precomputed postings
 layout: one numpy slice per query term and a `bincount`, not a Python loop over documents.
 
-Persistence is JSON (never pickle): `bm25.json` holds the tokenised documents, and
-`manifest.json` holds that file's sha256 and a hash of the chunk set it was built from. A
-damaged file is detected by the checksum (`CorruptWorkspaceError`); `load_or_build`
-rebuilds it. The index is rebuilt only when the chunk set changes.
+Persistence never uses pickle: the postings are three `.npy` arrays (read with
+`allow_pickle=False`, memory-mapped), the chunk ids and terms are JSON lists, and
+`manifest.json` holds every file's sha256 and a hash of the chunk set it was built from. A
+damaged file is detected by its checksum (`CorruptWorkspaceError`); `load_or_build`
+rebuilds it. The index is rebuilt only when the chunk set changes. At a million MedQuAD
+passages the folder is about 1 GB and loads in seconds (docs/BENCHMARKS.md, scale).
 """
 
 from __future__ import annotations
@@ -20,23 +22,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
-from collections.abc import Iterable, Sequence
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from rag_app.chunkstore import CorruptWorkspaceError
-from rag_app.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
+from rag_app.fsutil import atomic_write_bytes, atomic_write_json, atomic_writer, sha256_file
 from rag_app.types import Chunk
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_VERSION = 1
-FORMAT_VERSION = 1
-INDEX_FILE = "bm25.json"
+FORMAT_VERSION = 2  # 1: one bm25.json of token lists, rebuilt on upgrade
+OLD_INDEX_FILE = "bm25.json"
+IDS_FILE = "ids.json"
+TERMS_FILE = "terms.json"
+ARRAY_FILES = {"indptr": "indptr.npy", "rows": "rows.npy", "weights": "weights.npy"}
 MANIFEST_FILE = "manifest.json"
+# Below this many texts, starting worker processes costs more than it saves.
+PARALLEL_MIN_TEXTS = 20_000
 
 # A standard English stop list (articles, pronouns, auxiliaries, prepositions, conjunctions).
 _STOP_TEXT = """a about above after again against all am an and any are as at be because been before
@@ -89,8 +99,34 @@ def chunk_set_hash(chunks: Iterable[Chunk]) -> str:
     return digest.hexdigest()
 
 
+def tokenize_many(texts: Sequence[str], processes: int | None = None) -> Iterator[list[str]]:
+    """`tokenize` over many texts, in order; in worker processes for large corpora.
+
+    Tokenising is pure Python (about 4,700 MedQuAD passages/s on one core), so a million
+    passages take minutes on one core; above `PARALLEL_MIN_TEXTS` texts the work is spread
+    over `processes` (default: every CPU) spawned workers. The token lists are the same.
+    """
+    workers = processes if processes is not None else (os.cpu_count() or 1)
+    if workers <= 1 or len(texts) < PARALLEL_MIN_TEXTS:
+        yield from map(tokenize, texts)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent may hold torch / Chroma threads that a fork would copy mid-use
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(tokenize, texts, chunksize=2000)
+
+
 class BM25Index:
     """Okapi BM25 (k1=1.5, b=0.75, epsilon=0.25: rank-bm25's defaults) over chunk ids.
+
+    Held as postings: for every term, the rows of the documents that contain it and their
+    BM25 term weights (idf x saturated tf), in CSR layout (`indptr` by term id). A query
+    adds up its terms' slices, so its cost grows with the postings of its terms, not with
+    the corpus. Saved as `.npy` arrays that `load` memory-maps: loading a million passages
+    reads no postings until a query needs them.
 
     Example:
         >>> index = BM25Index.build(chunks)
@@ -101,71 +137,101 @@ class BM25Index:
     def __init__(
         self,
         ids: Sequence[str],
-        docs: Sequence[Sequence[str]],
+        vocab: dict[str, int],
+        indptr: np.ndarray,
+        post_rows: np.ndarray,
+        post_w: np.ndarray,
         *,
         chunk_hash: str = "",
         k1: float = 1.5,
         b: float = 0.75,
         epsilon: float = 0.25,
     ) -> None:
-        if len(ids) != len(docs):
-            raise ValueError("ids and docs differ in length")
+        if len(indptr) != len(vocab) + 1 or len(post_rows) != len(post_w):
+            raise ValueError("postings do not match the vocabulary")
         self.ids = list(ids)
-        self.docs = [list(d) for d in docs]
         self.chunk_hash = chunk_hash
         self.k1, self.b, self.epsilon = k1, b, epsilon
-        self._row = {cid: i for i, cid in enumerate(self.ids)}
-        self._prepare()
+        self._vocab = vocab
+        self._indptr = indptr
+        self._post_rows = post_rows
+        self._post_w = post_w
+        self._n = len(self.ids)
+        self._row_of: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     # --- construction --------------------------------------------------------------------
     @classmethod
-    def build(cls, chunks: Sequence[Chunk]) -> BM25Index:
-        docs = [tokenize(c.embedding_text()) for c in chunks]
-        return cls([c.id for c in chunks], docs, chunk_hash=chunk_set_hash(chunks))
+    def build(cls, chunks: Sequence[Chunk], processes: int | None = None) -> BM25Index:
+        """Tokenise and index `chunks` (in worker processes when there are many)."""
+        docs = tokenize_many([c.embedding_text() for c in chunks], processes)
+        return cls.from_tokens([c.id for c in chunks], docs, chunk_hash=chunk_set_hash(chunks))
 
-    def _prepare(self) -> None:
-        """Postings per term: doc rows and their BM25 term weights (idf x saturated tf)."""
-        n_docs = len(self.docs)
+    @classmethod
+    def from_tokens(
+        cls,
+        ids: Sequence[str],
+        docs: Iterable[Sequence[str]],
+        *,
+        chunk_hash: str = "",
+        k1: float = 1.5,
+        b: float = 0.75,
+        epsilon: float = 0.25,
+    ) -> BM25Index:
+        """Index tokenised documents (one per id, in order); the token lists are not kept."""
         vocab: dict[str, int] = {}
-        rows: list[np.ndarray] = []
-        terms: list[np.ndarray] = []
-        counts: list[np.ndarray] = []
-        doc_len = np.zeros(n_docs, dtype=np.float64)
-        for row, tokens in enumerate(self.docs):
-            doc_len[row] = len(tokens)
-            if not tokens:
-                continue
-            ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens), np.int64)
-            uniq, cnt = np.unique(ids, return_counts=True)
-            terms.append(uniq)
-            counts.append(cnt)
-            rows.append(np.full(len(uniq), row, dtype=np.int32))
-        self._vocab = vocab
-        self._n = n_docs
+        terms = array("q")  # term id of each (document, term) pair, document by document
+        tfs = array("q")
+        n_terms = array("q")  # distinct terms per document
+        doc_len = array("q")
+        for tokens in docs:
+            counts = Counter(vocab.setdefault(t, len(vocab)) for t in tokens)
+            terms.extend(counts.keys())
+            tfs.extend(counts.values())
+            n_terms.append(len(counts))
+            doc_len.append(len(tokens))
+        n_docs = len(doc_len)
+        if n_docs != len(ids):
+            raise ValueError(f"{len(ids)} ids but {n_docs} documents")
         if not vocab:
-            self._indptr = np.zeros(1, dtype=np.int64)
-            self._post_rows = np.zeros(0, dtype=np.int32)
-            self._post_w = np.zeros(0, dtype=np.float32)
-            return
-        term = np.concatenate(terms)
-        doc_rows = np.concatenate(rows)
-        tf = np.concatenate(counts).astype(np.float64)
-        avgdl = doc_len.sum() / n_docs
+            empty = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float64)
+            return cls(
+                ids,
+                vocab,
+                np.zeros(1, dtype=np.int64),
+                *empty,
+                chunk_hash=chunk_hash,
+                k1=k1,
+                b=b,
+                epsilon=epsilon,
+            )
+        term = np.frombuffer(terms, dtype=np.int64)
+        tf = np.frombuffer(tfs, dtype=np.int64).astype(np.float64)
+        lengths = np.frombuffer(doc_len, dtype=np.int64).astype(np.float64)
+        doc_rows = np.repeat(np.arange(n_docs, dtype=np.int32), np.frombuffer(n_terms, np.int64))
         # idf as rank_bm25.BM25Okapi._calc_idf: log((N - n + 0.5) / (n + 0.5)), negative
         # values replaced by epsilon * mean idf.
         df = np.bincount(term, minlength=len(vocab)).astype(np.float64)
         idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
-        floor = self.epsilon * (idf.sum() / len(idf))
+        floor = epsilon * (idf.sum() / len(idf))
         idf[idf < 0] = floor
-        norm = self.k1 * (1 - self.b + self.b * doc_len[doc_rows] / avgdl)
-        weight = idf[term] * tf * (self.k1 + 1) / (tf + norm)
-        order = np.argsort(term, kind="stable")
-        self._post_rows = doc_rows[order]
-        self._post_w = weight[order].astype(np.float64)
-        self._indptr = np.concatenate([[0], np.cumsum(np.bincount(term, minlength=len(vocab)))])
+        norm = k1 * (1 - b + b * lengths[doc_rows] / (lengths.sum() / n_docs))
+        weight = idf[term] * tf * (k1 + 1) / (tf + norm)
+        order = np.argsort(term, kind="stable")  # by term, documents in row order within
+        indptr = np.concatenate([[0], np.cumsum(df.astype(np.int64))])
+        return cls(
+            ids,
+            vocab,
+            indptr,
+            doc_rows[order],
+            weight[order],
+            chunk_hash=chunk_hash,
+            k1=k1,
+            b=b,
+            epsilon=epsilon,
+        )
 
     # --- scoring -------------------------------------------------------------------------
     def scores(self, query: str | Sequence[str]) -> np.ndarray:
@@ -175,12 +241,18 @@ class BM25Index:
         for token in tokens:  # repeated query terms count again, as in rank-bm25
             term = self._vocab.get(token)
             if term is not None:
-                slices.append(slice(self._indptr[term], self._indptr[term + 1]))
+                slices.append(slice(int(self._indptr[term]), int(self._indptr[term + 1])))
         if not slices:
             return np.zeros(self._n, dtype=np.float64)
         rows = np.concatenate([self._post_rows[s] for s in slices])
         weights = np.concatenate([self._post_w[s] for s in slices])
         return np.bincount(rows, weights=weights, minlength=self._n)
+
+    def _rows(self, ids: Iterable[str]) -> list[int]:
+        if self._row_of is None:  # built on first use: a filtered search needs it
+            self._row_of = {cid: i for i, cid in enumerate(self.ids)}
+        row_of = self._row_of
+        return [row_of[i] for i in ids if i in row_of]
 
     def search(
         self, query: str, k: int, allowed_ids: set[str] | None = None
@@ -191,7 +263,7 @@ class BM25Index:
         scores = self.scores(query)
         if allowed_ids is not None:
             mask = np.zeros(self._n, dtype=bool)
-            rows = [self._row[i] for i in allowed_ids if i in self._row]
+            rows = self._rows(allowed_ids)
             if not rows:
                 return []
             mask[rows] = True
@@ -206,27 +278,46 @@ class BM25Index:
 
     # --- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        """Write `bm25.json`, then `manifest.json` with its checksum (both atomically)."""
+        """Write the arrays and the id / term lists, then `manifest.json` with their checksums.
+
+        Every file is written atomically and the manifest last, so a crash part-way leaves
+        a manifest whose checksums do not match, and the next load rebuilds.
+        """
         directory = Path(directory)
-        vocab: dict[str, int] = {}
-        encoded = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in self.docs]
-        body = json.dumps(
-            {"ids": self.ids, "vocab": list(vocab), "docs": encoded},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode("utf-8")
-        atomic_write_bytes(directory / INDEX_FILE, body)
+        directory.mkdir(parents=True, exist_ok=True)
+        texts = {
+            IDS_FILE: json.dumps(self.ids, ensure_ascii=False),
+            TERMS_FILE: json.dumps(
+                sorted(self._vocab, key=self._vocab.__getitem__), ensure_ascii=False
+            ),
+        }
+        for name, text in texts.items():
+            atomic_write_bytes(directory / name, text.encode("utf-8"))
+        arrays = {
+            "indptr": np.asarray(self._indptr, dtype=np.int64),
+            "rows": np.asarray(self._post_rows, dtype=np.int32),
+            "weights": np.asarray(self._post_w, dtype=np.float64),
+        }
+        for name, values in arrays.items():
+            with atomic_writer(directory / ARRAY_FILES[name]) as handle:
+                np.save(handle, np.ascontiguousarray(values), allow_pickle=False)
         atomic_write_json(
             directory / MANIFEST_FILE,
             {
                 "format": FORMAT_VERSION,
                 "tokenizer": TOKENIZER_VERSION,
-                "sha256": sha256_bytes(body),
+                "sha256": {
+                    name: sha256_file(directory / name)
+                    for name in (IDS_FILE, TERMS_FILE, *ARRAY_FILES.values())
+                },
                 "chunk_hash": self.chunk_hash,
                 "n_docs": len(self.ids),
+                "n_terms": len(self._vocab),
+                "n_postings": len(self._post_rows),
                 "params": {"k1": self.k1, "b": self.b, "epsilon": self.epsilon},
             },
         )
+        (directory / OLD_INDEX_FILE).unlink(missing_ok=True)  # format 1, replaced
 
     @staticmethod
     def read_manifest(directory: Path) -> dict | None:
@@ -245,32 +336,54 @@ class BM25Index:
 
     @classmethod
     def load(cls, directory: Path) -> BM25Index:
-        """Load a saved index, verifying its checksum; never returns a half-read index."""
+        """Load a saved index, verifying every file's checksum; never a half-read index.
+
+        The arrays are memory-mapped read-only (`allow_pickle=False`: nothing in the folder
+        can run code), so the postings are paged in by the queries that use them.
+        """
         directory = Path(directory)
         manifest = cls.read_manifest(directory)
         if manifest is None:
             raise FileNotFoundError(f"no BM25 index in {directory}; run `rag-app index`")
-        path = directory / INDEX_FILE
         hint = "run `rag-app index` to rebuild it"
-        if not path.is_file():
-            raise CorruptWorkspaceError(f"{path} is missing; {hint}")
-        raw = path.read_bytes()
-        if sha256_bytes(raw) != manifest.get("sha256"):
-            raise CorruptWorkspaceError(
-                f"{path} does not match the checksum in {MANIFEST_FILE} (damaged); {hint}"
-            )
         if manifest.get("format") != FORMAT_VERSION or manifest.get("tokenizer") != (
             TOKENIZER_VERSION
         ):
-            raise CorruptWorkspaceError(f"{path} was written by another version; {hint}")
+            raise CorruptWorkspaceError(
+                f"the BM25 index in {directory} was written by another version; {hint}"
+            )
+        sums = manifest.get("sha256")
+        if not isinstance(sums, dict):
+            raise CorruptWorkspaceError(f"{directory / MANIFEST_FILE} is damaged; {hint}")
+        for name in (IDS_FILE, TERMS_FILE, *ARRAY_FILES.values()):
+            path = directory / name
+            if not path.is_file():
+                raise CorruptWorkspaceError(f"{path} is missing; {hint}")
+            if sha256_file(path) != sums.get(name):
+                raise CorruptWorkspaceError(
+                    f"{path} does not match the checksum in {MANIFEST_FILE} (damaged); {hint}"
+                )
         try:
-            data = json.loads(raw)
-            vocab = data["vocab"]
-            docs = [[vocab[t] for t in doc] for doc in data["docs"]]
+            ids = json.loads((directory / IDS_FILE).read_bytes())
+            terms = json.loads((directory / TERMS_FILE).read_bytes())
+            arrays = {
+                name: np.load(directory / file, mmap_mode="r", allow_pickle=False)
+                for name, file in ARRAY_FILES.items()
+            }
             params = manifest.get("params", {})
-            return cls(data["ids"], docs, chunk_hash=manifest.get("chunk_hash", ""), **params)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise CorruptWorkspaceError(f"{path} cannot be read ({exc}); {hint}") from exc
+            return cls(
+                ids,
+                {term: i for i, term in enumerate(terms)},
+                arrays["indptr"],
+                arrays["rows"],
+                arrays["weights"],
+                chunk_hash=manifest.get("chunk_hash", ""),
+                **params,
+            )
+        except (ValueError, KeyError, TypeError, IndexError, OSError) as exc:
+            raise CorruptWorkspaceError(
+                f"the BM25 index in {directory} cannot be read ({exc}); {hint}"
+            ) from exc
 
     @classmethod
     def load_or_build(
