@@ -69,6 +69,8 @@ from typing import Any
 
 import numpy as np
 
+from rag_app.ir import stopwords
+
 SIM_MIN = 0.5
 OVERLAP_MIN = 0.6
 SIM_PARAPHRASE = 0.8
@@ -101,25 +103,9 @@ def _wordlist(text: str) -> list[str]:
     return text.split()
 
 
-def _wordset(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-STOP_WORDS = _wordset(
-    """a about above after again against all also am an and any are as at be because been
-    before being below between both but by can could did do does doing down during each few
-    for from further had has have having he her here hers herself him himself his how i if in
-    into is it its itself just me more most my myself of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we
-    were what when where which while who whom why will with would you your yours yourself
-    yourselves may might must shall us one ones many much often usually called"""
-)
-# "one" is a stop word for overlap but still a number for the number check.
-NEGATIONS = _wordset(
-    "not no never none nobody nothing neither nor without cannot can't don't doesn't didn't "
-    "isn't aren't wasn't weren't won't shouldn't wouldn't couldn't"
-)
+# Negations stay content words here (see rag_app.ir.stopwords.GROUNDING).
+STOP_WORDS = stopwords.GROUNDING
+NEGATIONS = stopwords.NEGATIONS
 NUMBER_WORDS = {
     w: str(i)
     for i, w in enumerate(
