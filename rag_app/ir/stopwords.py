@@ -10,7 +10,8 @@ them it adds or removes, and why:
 
 - `BM25`: the tokenizer (`rag_app.store.bm25`);
 - `ATTRIBUTION`: which passage an answer sentence comes from (`rag_app.answer`);
-- `GROUNDING`: claim words checked against the passages (`eval.grounding`);
+- `GROUNDING`: claim words checked against the passages (`eval.claim_text`, for
+  `eval.grounding`);
 - `REPETITION`: words not counted when a synthetic query repeats itself
   (`finetune.query_filters`);
 - `KEYWORDS`: words never chosen as a structural query's keyword (`finetune.structural`).
