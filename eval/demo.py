@@ -126,7 +126,8 @@ class DemoSplit:
 def _split_eval(settings: Any) -> DemoSplit | None:
     """Write the two halves of corpus/eval as BEIR folders under workspace/demo (seeded)."""
     from eval.feedback_play import split_by_document
-    from rag_app.ir.beir import load_beir, write_beir
+    from rag_app.ir.beir import load_beir
+    from rag_app.ir.beir_write import write_beir
 
     source = Path(settings.corpus) / "eval"
     if not (source / "queries.jsonl").is_file():

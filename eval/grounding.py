@@ -60,14 +60,30 @@ import math
 import os
 import re
 import statistics
-import string
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# The text rules live in eval.claim_text; re-exported here, where callers import them.
+from eval.claim_text import (  # noqa: F401 (re-exports)
+    ABSTENTION_PATTERNS,
+    CITATION_RE,
+    NEGATIONS,
+    NUMBER_WORDS,
+    STOP_WORDS,
+    citations_in,
+    content_words,
+    has_negation,
+    is_abstention,
+    numbers_in,
+    split_sentences,
+    strip_citations,
+    token_f1,
+    words,
+)
 
 SIM_MIN = 0.5
 OVERLAP_MIN = 0.6
@@ -95,150 +111,6 @@ PROXY_LIMITS = (
     "word list; thresholds are calibrated for MiniLM on English. Use the scores to compare "
     "retriever configurations scored the same way, not as absolute truth rates."
 )
-
-
-def _wordlist(text: str) -> list[str]:
-    return text.split()
-
-
-def _wordset(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-STOP_WORDS = _wordset(
-    """a about above after again against all also am an and any are as at be because been
-    before being below between both but by can could did do does doing down during each few
-    for from further had has have having he her here hers herself him himself his how i if in
-    into is it its itself just me more most my myself of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we
-    were what when where which while who whom why will with would you your yours yourself
-    yourselves may might must shall us one ones many much often usually called"""
-)
-# "one" is a stop word for overlap but still a number for the number check.
-NEGATIONS = _wordset(
-    "not no never none nobody nothing neither nor without cannot can't don't doesn't didn't "
-    "isn't aren't wasn't weren't won't shouldn't wouldn't couldn't"
-)
-NUMBER_WORDS = {
-    w: str(i)
-    for i, w in enumerate(
-        _wordlist(
-            "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-            "fifteen sixteen seventeen eighteen nineteen twenty"
-        )
-    )
-}
-ABSTENTION_PATTERNS = re.compile(
-    r"\b(i (do not|don't|cannot|can't) (know|answer|find)|no (relevant )?information"
-    r"|(context|passages?|sources?|documents?) (does|do) not (say|mention|contain|provide)"
-    r"|not (mentioned|covered|found) in the (context|passages?|sources?|documents?)"
-    r"|unable to (answer|find))\b",
-    re.IGNORECASE,
-)
-CITATION_RE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
-_WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)?")
-
-
-# --- text utilities ------------------------------------------------------------------------
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``: split after . ! ? followed by a capital or digit, and at newlines.
-
-    Bullet markers are stripped; empty pieces are dropped. Good enough for generated answers
-    and encyclopaedic passages; abbreviations like "e.g. Foo" can split early.
-    """
-    pieces = _SENTENCE_END.split(text or "")
-    out = []
-    for piece in pieces:
-        piece = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s+", "", piece).strip()
-        if piece:
-            out.append(piece)
-    return out
-
-
-def citations_in(sentence: str) -> list[int]:
-    """1-based passage numbers cited in ``sentence`` as ``[1]``, ``[1, 2]`` or ``[1][3]``."""
-    found: list[int] = []
-    for group in CITATION_RE.findall(sentence):
-        for number in re.split(r"\s*[,;]\s*", group):
-            n = int(number)
-            if n not in found:
-                found.append(n)
-    return found
-
-
-def strip_citations(text: str) -> str:
-    return re.sub(r"\s+([.,;:!?])", r"\1", CITATION_RE.sub("", text)).strip()
-
-
-def _stem(word: str) -> str:
-    """A light, predictable stemmer: plural / tense / -ing endings, then a final "e"."""
-    if len(word) <= 3:
-        return word
-    if word.endswith(("ies", "ied")) and len(word) > 4:
-        word = word[:-3] + "y"
-    elif word.endswith("ing") and len(word) >= 6:
-        word = word[:-3]
-    elif (word.endswith("ed") and len(word) >= 5) or (
-        word.endswith("es") and word[:-2].endswith(("s", "x", "z", "ch", "sh"))
-    ):
-        word = word[:-2]
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    if word.endswith("e") and len(word) > 3:
-        word = word[:-1]
-    return word
-
-
-def words(text: str) -> list[str]:
-    return _WORD_RE.findall(text.lower().replace("’", "'"))
-
-
-def content_words(text: str) -> set[str]:
-    """Stemmed words that are not stop words, negations or pure numbers."""
-    return {
-        _stem(w)
-        for w in words(text)
-        if w not in STOP_WORDS and w not in NEGATIONS and not w.isdigit() and len(w) > 1
-    }
-
-
-def numbers_in(text: str) -> set[str]:
-    found = {n.replace(",", "") for n in _NUMBER_RE.findall(text)}
-    found.update(NUMBER_WORDS[w] for w in words(text) if w in NUMBER_WORDS)
-    return found
-
-
-def has_negation(text: str) -> bool:
-    return any(w in NEGATIONS or w.endswith("n't") for w in words(text))
-
-
-def is_abstention(text: str) -> bool:
-    return bool(ABSTENTION_PATTERNS.search(text))
-
-
-def _normalise_answer(text: str) -> list[str]:
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return text.split()
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD token F1 (lower-case, punctuation and articles removed)."""
-    pred = _normalise_answer(strip_citations(prediction))
-    ref = _normalise_answer(reference)
-    if not pred or not ref:
-        return float(pred == ref)
-    common = Counter(pred) & Counter(ref)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision = same / len(pred)
-    recall = same / len(ref)
-    return 2 * precision * recall / (precision + recall)
 
 
 # --- scoring ---------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from rag_app.ir import stopwords
+
 # Reasons a candidate is dropped (the report lists them in this order).
 EMPTY = "empty"
 TOO_SHORT = "too_short"
@@ -102,31 +104,6 @@ _CHATTER = re.compile(
     r"|^(?:i'm|i am|i can|i will|let me|sure|here are|here is)\b",
     re.IGNORECASE,
 )
-_FUNCTION_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "to",
-        "in",
-        "on",
-        "for",
-        "and",
-        "or",
-        "at",
-        "by",
-        "with",
-        "from",
-        "is",
-        "are",
-        "be",
-        "do",
-        "does",
-        "i",
-        "my",
-    ]
-)
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?;:])\s+|\n+")
 
 
@@ -183,7 +160,7 @@ def _garbage(text: str) -> bool:
         for t in tokens
     ):
         return True
-    content = [t for t in tokens if t not in _FUNCTION_WORDS]
+    content = [t for t in tokens if t not in stopwords.REPETITION]
     repeated = sum(c - 1 for c in Counter(content).values())
     return len(content) >= 4 and repeated / len(content) > 0.34
 

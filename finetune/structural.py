@@ -19,86 +19,8 @@ from typing import Any
 
 from finetune import query_filters
 from finetune.split import Origin
+from rag_app.ir import stopwords
 from rag_app.types import Chunk
-
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "may",
-        "must",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "our",
-        "shall",
-        "should",
-        "so",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "then",
-        "there",
-        "these",
-        "this",
-        "to",
-        "under",
-        "up",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "will",
-        "with",
-        "within",
-        "without",
-        "you",
-        "your",
-        "all",
-        "any",
-        "each",
-        "every",
-        "more",
-        "most",
-        "other",
-        "same",
-        "also",
-        "only",
-        "per",
-        "via",
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -185,7 +107,7 @@ def contrast_terms(chunk: Chunk, stats: TermStats, n: int) -> list[str]:
     tf = Counter(
         w
         for w in query_filters.words(chunk.text)
-        if w not in _STOP and len(w) > 2 and not w.isdigit() and w not in title_words
+        if w not in stopwords.KEYWORDS and len(w) > 2 and not w.isdigit() and w not in title_words
     )
     codes: dict[str, str] = {}  # lower case -> as written
     for code in _codes(chunk.text):

@@ -40,6 +40,7 @@ from typing import Any
 
 from finetune import query_filters
 from finetune.prompts import PromptSet, load_prompts
+from finetune.raw_log import RAW_FILE, append_rows, raw_key, read_raw
 from finetune.split import Origin, kind_of
 from finetune.structural import Candidate, clean_heading, structural_queries, term_statistics
 from rag_app.chunkstore import load_chunks
@@ -49,7 +50,6 @@ from rag_app.types import Chunk
 
 log = logging.getLogger(__name__)
 
-RAW_FILE = "raw.jsonl"
 QUERIES_FILE = "queries.jsonl"
 KEYWORD_MAX_WORDS = 10  # a "keyword query" longer than this is a pasted fragment
 REPORT_FILE = "report.json"
@@ -102,56 +102,6 @@ class SynthReport:
             f"{self.llm_queries} new LLM replies{rate}{real}; {self.filter.summary()}; "
             f"{self.seconds:.0f}s -> {self.output}"
         )
-
-
-# --- the resumable raw log ----------------------------------------------------------------
-def raw_key(chunk_id: str, prompt_version: str) -> str:
-    return f"{chunk_id}:{prompt_version}"
-
-
-def read_raw(path: Path) -> dict[str, dict[str, Any]]:
-    """Rows of the raw log by key; a truncated or corrupt last line is cut off the file.
-
-    Only the final line can be partial (rows are appended whole, then flushed); an invalid
-    line elsewhere is skipped with a warning and its chunk is generated again.
-    """
-    if not path.is_file():
-        return {}
-    data = path.read_bytes()
-    rows: dict[str, dict[str, Any]] = {}
-    good_end = 0
-    pos = 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl == -1:  # no newline: a partial last line from a killed writer
-            break
-        line = data[pos:nl]
-        pos = nl + 1
-        try:
-            row = json.loads(line)
-            rows[row["key"]] = row
-        except (ValueError, KeyError, TypeError):
-            if pos >= len(data):
-                break  # a damaged last line: cut it like a partial one
-            log.warning("%s: skipping an unreadable line", path)
-        good_end = pos
-    if good_end < len(data):
-        log.warning("%s: repairing a truncated last line (%d bytes)", path, len(data) - good_end)
-        with path.open("r+b") as handle:
-            handle.truncate(good_end)
-    return rows
-
-
-def append_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Append whole lines, flushed and fsynced, so a kill loses at most the last line."""
-    if not rows:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(body)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 # --- the run ------------------------------------------------------------------------------

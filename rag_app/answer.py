@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from rag_app import prompts
+from rag_app.ir import stopwords
 from rag_app.llm.base import LLM, LLMError, Message, approx_tokens
 from rag_app.types import Hit
 
@@ -72,18 +73,11 @@ def parse_citations(text: str, n_passages: int) -> list[int]:
 
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_STOPWORDS_TEXT = """
-a an the and or but if of to in on at by for with from as is are was were be
-been it its this that these those there their they them he she we you i not no
-do does did can could should would will may might must has have had what which
-who whom when where why how about into than then so such also only any all each
-"""
-_STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 _SENTENCE_END = re.compile(r"(?<=[.!?])(\s+)")
 
 
 def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and len(w) > 1}
+    return {w for w in _WORD.findall(text.lower()) if w not in stopwords.ATTRIBUTION and len(w) > 1}
 
 
 def attribute_sentences(text: str, passages: list[str], min_overlap: float = 0.5) -> list[int]:

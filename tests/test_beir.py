@@ -14,8 +14,8 @@ from rag_app.ir.beir import (
     available_splits,
     fingerprint,
     load_beir,
-    write_beir,
 )
+from rag_app.ir.beir_write import write_beir
 
 TINY = Path(__file__).parent / "fixtures" / "beir_tiny"
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from rag_app.chunkstore import CorruptWorkspaceError
 from rag_app.fsutil import atomic_write_bytes, atomic_write_json, atomic_writer, sha256_file
+from rag_app.ir import stopwords
 from rag_app.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -48,16 +49,8 @@ MANIFEST_FILE = "manifest.json"
 # Below this many texts, starting worker processes costs more than it saves.
 PARALLEL_MIN_TEXTS = 20_000
 
-# A standard English stop list (articles, pronouns, auxiliaries, prepositions, conjunctions).
-_STOP_TEXT = """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is
-    it its itself just me more most my myself no nor not now of off on once only or other our
-    ours ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we
-    were what when where which while who whom why will with would you your yours yourself
-    yourselves s t d ll m o re ve y"""
-STOP_WORDS = frozenset(_STOP_TEXT.split())
+# The base English list (`rag_app.ir.stopwords.ENGLISH`); changing it needs a TOKENIZER_VERSION bump.
+STOP_WORDS = stopwords.BM25
 
 # Runs of letters/digits, optionally joined by - _ . / into one compound ("nw-f-160").
 _TOKEN = re.compile(r"[^\W_]+(?:[-_./][^\W_]+)*")

@@ -17,11 +17,24 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from rag_app.config import Settings
-from rag_app.retrieve import Mode
-from rag_app.types import Hit
+from rag_app.ui.inputs import (
+    DATE_FIELD,
+    build_filter,
+    filter_specs,
+    history_pairs,
+    hit_json,
+    mark_context,
+    message_text,
+    parse_mode,
+    session_of,
+    source_choices,
+    split_extra,
+    user_of,
+    wants_request,
+)
 from rag_app.ui.render import compare_markdown, hits_markdown
 from rag_app.ui.service import BASELINE, ChatService
 
@@ -30,83 +43,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 log = logging.getLogger(__name__)
 
 FILTER_FIELDS = ("doc_type", "department")
-DATE_FIELD = "effective_date"
 MODES = [("Hybrid (BM25 + dense)", "hybrid"), ("Dense only", "dense"), ("BM25 only", "bm25")]
-
-
-def _mode(value: str) -> Mode:
-    """A search mode from the browser or an API client, checked (the API takes any string)."""
-    if value not in ("hybrid", "dense", "bm25"):
-        raise ValueError(f"unknown search mode {value!r}; use hybrid, dense or bm25")
-    return cast(Mode, value)
-
-
-def _filter_specs(
-    values: dict[str, list[str] | None], date_from: str | None = None, date_to: str | None = None
-) -> list[str]:
-    specs = [f"{key}={','.join(v)}" for key, v in values.items() if v]
-    if date_from and date_from.strip():
-        specs.append(f"{DATE_FIELD}>={date_from.strip()}")
-    if date_to and date_to.strip():
-        specs.append(f"{DATE_FIELD}<={date_to.strip()}")
-    return specs
-
-
-def _wants_request(fn: Any, request_type: Any) -> Any:
-    """Resolve the `request` annotation (a string under `from __future__ import annotations`,
-    and gradio is imported lazily) so Gradio recognises the parameter and injects the
-    `gr.Request` rather than treating it as an input."""
-    fn.__annotations__["request"] = request_type
-    return fn
-
-
-def _split_extra(extra: tuple, n_filters: int) -> tuple[tuple, tuple]:
-    """(filter dropdown values, (dim, date from, date to)) from a handler's extra inputs;
-    missing trailing values (older API clients) default to None."""
-    tail = (*extra[n_filters:], None, None, None)
-    return tuple(extra[:n_filters]), tail[:3]
-
-
-def _user(request: Any) -> str | None:
-    """The logged-in user of a Gradio request (None without auth)."""
-    return getattr(request, "username", None) or None
-
-
-def _session(request: Any) -> str | None:
-    """The browser session of a Gradio request (its hash, not a secret)."""
-    return getattr(request, "session_hash", None) or None
-
-
-def _mark_context(turn: dict[str, Any], request: Any) -> dict[str, Any]:
-    """What every mark records of the answered question and of who marked it."""
-    return {
-        "turn": turn["turn"],
-        "query": turn["query"],
-        "retriever": turn["retriever"],
-        "user": _user(request),
-        "session": _session(request),
-    }
-
-
-def _source_choices(turn: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(f"[{h['position']}] {h['doc_id']}", h["position"]) for h in turn["hits"]]
-
-
-def _text(content: Any) -> str:
-    """A chat message's text (Gradio 6 may give a list of {"type": "text", "text"} parts)."""
-    if isinstance(content, dict):
-        content = content.get("content", content.get("value", content))
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return "" if content is None else str(content)
-
-
-def _build_filter(specs: list[str]):
-    if not specs:
-        return None
-    from rag_app.filters import parse_filter
-
-    return parse_filter(specs)
 
 
 def build_app(settings: Settings, service: ChatService | None = None):
@@ -230,22 +167,22 @@ def build_app(settings: Settings, service: ChatService | None = None):
             use_rerank: bool,
             *extra: Any,
         ) -> Iterator[tuple[Any, ...]]:
-            filter_args, (dim_value, date_lo, date_hi) = _split_extra(extra, len(filters))
+            filter_args, (dim_value, date_lo, date_hi) = split_extra(extra, len(filters))
             message = (message or "").strip()
             session_turns = list(session_turns or [])
             if not message:
                 yield history, "", gr.skip(), gr.skip()
                 return
             history = [*history, {"role": "user", "content": message}]
-            specs = _filter_specs(dict(zip(filters, filter_args, strict=True)), date_lo, date_hi)
+            specs = filter_specs(dict(zip(filters, filter_args, strict=True)), date_lo, date_hi)
             try:
                 hits = service.search(
                     message,
                     key,
-                    _mode(search_mode),
+                    parse_mode(search_mode),
                     use_rerank,
-                    filters=_build_filter(specs),
-                    user=_user(request),
+                    filters=build_filter(specs),
+                    user=user_of(request),
                     dim=dim_value,
                 )
             except Exception as exc:  # shown to the user, the session stays usable
@@ -258,24 +195,24 @@ def build_app(settings: Settings, service: ChatService | None = None):
             turn = service.record_turn(
                 message,
                 key,
-                _mode(search_mode),
+                parse_mode(search_mode),
                 use_rerank,
                 dim_value,
                 hits,
-                user=_user(request),
-                session=_session(request),
+                user=user_of(request),
+                session=session_of(request),
             )
             session_turns.append(turn)
-            note = service.search_note(key, _mode(search_mode), use_rerank, dim_value)
+            note = service.search_note(key, parse_mode(search_mode), use_rerank, dim_value)
             sources_md = hits_markdown(hits, title=f"Sources · {label}", note=note)
             yield history, "", sources_md, session_turns
-            pairs = _pairs(history[:-1])
+            pairs = history_pairs(history[:-1])
             history.append({"role": "assistant", "content": ""})
             for text in service.stream_answer(message, hits, pairs):
                 history[-1] = {"role": "assistant", "content": text}
                 yield history, "", gr.skip(), gr.skip()
 
-        _wants_request(respond, gr.Request)
+        wants_request(respond, gr.Request)
         # new inputs go last: API clients that pass the filter dropdowns keep working
         inputs = [question, chatbot, turns, retriever, mode, rerank, *filter_inputs]
         inputs += [dim, date_from, date_to]
@@ -286,7 +223,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
         clear.click(lambda: ([], "", "", []), None, [*outputs], api_visibility="private")
         turns.change(
             lambda t: (
-                gr.update(choices=_source_choices(t[-1]) if t and t[-1] else [], value=None),
+                gr.update(choices=source_choices(t[-1]) if t and t[-1] else [], value=None),
                 "",
             ),
             turns,
@@ -311,7 +248,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 if hit is None:
                     return "That source is not in the last answer."
                 try:
-                    service.feedback.mark_source(mark, hit=hit, **_mark_context(turn, request))
+                    service.feedback.mark_source(mark, hit=hit, **mark_context(turn, request))
                 except OSError as exc:
                     log.exception("feedback not saved")
                     return f"⚠️ Not saved: {exc}"
@@ -324,7 +261,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                     return mark_source(request, session_turns, position, _mark)
 
                 button.click(
-                    _wants_request(on_mark, gr.Request),
+                    wants_request(on_mark, gr.Request),
                     [turns, source_pick],
                     feedback_status,
                     api_visibility="private",
@@ -347,9 +284,9 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 try:
                     service.feedback.mark_answer(
                         mark,
-                        answer=_text(data.value),
+                        answer=message_text(data.value),
                         hits=turn["hits"],
-                        **_mark_context(turn, request),
+                        **mark_context(turn, request),
                     )
                 except OSError as exc:
                     log.exception("feedback not saved")
@@ -358,7 +295,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
 
             on_like.__annotations__["data"] = gr.LikeData
             chatbot.like(
-                _wants_request(on_like, gr.Request),
+                wants_request(on_like, gr.Request),
                 [turns, chatbot],
                 feedback_status,
                 api_visibility="private",
@@ -373,17 +310,15 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 use_rerank: bool,
                 *extra: Any,
             ) -> str:
-                filter_args, (dim_value, date_lo, date_hi) = _split_extra(extra, len(filters))
-                specs = _filter_specs(
-                    dict(zip(filters, filter_args, strict=True)), date_lo, date_hi
-                )
-                user = _user(request)
+                filter_args, (dim_value, date_lo, date_hi) = split_extra(extra, len(filters))
+                specs = filter_specs(dict(zip(filters, filter_args, strict=True)), date_lo, date_hi)
+                user = user_of(request)
                 try:
-                    flt = _build_filter(specs)
+                    flt = build_filter(specs)
                     base_hits = service.search(
                         query,
                         BASELINE,
-                        _mode(search_mode),
+                        parse_mode(search_mode),
                         use_rerank,
                         flt,
                         user=user,
@@ -392,7 +327,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                     tuned_hits = service.search(
                         query,
                         tuned.key,
-                        _mode(search_mode),
+                        parse_mode(search_mode),
                         use_rerank,
                         flt,
                         user=user,
@@ -405,7 +340,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                     base_hits, tuned_hits, service.option(BASELINE).label, tuned.label
                 )
 
-            _wants_request(compare, gr.Request)
+            wants_request(compare, gr.Request)
             compare_btn.click(
                 compare,
                 [compare_q, mode, rerank, *filter_inputs, dim, date_from, date_to],
@@ -430,56 +365,29 @@ def build_app(settings: Settings, service: ChatService | None = None):
             hits = service.search(
                 query,
                 key,
-                _mode(search_mode),
+                parse_mode(search_mode),
                 use_rerank,
-                filters=_build_filter(list(filters or [])),
-                user=_user(request),
+                filters=build_filter(list(filters or [])),
+                user=user_of(request),
                 dim=dim,
             )
-            return [_hit_json(h) for h in hits]
+            return [hit_json(h) for h in hits]
 
-        gr.api(_wants_request(search_api, gr.Request), api_name="search")
+        gr.api(wants_request(search_api, gr.Request), api_name="search")
 
         def on_load(request: gr.Request):
-            user = _user(request)
+            user = user_of(request)
             own = service.filter_values(tuple(filters), user=user)
             updates = [gr.update(choices=own.get(key, [])) for key in filters]
             return (service.status_markdown(), *updates) if updates else service.status_markdown()
 
         demo.load(
-            _wants_request(on_load, gr.Request),
+            wants_request(on_load, gr.Request),
             None,
             [status, *filter_inputs],
             api_visibility="private",
         )
     return demo
-
-
-def _pairs(history: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Chat history as (user, assistant) pairs for the answer prompt."""
-    pairs: list[tuple[str, str]] = []
-    pending: str | None = None
-    for msg in history:
-        content = msg.get("content")
-        text = content if isinstance(content, str) else str(content)
-        if msg.get("role") == "user":
-            pending = text
-        elif msg.get("role") == "assistant" and pending is not None:
-            pairs.append((pending, text))
-            pending = None
-    return pairs
-
-
-def _hit_json(hit: Hit) -> dict[str, Any]:
-    return {
-        "id": hit.chunk.id,
-        "doc_id": hit.chunk.doc_id,
-        "title": hit.chunk.title,
-        "heading_path": hit.chunk.heading_path,
-        "text": hit.chunk.text,
-        "scores": hit.scores,
-        "ranks": hit.ranks,
-    }
 
 
 def check_access_config(settings: Settings) -> None:
