@@ -227,3 +227,38 @@ def test_dequantised_gguf_is_cached_and_reused(llm, settings):
         llm.loaded.model.state_dict().items(), fresh.model.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_llamacpp_generate_many_runs_shared_prefixes_together_with_the_same_replies(
+    settings_factory,
+):
+    """Two few-shot prefixes in turn (A, B, A, B): run as A, A, B, B so llama.cpp reuses the
+    cached prefix, yet every reply is the one its prompt and seed give when asked alone."""
+    from rag_app.llm.llamacpp import llama_cpp_available
+
+    if not llama_cpp_available():
+        pytest.skip("llama-cpp-python is not installed (`make test` installs it)")
+    llm = build_llm(settings_factory(llm={"backend": "llamacpp"}))
+    shots = {
+        "a": [{"role": "system", "content": "Answer with one word."}],
+        "b": [{"role": "system", "content": "Answer with a short sentence about medicine."}],
+    }
+    batch = [
+        [*shots[style], {"role": "user", "content": f"Name a {thing}."}]
+        for thing in ("fruit", "colour")
+        for style in ("a", "b")
+    ]
+    calls: list[str] = []
+    generate = llm.generate
+
+    def spy(messages, **kwargs):
+        calls.append(messages[0]["content"])
+        return generate(messages, **kwargs)
+
+    llm.generate = spy  # type: ignore[method-assign]
+    replies = llm.generate_many(batch, max_new_tokens=SHORT, temperature=1.0, seed=11)
+    assert calls == [shots["a"][0]["content"]] * 2 + [shots["b"][0]["content"]] * 2
+    alone = [
+        generate(m, max_new_tokens=SHORT, temperature=1.0, seed=11 + i) for i, m in enumerate(batch)
+    ]
+    assert replies == alone

@@ -7,6 +7,7 @@ when this backend is built, and a missing install is an `LLMError` that says wha
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,14 +153,31 @@ class LlamaCppLLM:
         stop: list[str] | None = None,
         seed: int | None = None,
     ) -> list[str]:
-        """Sequential: llama-cpp-python's high-level API serves one sequence at a time."""
-        return [
-            self.generate(
-                m,
+        """One sequence at a time (llama-cpp-python's high-level API), ordered for the cache.
+
+        llama-cpp-python keeps the KV state of the previous prompt and evaluates only what
+        follows the longest shared prefix. Prompts that share everything but their last
+        message (one query style's few-shot prefix) are therefore run together: with two
+        styles in turn, the order style A, style B, A, B... would evaluate each prefix
+        again every time. Seeds stay tied to each prompt's place in `batch` and replies are
+        returned in that order, so the replies are the ones the plain order gives.
+        """
+        groups: dict[str, list[int]] = {}  # by prefix, in order of first appearance
+        for i, messages in enumerate(batch):
+            groups.setdefault(_prefix_key(messages), []).append(i)
+        order = [i for members in groups.values() for i in members]
+        replies: list[str] = [""] * len(batch)
+        for i in order:
+            replies[i] = self.generate(
+                batch[i],
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
                 stop=stop,
                 seed=None if seed is None else seed + i,
             )
-            for i, m in enumerate(batch)
-        ]
+        return replies
+
+
+def _prefix_key(messages: list[Message]) -> str:
+    """Everything before the last message: prompts with equal keys share a cached prefix."""
+    return json.dumps(messages[:-1], sort_keys=True)
