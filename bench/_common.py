@@ -32,3 +32,16 @@ def percentile(values: list[float], q: float) -> float:
     """The nearest-rank `q`th percentile (0-100) of `values`: a value that was measured."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def write_results(stem_name: str, record: dict, md: list[str]) -> Path:
+    """`bench/results/<stem_name>.json` (the record) and `.md` (the table lines); prints the
+    table. Returns the stem."""
+    import json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / stem_name
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    stem.with_suffix(".md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    print("\n".join(md))
+    return stem

@@ -33,7 +33,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import DEFAULT_DATASET, REPO, RESULTS
+from _common import DEFAULT_DATASET, REPO, write_results
 
 DIMS = (384, 256, 128, 64)
 
@@ -241,14 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['ndcg@10']:.4f} | {r['recall@10']:.4f} | {r['segment_bytes'] / 1e6:.2f} MB | "
             f"{r['raw_bytes'] / 1e6:.2f} MB | {r['latency_ms_p50']:.1f} ms | {search} |"
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"matryoshka-{name}-{date}"
-    stem.with_suffix(".json").write_text(
-        json.dumps({"date": date, "machine": machine, "command": command, "rows": rows}, indent=2),
-        encoding="utf-8",
-    )
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    print("\n".join(md))
+    record = {"date": date, "machine": machine, "command": command, "rows": rows}
+    stem = write_results(f"matryoshka-{name}-{date}", record, md)
     print(f"\nwritten {stem}.json and {stem}.md")
     return 0
 

@@ -13,7 +13,8 @@ dense and hybrid, the median of ``--repeats`` timed passes per query after a war
 then p50 / p95 over queries. Reranking is left out: its cost is per candidate pair, not
 per passage in the corpus (see bench_latency.py).
 
-Writes ``bench/results/scale-<dataset>-<date>.{json,md}``.
+Writes ``bench/results/scale-<dataset>-<date>.{json,md}``. Beyond the sizes a laptop can
+embed, `bench_scale_sim.py` continues the curve to a million passages with simulated vectors.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import REPO, RESULTS
+from _common import REPO, write_results
 
 MODES = ("bm25", "dense", "hybrid")
 
@@ -104,14 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         latency = " | ".join(f"{row[m]['p50_ms']:.2f} / {row[m]['p95_ms']:.2f}" for m in MODES)
         md.append(f"| {row['passages']} | {cost} | {latency} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"scale-{args.dataset.resolve().name}-{date}"
-    stem.with_suffix(".json").write_text(
-        json.dumps({"date": date, "machine": machine, "command": command, "rows": rows}, indent=2),
-        encoding="utf-8",
-    )
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    print("\n".join(md))
+    record = {"date": date, "machine": machine, "command": command, "rows": rows}
+    write_results(f"scale-{args.dataset.resolve().name}-{date}", record, md)
     return 0
 
 

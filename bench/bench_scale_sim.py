@@ -38,7 +38,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import REPO, RESULTS, percentile
+from _common import REPO, percentile, write_results
 
 MODES = ("bm25", "dense", "hybrid")
 BATCH = 5000
@@ -296,14 +296,8 @@ def write_report(args: argparse.Namespace, argv: list[str] | None, rows: list[di
                 f"| {s['dense']['p50_ms']:.1f} / {s['dense']['p95_ms']:.1f} "
                 f"| {s['hybrid']['p50_ms']:.1f} / {s['hybrid']['p95_ms']:.1f} |"
             )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"scale-sim-{date}"
-    stem.with_suffix(".json").write_text(
-        json.dumps({"date": date, "machine": machine, "command": command, "rows": rows}, indent=2),
-        encoding="utf-8",
-    )
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    print("\n".join(md))
+    record = {"date": date, "machine": machine, "command": command, "rows": rows}
+    write_results(f"scale-sim-{date}", record, md)
 
 
 if __name__ == "__main__":
