@@ -7,11 +7,12 @@ file must be detected, never half-read: the manifest stores the file's sha256 an
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from rag_app.fsutil import atomic_write_json, atomic_write_text, sha256_bytes
+from rag_app.fsutil import atomic_write_json, atomic_writer
 from rag_app.types import Chunk
 
 MANIFEST_VERSION = 1
@@ -26,12 +27,19 @@ class NotIngestedError(RuntimeError):
 
 
 def save(chunks_path: Path, manifest_path: Path, chunks: list[Chunk], manifest: dict) -> None:
-    """Write chunks then the manifest (which names the chunks' checksum) atomically."""
-    body = "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in chunks)
-    atomic_write_text(chunks_path, body)
+    """Write chunks then the manifest (which names the chunks' checksum) atomically.
+
+    Line by line, hashing as it goes: a million chunks never exist twice in memory as text.
+    """
+    digest = hashlib.sha256()
+    with atomic_writer(chunks_path) as handle:
+        for chunk in chunks:
+            line = (json.dumps(chunk.to_json(), ensure_ascii=False) + "\n").encode("utf-8")
+            digest.update(line)
+            handle.write(line)
     manifest = dict(manifest)
     manifest["version"] = MANIFEST_VERSION
-    manifest["chunks_sha256"] = sha256_bytes(body.encode("utf-8"))
+    manifest["chunks_sha256"] = digest.hexdigest()
     manifest["n_chunks"] = len(chunks)
     atomic_write_json(manifest_path, manifest)
 
@@ -59,16 +67,25 @@ def load_chunks(chunks_path: Path, manifest_path: Path) -> list[Chunk]:
         raise NotIngestedError(
             f"no chunks in {chunks_path.parent}; run `rag-app ingest <corpus folder>` first"
         )
-    raw = chunks_path.read_bytes()
-    if sha256_bytes(raw) != manifest.get("chunks_sha256"):
+    # Parsed while hashing (one pass, no second copy of the file in memory); a line that
+    # does not parse is reported only once the checksum says the file is the one written.
+    digest = hashlib.sha256()
+    chunks: list[Chunk] = []
+    problem: CorruptWorkspaceError | None = None
+    with chunks_path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            digest.update(line)
+            if problem is not None:
+                continue
+            try:
+                chunks.append(Chunk.from_json(json.loads(line)))
+            except (ValueError, TypeError) as exc:
+                problem = CorruptWorkspaceError(f"{chunks_path}:{number}: {exc}")
+    if digest.hexdigest() != manifest.get("chunks_sha256"):
         raise CorruptWorkspaceError(
             f"{chunks_path} does not match the checksum in {manifest_path.name} "
             "(truncated or edited); re-run `rag-app ingest --rebuild`"
         )
-    chunks = []
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        try:
-            chunks.append(Chunk.from_json(json.loads(line)))
-        except (ValueError, TypeError) as exc:
-            raise CorruptWorkspaceError(f"{chunks_path}:{number}: {exc}") from exc
+    if problem is not None:
+        raise problem
     return chunks

@@ -255,3 +255,13 @@ def test_dimension_mismatch_is_refused(chroma_settings):
         store.upsert(make_chunks()[:1], np.ones((1, 4), dtype=np.float32))
     with pytest.raises(ModelMismatchError, match="dimension 16"):
         store.query(np.ones(16, dtype=np.float32), k=1)
+
+
+def test_chunk_table_keeps_unicode_line_separators_inside_a_chunk(tmp_path):
+    """Chunk text with U+2028 / U+0085 (PDF extractions have them) is one line of
+    chunks.jsonl: the loader splits on newlines only."""
+    from rag_app import chunkstore
+
+    chunks = [Chunk("a", "x.md", "first\u2028second\x85third"), Chunk("b", "x.md", "plain")]
+    chunkstore.save(tmp_path / "chunks.jsonl", tmp_path / "manifest.json", chunks, {})
+    assert chunkstore.load_chunks(tmp_path / "chunks.jsonl", tmp_path / "manifest.json") == chunks
