@@ -70,7 +70,7 @@ class Corpus:
 
     def __post_init__(self) -> None:
         self.by_id = {c.id: c for c in self.chunks}
-        self._fields = [chunk_fields(c) for c in self.chunks]
+        self._fields: list[dict] | None = None  # per chunk, built by the first filter
 
     def allowed_ids(self, filters: Filter | None) -> set[str] | None:
         """Ids passing `filters` (None = no restriction); the last 64 filters are cached."""
@@ -80,6 +80,8 @@ class Corpus:
             if filters in self._allowed:
                 self._allowed.move_to_end(filters)
                 return self._allowed[filters]
+        if self._fields is None:  # a dict a chunk: at a million chunks, only when filtered
+            self._fields = [chunk_fields(c) for c in self.chunks]
         allowed = {
             c.id for c, f in zip(self.chunks, self._fields, strict=True) if filters.matches(f)
         }
