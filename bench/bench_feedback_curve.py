@@ -78,34 +78,17 @@ class Scorer:
     """Exact dense nDCG@10 of the base model and of adapter runs, with cached vectors."""
 
     def __init__(self, ns, dataset) -> None:
-        from finetune.adapter import passage_vectors
-        from finetune.split import Passages
-        from rag_app.chunkstore import load_chunks
-        from rag_app.embedder import Embedder
+        from _dense import ExactDense
 
-        chunks = load_chunks(ns.chunks_path, ns.manifest_path)
-        passages = Passages.from_chunks(chunks)
-        self.base = Embedder.load(ns.models.embedder, device="cpu")
-        self.ids = passages.ids()
-        self.docs = passage_vectors(ns, self.base, passages, progress=False)
+        self.exact = ExactDense(ns)
+        self.exact.encode(dataset.queries)
         self.qrels = dataset.qrels
-        texts = list(dataset.queries.values())
-        self.qvec = dict(zip(dataset.queries, self.base.encode_queries(texts), strict=True))
 
     def per_query(self, qids: list[str], run: Path | None) -> dict[str, float]:
-        import numpy as np
-
         from rag_app.ir.metrics import ndcg_at_k
-        from rag_app.query_adapter import QueryAdapter
 
-        q = np.stack([self.qvec[i] for i in qids])
-        if run is not None:
-            q = QueryAdapter.load(run).apply(q)
-        top = np.argsort(-(q @ self.docs.T), axis=1)[:, :10]
-        return {
-            qid: ndcg_at_k(self.qrels[qid], [self.ids[j] for j in row], 10)
-            for qid, row in zip(qids, top, strict=True)
-        }
+        top = self.exact.top(qids, run, 10)
+        return {qid: ndcg_at_k(self.qrels[qid], [pid for pid, _ in top[qid]], 10) for qid in qids}
 
 
 def gain(scorer: Scorer, qids: list[str], run: Path | None) -> dict[str, Any] | None:

@@ -1,0 +1,203 @@
+"""The protocol's corpora (bench_protocol.py): each its own workspace, questions split by
+document into dev (to choose) and test (to report). See bench_protocol's docstring."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from _common import REPO
+
+MEDQUAD = REPO.parent / "shared" / "datasets" / "medquad"
+
+
+@dataclass
+class EvalCorpus:
+    """A workspace's settings plus its judged questions, split into dev and test."""
+
+    name: str
+    settings: Any
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]  # qid -> {chunk id or doc id: grade}
+    splits: dict[str, list[str]]
+    granularity: str  # "chunk" or "doc"
+    structure: str
+
+
+def _split_by_document(doc_of: dict[str, str], seed: int, cap: int) -> dict[str, list[str]]:
+    """Questions split by their document, half and half (seeded), at most `cap` a split."""
+    docs = sorted(set(doc_of.values()))
+    random.Random(seed).shuffle(docs)
+    dev_docs = set(docs[: len(docs) // 2])
+    splits: dict[str, list[str]] = {"dev": [], "test": []}
+    for qid in sorted(doc_of):
+        splits["dev" if doc_of[qid] in dev_docs else "test"].append(qid)
+    rng = random.Random(seed + 1)
+    for key, qids in splits.items():
+        if len(qids) > cap:
+            splits[key] = sorted(rng.sample(qids, cap))
+    return splits
+
+
+def _medquad_rows() -> tuple[list[dict], dict[str, dict], dict[str, dict[str, int]]]:
+    with (MEDQUAD / "corpus.jsonl").open(encoding="utf-8") as handle:
+        passages = [json.loads(line) for line in handle if line.strip()]
+    with (MEDQUAD / "queries.jsonl").open(encoding="utf-8") as handle:
+        queries = {row["_id"]: row for row in map(json.loads, handle) if row}
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    for split in ("train", "dev", "test"):
+        for line in (MEDQUAD / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
+            qid, pid, grade = line.split("\t")
+            qrels[qid][pid] = int(grade)
+    return passages, queries, qrels
+
+
+def medquad_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
+    """One MedQuAD source as a one-passage-a-chunk workspace."""
+    from eval.sets import ingest_beir_corpus
+    from rag_app.ir.beir import fingerprint, load_beir
+
+    passages, queries, qrels = _medquad_rows()
+    keep = [p for p in passages if (p.get("metadata") or {}).get("source") == source]
+    ids = {p["_id"] for p in keep}
+    folder = root / "data" / source
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "docs").mkdir(exist_ok=True)  # settings.corpus: no eval/ there, so no guard
+    title = {p["_id"]: p.get("title") or p["_id"] for p in keep}
+    judged = {q: {p: g for p, g in rel.items() if p in ids} for q, rel in qrels.items()}
+    judged = {q: rel for q, rel in judged.items() if rel}
+    doc_of = {q: title[min(rel)] for q, rel in judged.items()}
+    if not (folder / "corpus.jsonl").is_file():
+        (folder / "corpus.jsonl").write_text("".join(json.dumps(p) + "\n" for p in keep))
+        (folder / "queries.jsonl").write_text(
+            "".join(json.dumps(queries[q]) + "\n" for q in sorted(judged))
+        )
+        (folder / "qrels").mkdir(exist_ok=True)
+        lines = ["query-id\tcorpus-id\tscore\n"]
+        lines += [f"{q}\t{p}\t{g}\n" for q in sorted(judged) for p, g in judged[q].items()]
+        (folder / "qrels" / "test.tsv").write_text("".join(lines))
+    settings = base.model_copy(
+        update={"workspace": root / "ws" / source, "corpus": folder / "docs"}
+    )
+    dataset = load_beir(folder, split="test", name=source, on_duplicate_query="disambiguate")
+    ns = ingest_beir_corpus(settings, dataset, fingerprint(folder))
+    return EvalCorpus(
+        source,
+        ns,
+        {q: queries[q]["text"] for q in judged},
+        judged,
+        _split_by_document(doc_of, seed, cap),
+        "chunk",
+        f"{len(keep)} passages, one a chunk",
+    )
+
+
+def shipped_corpus(root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
+    """This repository's corpus/, ingested by the product, judged per document."""
+    from rag_app import ingest
+
+    docs = root / "data" / "shipped" / "docs"
+    if not docs.is_dir():  # a copy without eval/: the default guard must not see the test
+        shutil.copytree(REPO / "corpus", docs, ignore=shutil.ignore_patterns("eval"))
+    settings = base.model_copy(update={"workspace": root / "ws" / "shipped", "corpus": docs})
+    ingest.run(settings, progress=False)
+    queries = {
+        str(r["_id"]): r["text"]
+        for r in map(json.loads, (REPO / "corpus" / "eval" / "queries.jsonl").open())
+    }
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    for line in (REPO / "corpus" / "eval" / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, doc, grade = line.split("\t")
+        qrels[qid][doc] = int(grade)
+    doc_of = {q: min(rel) for q, rel in qrels.items()}
+    from rag_app.chunkstore import load_chunks
+
+    chunks = load_chunks(settings.chunks_path, settings.manifest_path)
+    return EvalCorpus(
+        "shipped",
+        settings,
+        {q: queries[q] for q in qrels},
+        dict(qrels),
+        _split_by_document(doc_of, seed, cap),
+        "doc",
+        f"{len({c.doc_id for c in chunks})} documents, {len(chunks)} chunks",
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80] or "doc"
+
+
+def long_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
+    """Each focus of a MedQuAD source as one Markdown document, chunked by the product."""
+    from rag_app import ingest
+    from rag_app.chunkstore import load_chunks
+
+    name = f"{source}-long"
+    passages, queries, qrels = _medquad_rows()
+    text = {p["_id"]: p for p in passages if (p.get("metadata") or {}).get("source") == source}
+    by_focus: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # qid, heading, pid
+    for qid in sorted(qrels):
+        pid = min((p for p in qrels[qid] if p in text), default=None)
+        if pid is None:
+            continue
+        focus = queries[qid]["metadata"].get("focus") or text[pid].get("title") or pid
+        by_focus[focus].append((qid, queries[qid]["metadata"].get("qtype") or "answer", pid))
+    docs = root / "data" / name / "docs"
+    heading_of: dict[str, tuple[str, str]] = {}  # qid -> (doc id, heading)
+    docs.mkdir(parents=True, exist_ok=True)
+    for focus, items in sorted(by_focus.items()):
+        doc_id = f"{_slug(focus)}-{hashlib.sha1(focus.encode()).hexdigest()[:6]}.md"
+        lines = [f"# {focus}", ""]
+        section_of: dict[str, str] = {}
+        counts: dict[str, int] = defaultdict(int)
+        for qid, qtype, pid in items:
+            if pid not in section_of:
+                counts[qtype] += 1
+                heading = qtype.capitalize() + (f" ({counts[qtype]})" if counts[qtype] > 1 else "")
+                section_of[pid] = heading
+                lines += [f"## {heading}", "", text[pid]["text"].strip(), ""]
+            heading_of[qid] = (doc_id, section_of[pid])
+        path = docs / doc_id
+        if not path.is_file():
+            path.write_text("\n".join(lines), encoding="utf-8")
+    settings = base.model_copy(update={"workspace": root / "ws" / name, "corpus": docs})
+    ingest.run(settings, progress=False)
+    chunks = load_chunks(settings.chunks_path, settings.manifest_path)
+    by_section: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for chunk in chunks:
+        own = chunk.heading_path.split(" > ")[-1] if chunk.heading_path else ""
+        by_section[(chunk.doc_id, own)].append(chunk.id)
+    judged = {
+        qid: dict.fromkeys(by_section[key], 1)
+        for qid, key in heading_of.items()
+        if by_section.get(key)
+    }
+    lost = len(heading_of) - len(judged)
+    if lost:
+        print(f"[{name}] {lost} questions whose section has no chunk: left out")
+    doc_of = {q: heading_of[q][0] for q in judged}
+    return EvalCorpus(
+        name,
+        settings,
+        {q: queries[q]["text"] for q in judged},
+        judged,
+        _split_by_document(doc_of, seed, cap),
+        "chunk",
+        f"{len(by_focus)} long documents, {len(chunks)} chunks",
+    )
+
+
+def load_corpus(name: str, root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
+    if name == "shipped":
+        return shipped_corpus(root, base, seed, cap)
+    if name.endswith("-long"):
+        return long_corpus(name.removesuffix("-long"), root, base, seed, cap)
+    return medquad_corpus(name, root, base, seed, cap)
