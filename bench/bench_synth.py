@@ -23,7 +23,9 @@ llama.cpp
 
 embedded (transformers)
 - "bare": `model.generate` one prompt at a time; "rag-app": `EmbeddedLLM.generate_many`
-  (left-padded batches of `llm.batch_size`).
+  (left-padded batches of `llm.batch_size`, the shared few-shot prefix computed once,
+  `rag_app.llm.prefix_cache`); "rag-app, prefix evaluated per prompt (before)": the same
+  batches with the prefix cache off, the path before it.
 
 Outputs of two paths are compared reply by reply: seeded sampling in llama.cpp is
 deterministic, so identical replies mean the faster path changed nothing.
@@ -167,8 +169,19 @@ def embedded_paths(args, messages, seeds):
             out += llm.generate_many(messages[start : start + 8], seed=seeds[start], **kwargs)
         return out
 
-    noop = lambda: None  # noqa: E731
-    return [("bare", noop, bare), ("rag-app", noop, ours)], None
+    from rag_app.llm import embedded
+
+    def without_prefix_cache() -> None:
+        embedded.MIN_SHARED_TOKENS = 10**9
+
+    def with_prefix_cache(default: int = embedded.MIN_SHARED_TOKENS) -> None:
+        embedded.MIN_SHARED_TOKENS = default
+
+    return [
+        ("bare", with_prefix_cache, bare),
+        ("rag-app, prefix evaluated per prompt (before)", without_prefix_cache, ours),
+        ("rag-app", with_prefix_cache, ours),
+    ], None
 
 
 def main() -> int:
@@ -229,9 +242,10 @@ def main() -> int:
             )
         print(row)
     names = list(outputs)
-    for name in names[1:]:
-        same = sum(a == b for a, b in zip(outputs[names[0]], outputs[name], strict=True))
-        print(f"\nreplies identical to {names[0]!r}: {name!r} {same}/{len(messages)}")
+    for i, name in enumerate(names[1:], start=1):
+        other = names[i - 1] if args.backend == "embedded" else names[0]
+        same = sum(a == b for a, b in zip(outputs[other], outputs[name], strict=True))
+        print(f"\nreplies identical to {other!r}: {name!r} {same}/{len(messages)}")
     return 0
 
 

@@ -262,3 +262,37 @@ def test_llamacpp_generate_many_runs_shared_prefixes_together_with_the_same_repl
         generate(m, max_new_tokens=SHORT, temperature=1.0, seed=11 + i) for i, m in enumerate(batch)
     ]
     assert replies == alone
+
+
+def test_shared_prefix_len_leaves_every_row_a_token_of_its_own():
+    from rag_app.llm.prefix_cache import shared_prefix_len
+
+    assert shared_prefix_len([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2  # identical rows keep one token
+    assert shared_prefix_len([[7, 1], [8, 1]]) == 0
+    assert shared_prefix_len([]) == 0
+
+
+def test_embedded_generate_many_with_a_shared_prefix_gives_the_replies_without_it(llm, monkeypatch):
+    """Synth's prompts share a long few-shot prefix: it is computed once and copied into the
+    left-padded batch, and the seeded replies are those of evaluating every prompt whole."""
+    from rag_app.llm import embedded
+
+    system = (
+        "You write search queries. Answer with one short question about the passage, "
+        "naming its subject, as a patient or an engineer would type it into a search box."
+    )
+    batch = [
+        [{"role": "system", "content": system}, {"role": "user", "content": f"Passage: {text}"}]
+        for text in (
+            "Asthma is treated with inhalers.",
+            "The pump must be drained before the seal is replaced, then refilled to 2 bar.",
+            "Glaucoma damages the optic nerve.",
+        )
+    ]
+    options = {"max_new_tokens": SHORT, "temperature": 1.0, "seed": 5}
+    llm.loaded.prefix_cache = None
+    with_prefix = llm.generate_many(batch, **options)
+    assert llm.loaded.prefix_cache is not None and len(llm.loaded.prefix_cache.prefix) >= 32
+    monkeypatch.setattr(embedded, "MIN_SHARED_TOKENS", 10**9)  # the whole-prompt path
+    assert with_prefix == llm.generate_many(batch, **options)

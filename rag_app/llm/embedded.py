@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_app.llm.base import LLMError, Message, StopFilter, check_messages, cut_at_stop
+from rag_app.llm.prefix_cache import MIN_SHARED_TOKENS, PrefixCache, shared_prefix_len
 from rag_app.models import ResolvedModel, offline_env_for
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class LoadedModel:
     load_s: float
     from_cache: bool  # True when read from a dequantised cache folder
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # the last few-shot prefix's keys and values (generate_many); one at a time
+    prefix_cache: PrefixCache | None = field(default=None, repr=False)
 
     @property
     def max_positions(self) -> int:
@@ -264,13 +267,34 @@ class EmbeddedLLM:
         enc = self.loaded.tokenizer(
             prompts, return_tensors="pt", padding=True, add_special_tokens=False
         )
-        length = enc["input_ids"].shape[1]
+        self._check_length(enc["input_ids"].shape[1], max_new)
+        return enc.to(self.loaded.device)
+
+    def _check_length(self, length: int, max_new: int) -> None:
         if length + max_new > self.loaded.max_positions:
             raise LLMError(
                 f"prompt of {length} tokens plus {max_new} new tokens exceeds the model's "
                 f"{self.loaded.max_positions}-token window; shorten the context"
             )
-        return enc.to(self.loaded.device)
+
+    def _shared_prefix(self, rows: list[list[int]]) -> PrefixCache | None:
+        """The batch's common prefix, computed once per model and prefix (synth asks the
+        same few-shot prefix batch after batch); None when too short to be worth it."""
+        length = shared_prefix_len(rows)
+        if length < MIN_SHARED_TOKENS:
+            return None
+        prefix = tuple(rows[0][:length])
+        with self.loaded.lock:
+            cached = self.loaded.prefix_cache
+            if cached is None or cached.prefix != prefix:
+                try:
+                    cached = PrefixCache(self.loaded.model, prefix)
+                except Exception as exc:  # an optimisation: a model or transformers
+                    # version without this cache layout generates without it
+                    log.warning("no shared-prefix cache for this model (%s)", exc)
+                    return None
+                self.loaded.prefix_cache = cached  # one: a new prefix replaces the old
+        return cached
 
     def _gen_kwargs(
         self, max_new_tokens: int | None, temperature: float | None, stop: list[str] | None
@@ -318,9 +342,21 @@ class EmbeddedLLM:
         kwargs = self._gen_kwargs(max_new_tokens, temperature, stop)
         prompts = [self._prompt(m) for m in batch]
         tok = self.loaded.tokenizer
+        rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        prefix = self._shared_prefix(rows) if len(rows) > 1 else None
         outputs: list[str] = []
         for i in range(0, len(prompts), self.batch_size):
-            enc = self._encode(prompts[i : i + self.batch_size], kwargs["max_new_tokens"])
+            enc = None
+            if prefix is not None:
+                part = rows[i : i + self.batch_size]
+                self._check_length(max(map(len, part)), kwargs["max_new_tokens"])
+                try:
+                    enc = prefix.inputs(part, tok.pad_token_id)
+                except Exception as exc:  # see _shared_prefix: generate without it
+                    log.warning("shared-prefix cache not used (%s)", exc)
+                    prefix = None
+            if enc is None:
+                enc = self._encode(prompts[i : i + self.batch_size], kwargs["max_new_tokens"])
             width = enc["input_ids"].shape[1]
             try:
                 # seeded: per sub-batch, in a forked RNG (no global side effect); unseeded:
