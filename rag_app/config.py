@@ -9,7 +9,6 @@ whole state and deleting it is a clean reset.
 
 from __future__ import annotations
 
-import logging
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -35,9 +34,6 @@ DEFAULT_CONFIG_FILE = "rag-app.toml"
 # The --config file of the load_settings call in progress (a context variable rather than
 # an environment variable, so one call's file never leaks into later ones).
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("rag_app_config_file", default=None)
-
-
-log = logging.getLogger(__name__)
 
 
 class IngestSettings(BaseModel):

@@ -342,8 +342,11 @@ class EmbeddedLLM:
         kwargs = self._gen_kwargs(max_new_tokens, temperature, stop)
         prompts = [self._prompt(m) for m in batch]
         tok = self.loaded.tokenizer
-        rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        prefix = self._shared_prefix(rows) if len(rows) > 1 else None
+        rows: list[list[int]] = []
+        prefix = None
+        if len(prompts) > 1:  # one prompt (a chat answer) has nothing to share
+            rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+            prefix = self._shared_prefix(rows)
         outputs: list[str] = []
         for i in range(0, len(prompts), self.batch_size):
             enc = None

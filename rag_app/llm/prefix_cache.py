@@ -56,8 +56,7 @@ class PrefixCache:
         from transformers import DynamicCache
 
         n, width_prefix = len(rows), len(self.prefix)
-        own = [len(r) - width_prefix for r in rows]
-        width = width_prefix + max(own)
+        width = max(map(len, rows))
         device = self.model.device
         input_ids = torch.full((n, width), pad_id, dtype=torch.long, device=device)
         mask = torch.zeros((n, width), dtype=torch.long, device=device)

@@ -45,6 +45,7 @@ OLD_INDEX_FILE = "bm25.json"
 IDS_FILE = "ids.json"
 TERMS_FILE = "terms.json"
 ARRAY_FILES = {"indptr": "indptr.npy", "rows": "rows.npy", "weights": "weights.npy"}
+INDEX_FILES = (IDS_FILE, TERMS_FILE, *ARRAY_FILES.values())  # each checksummed in the manifest
 MANIFEST_FILE = "manifest.json"
 # Below this many texts, starting worker processes costs more than it saves.
 PARALLEL_MIN_TEXTS = 20_000
@@ -188,42 +189,22 @@ class BM25Index:
         n_docs = len(doc_len)
         if n_docs != len(ids):
             raise ValueError(f"{len(ids)} ids but {n_docs} documents")
-        if not vocab:
-            empty = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float64)
-            return cls(
-                ids,
-                vocab,
-                np.zeros(1, dtype=np.int64),
-                *empty,
-                chunk_hash=chunk_hash,
-                k1=k1,
-                b=b,
-                epsilon=epsilon,
+        if vocab:
+            indptr, rows, weights = _postings(
+                np.frombuffer(terms, dtype=np.int64),
+                np.frombuffer(tfs, dtype=np.int64).astype(np.float64),
+                np.frombuffer(doc_len, dtype=np.int64).astype(np.float64),
+                np.frombuffer(n_terms, dtype=np.int64),
+                len(vocab),
+                k1,
+                b,
+                epsilon,
             )
-        term = np.frombuffer(terms, dtype=np.int64)
-        tf = np.frombuffer(tfs, dtype=np.int64).astype(np.float64)
-        lengths = np.frombuffer(doc_len, dtype=np.int64).astype(np.float64)
-        doc_rows = np.repeat(np.arange(n_docs, dtype=np.int32), np.frombuffer(n_terms, np.int64))
-        # idf as rank_bm25.BM25Okapi._calc_idf: log((N - n + 0.5) / (n + 0.5)), negative
-        # values replaced by epsilon * mean idf.
-        df = np.bincount(term, minlength=len(vocab)).astype(np.float64)
-        idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
-        floor = epsilon * (idf.sum() / len(idf))
-        idf[idf < 0] = floor
-        norm = k1 * (1 - b + b * lengths[doc_rows] / (lengths.sum() / n_docs))
-        weight = idf[term] * tf * (k1 + 1) / (tf + norm)
-        order = np.argsort(term, kind="stable")  # by term, documents in row order within
-        indptr = np.concatenate([[0], np.cumsum(df.astype(np.int64))])
+        else:  # nothing to index (idf's mean would divide by zero)
+            indptr = np.zeros(1, dtype=np.int64)
+            rows, weights = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float64)
         return cls(
-            ids,
-            vocab,
-            indptr,
-            doc_rows[order],
-            weight[order],
-            chunk_hash=chunk_hash,
-            k1=k1,
-            b=b,
-            epsilon=epsilon,
+            ids, vocab, indptr, rows, weights, chunk_hash=chunk_hash, k1=k1, b=b, epsilon=epsilon
         )
 
     # --- scoring -------------------------------------------------------------------------
@@ -299,10 +280,7 @@ class BM25Index:
             {
                 "format": FORMAT_VERSION,
                 "tokenizer": TOKENIZER_VERSION,
-                "sha256": {
-                    name: sha256_file(directory / name)
-                    for name in (IDS_FILE, TERMS_FILE, *ARRAY_FILES.values())
-                },
+                "sha256": {name: sha256_file(directory / name) for name in INDEX_FILES},
                 "chunk_hash": self.chunk_hash,
                 "n_docs": len(self.ids),
                 "n_terms": len(self._vocab),
@@ -348,7 +326,7 @@ class BM25Index:
         sums = manifest.get("sha256")
         if not isinstance(sums, dict):
             raise CorruptWorkspaceError(f"{directory / MANIFEST_FILE} is damaged; {hint}")
-        for name in (IDS_FILE, TERMS_FILE, *ARRAY_FILES.values()):
+        for name in INDEX_FILES:
             path = directory / name
             if not path.is_file():
                 raise CorruptWorkspaceError(f"{path} is missing; {hint}")
@@ -401,3 +379,30 @@ class BM25Index:
         if save:
             index.save(directory)
         return index, status
+
+
+def _postings(
+    term: np.ndarray,
+    tf: np.ndarray,
+    lengths: np.ndarray,
+    n_terms: np.ndarray,
+    n_vocab: int,
+    k1: float,
+    b: float,
+    epsilon: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR postings (indptr by term id, document rows, BM25 weights) from the (document,
+    term) pairs listed document by document: `term` and `tf` per pair, `n_terms` pairs and
+    `lengths` tokens per document."""
+    n_docs = len(lengths)
+    doc_rows = np.repeat(np.arange(n_docs, dtype=np.int32), n_terms)
+    # idf as rank_bm25.BM25Okapi._calc_idf: log((N - n + 0.5) / (n + 0.5)), negative
+    # values replaced by epsilon * mean idf.
+    df = np.bincount(term, minlength=n_vocab).astype(np.float64)
+    idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
+    idf[idf < 0] = epsilon * (idf.sum() / len(idf))
+    norm = k1 * (1 - b + b * lengths[doc_rows] / (lengths.sum() / n_docs))
+    weight = idf[term] * tf * (k1 + 1) / (tf + norm)
+    order = np.argsort(term, kind="stable")  # by term, documents in row order within
+    indptr = np.concatenate([[0], np.cumsum(df.astype(np.int64))])
+    return indptr, doc_rows[order], weight[order]
