@@ -34,6 +34,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def folder_bytes(path: Path) -> int:
+    """Bytes of every file under `path`."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def write_results(stem_name: str, record: dict, md: list[str]) -> Path:
     """`bench/results/<stem_name>.json` (the record) and `.md` (the table lines); prints the
     table. Returns the stem."""

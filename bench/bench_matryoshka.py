@@ -33,7 +33,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import DEFAULT_DATASET, REPO, write_results
+from _common import DEFAULT_DATASET, REPO, folder_bytes, write_results
 
 DIMS = (384, 256, 128, 64)
 
@@ -113,7 +113,7 @@ def segment_bytes(chroma_dir: Path, collection_name: str) -> int:
     for (segment_id,) in rows:
         folder = chroma_dir / segment_id
         if folder.is_dir():
-            total += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            total += folder_bytes(folder)
     return total
 
 

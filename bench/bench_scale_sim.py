@@ -29,27 +29,21 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import REPO, percentile, write_results
+from _common import REPO, folder_bytes, peak_rss_mb, percentile, write_results
 
 MODES = ("bm25", "dense", "hybrid")
 BATCH = 5000
 
 
 def folder_mb(path: Path) -> float:
-    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
-
-
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return round(folder_bytes(path) / 2**20, 1)
 
 
 def settings_for(workspace: Path, chroma_url: str | None = None):
@@ -151,7 +145,7 @@ def serve_queries(workspace: Path, dataset: Path, limit: int, repeats: int, url:
         started = time.perf_counter()
         BM25Index.load(settings.bm25_dir)
         out["bm25_load_s"] = round(time.perf_counter() - started, 2)
-        out["rss_after_bm25_load_mb"] = peak_rss_mb()
+        out["rss_after_bm25_load_mb"] = round(peak_rss_mb(), 1)
     started = time.perf_counter()
     load_corpus(settings)
     out["corpus_load_s"] = round(time.perf_counter() - started, 1)
@@ -160,7 +154,7 @@ def serve_queries(workspace: Path, dataset: Path, limit: int, repeats: int, url:
         retriever = build_retriever(settings, mode=mode, rerank=False)
         times = time_queries(lambda q, r=retriever: r.retrieve(q, 10), queries, repeats)
         out[mode] = {"p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95)}
-    out["peak_rss_mb"] = peak_rss_mb()
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     print(json.dumps(out), flush=True)
 
 
@@ -183,15 +177,11 @@ def child(args: argparse.Namespace, workspace: Path, url: str | None = None) -> 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def with_server(args: argparse.Namespace, workspace: Path) -> dict:
     """The dense and hybrid queries through `chroma run` serving the size's folder."""
     import urllib.request
+
+    from rag_app.ui.app import free_port
 
     chroma = shutil.which("chroma", path=str(Path(sys.executable).parent))
     if chroma is None:
@@ -222,6 +212,7 @@ def with_server(args: argparse.Namespace, workspace: Path) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=60)
+        log.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,9 +48,14 @@ from _common import DEFAULT_DATASET
 
 
 def load_prompts(dataset: Path, n: int, styles: list[str]):
+    """Synth's prompts for the first `n` passages, grouped as synth's `generate_many` calls
+    (`synth.batch_size` chunks x styles each), with the seeds synth gives them."""
     from finetune.prompts import PromptSet
     from finetune.synth import batch_seed
+    from rag_app.config import load_settings
 
+    settings = load_settings()
+    cfg = settings.synth
     prompts = PromptSet()
     rows = []
     with (dataset / "corpus.jsonl").open(encoding="utf-8") as handle:
@@ -58,14 +63,16 @@ def load_prompts(dataset: Path, n: int, styles: list[str]):
             rows.append(json.loads(line))
             if len(rows) == n:
                 break
-    messages, seeds = [], []
-    for start in range(0, len(rows), 8):  # synth.batch_size chunks per generate_many call
-        batch = rows[start : start + 8]
-        seed = batch_seed(42, batch[0]["_id"])
-        for i, (row, style) in enumerate((r, s) for r in batch for s in styles):
-            messages.append(prompts.messages(style, row["text"][:1500], title=row.get("title", "")))
-            seeds.append(seed + i)
-    return messages, seeds
+    calls: list[tuple[list, int]] = []  # (messages, seed) of each generate_many call
+    for start in range(0, len(rows), cfg.batch_size):
+        batch = rows[start : start + cfg.batch_size]
+        messages = [
+            prompts.messages(style, row["text"][: cfg.max_chunk_chars], title=row.get("title", ""))
+            for row in batch
+            for style in styles
+        ]
+        calls.append((messages, batch_seed(settings.seed, batch[0]["_id"])))
+    return calls
 
 
 def timed(fn: Callable[[], list[str]], counters: Callable[[], dict] | None):
@@ -77,7 +84,12 @@ def timed(fn: Callable[[], list[str]], counters: Callable[[], dict] | None):
     return out, seconds, {k: after[k] - before[k] for k in after}
 
 
-def llamacpp_paths(args, messages, seeds):
+def per_prompt(calls):
+    """(messages, seed) of every prompt: a call's seed plus the prompt's place in it."""
+    return [(m, seed + i) for messages, seed in calls for i, m in enumerate(messages)]
+
+
+def llamacpp_paths(args, calls):
     import llama_cpp
 
     from rag_app.config import load_settings
@@ -104,7 +116,7 @@ def llamacpp_paths(args, messages, seeds):
 
     def bare(reset: bool) -> list[str]:
         out = []
-        for m, seed in zip(messages, seeds, strict=True):
+        for m, seed in per_prompt(calls):
             if reset:
                 llama.reset()  # forget the evaluated tokens: no prefix match, all evaluated
             reply = llama.create_chat_completion(messages=m, seed=seed, **kwargs)
@@ -113,13 +125,13 @@ def llamacpp_paths(args, messages, seeds):
 
     def ours() -> list[str]:
         out = []
-        for start in range(0, len(messages), 8):
+        for messages, seed in calls:
             out += llm.generate_many(
-                messages[start : start + 8],
+                messages,
                 max_new_tokens=settings.synth.max_new_tokens,
                 temperature=settings.synth.temperature,
                 stop=["\n"],
-                seed=seeds[start],
+                seed=seed,
             )
         return out
 
@@ -142,7 +154,7 @@ def llamacpp_paths(args, messages, seeds):
     return paths, counters
 
 
-def embedded_paths(args, messages, seeds):
+def embedded_paths(args, calls):
     import torch
 
     from rag_app.config import load_settings
@@ -158,15 +170,15 @@ def embedded_paths(args, messages, seeds):
 
     def bare() -> list[str]:
         out = []
-        for m, seed in zip(messages, seeds, strict=True):
+        for m, seed in per_prompt(calls):
             torch.manual_seed(seed)
             out += llm.generate_many([m], seed=seed, **kwargs)
         return out
 
     def ours() -> list[str]:
         out = []
-        for start in range(0, len(messages), 8):
-            out += llm.generate_many(messages[start : start + 8], seed=seeds[start], **kwargs)
+        for messages, seed in calls:
+            out += llm.generate_many(messages, seed=seed, **kwargs)
         return out
 
     from rag_app.llm import embedded
@@ -196,9 +208,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
-    messages, seeds = load_prompts(args.dataset, args.n, args.styles.split(","))
+    calls = load_prompts(args.dataset, args.n, args.styles.split(","))
+    n_prompts = sum(len(messages) for messages, _ in calls)
     build = llamacpp_paths if args.backend == "llamacpp" else embedded_paths
-    paths, counters = build(args, messages, seeds)
+    paths, counters = build(args, calls)
 
     paths[0][1]()
     paths[0][2]()  # warm-up (model load, first allocations)
@@ -215,7 +228,7 @@ def main() -> int:
 
     date = datetime.now(UTC).date().isoformat()
     print(
-        f"\n### Synthetic queries: {args.backend}, {len(messages)} prompts "
+        f"\n### Synthetic queries: {args.backend}, {n_prompts} prompts "
         f"({args.n} {args.dataset.name} passages x styles {args.styles}); {date}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs\n"
     )
@@ -229,23 +242,21 @@ def main() -> int:
     print("|---" * (header.count("|") - 1) + "|")
     for name, values in times.items():
         median = statistics.median(values)
-        row = (
-            f"| {name} | {median:.1f} | {60 * len(messages) / median:.1f} | {base / median:.2f}x |"
-        )
+        row = f"| {name} | {median:.1f} | {60 * n_prompts / median:.1f} | {base / median:.2f}x |"
         if counters:
             spent = perf[name][len(perf[name]) // 2]
             total = spent["prompt_ms"] + spent["gen_ms"]
             row += (
-                f" {spent['prompt_tokens'] / len(messages):.0f} "
+                f" {spent['prompt_tokens'] / n_prompts:.0f} "
                 f"| {spent['prompt_ms'] / total:.0%} "
-                f"| {spent['gen_tokens'] / len(messages):.1f} |"
+                f"| {spent['gen_tokens'] / n_prompts:.1f} |"
             )
         print(row)
     names = list(outputs)
     for i, name in enumerate(names[1:], start=1):
         other = names[i - 1] if args.backend == "embedded" else names[0]
         same = sum(a == b for a, b in zip(outputs[other], outputs[name], strict=True))
-        print(f"\nreplies identical to {other!r}: {name!r} {same}/{len(messages)}")
+        print(f"\nreplies identical to {other!r}: {name!r} {same}/{n_prompts}")
     return 0
 
 

@@ -29,21 +29,15 @@ import json
 import os
 import platform
 import random
-import resource
 import statistics
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import DEFAULT_DATASET, REPO, RESULTS
+from _common import DEFAULT_DATASET, REPO, RESULTS, peak_rss_mb
 
 from rag_app.config import updated_finetune
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bare_pairs_per_s(settings, rows: list[dict[str, str]], output_dir: Path) -> float:
