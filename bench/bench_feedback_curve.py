@@ -19,7 +19,8 @@ Protocol, per subset (its own workspace, passages indexed once with the base mod
   base model's, with a 95% paired bootstrap, on seen-document questions (held-back
   questions about documents that got at least one mark) and unseen-document questions.
 
-Weight sweeps (`--weights`) are for choosing `finetune.labelled_weight` on subsets that
+Weight sweeps (`--weights 4,16` or shares `--weights s0.3,s0.5`) are for choosing
+`finetune.labelled_weight` / `finetune.labelled_share` on subsets that
 are not reported (`--tag dev`). Writes bench/results/feedback-curve-<date>[-tag].{json,md}
 and a plot (.png).
 """
@@ -111,7 +112,7 @@ def gain(scorer: Scorer, qids: list[str], run: Path | None) -> dict[str, Any] | 
 def one_point(ns, scorer, dataset, args, *, subset, seed, size, synthetic, weight, splits):
     """Play `size` questions as feedback, export, fine-tune, score served vs base."""
     from eval.feedback_play import play_feedback
-    from finetune import adapter
+    from finetune import adapter, train
     from finetune import data as data_mod
     from finetune.data import NoTrainingDataError
     from rag_app.feedback.export import export
@@ -130,6 +131,7 @@ def one_point(ns, scorer, dataset, args, *, subset, seed, size, synthetic, weigh
         "size": len(asked),
         "synthetic": synthetic,
         "weight": weight,
+        "method": args.method,
     }
     train_data = []
     if asked:
@@ -146,7 +148,11 @@ def one_point(ns, scorer, dataset, args, *, subset, seed, size, synthetic, weigh
                 **{
                     "train_data": train_data,
                     "use_synthetic": synthetic,
-                    "labelled_weight": weight,
+                    **(
+                        {"labelled_share": float(weight[1:])}
+                        if isinstance(weight, str)
+                        else {"labelled_weight": weight}
+                    ),
                     "reranker": {"enabled": False},
                 },
             ),
@@ -156,8 +162,11 @@ def one_point(ns, scorer, dataset, args, *, subset, seed, size, synthetic, weigh
     try:
         data = data_mod.prepare(settings)
         name = f"fb-{subset}-{seed}-{size}-{'syn' if synthetic else 'real'}-w{weight}"
+        if args.method == "full":
+            name += "-full"
         shutil.rmtree(settings.models_dir / name, ignore_errors=True)
-        trained = adapter.train_adapter(settings, data, name=name, progress=False)
+        trainer = train.train_embedder if args.method == "full" else adapter.train_adapter
+        trained = trainer(settings, data, name=name, progress=False)
         record = json.loads((trained.path / "run.json").read_text())
         point.update(
             {
@@ -313,8 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subsets", default="CancerGov,NHLBI,NIDDK")
     parser.add_argument("--sizes", default="0,10,25,50,100,300,all")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--weights", default="", help="default: finetune.labelled_weight")
+    parser.add_argument(
+        "--weights",
+        default="",
+        help="default: finetune.labelled_weight; 's0.3' sets finetune.labelled_share instead",
+    )
     parser.add_argument("--synthetic", default="yes,no", help="with / without structural pairs")
+    parser.add_argument(
+        "--method",
+        choices=("adapter", "full"),
+        default="adapter",
+        help="query adapter (the default) or full fine-tuning (`rag-app finetune --full`)",
+    )
     parser.add_argument("--workspace", type=Path, default=REPO / "workspace" / "bench-feedback")
     parser.add_argument("--tag", default="")
     parser.add_argument("--replot", type=Path, help="only redraw the plot of a results .json")
@@ -332,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(
         workspace=args.workspace, llm={"backend": "none"}, synth={"llm_queries_per_chunk": 0}
     )
-    weights = [int(w) for w in args.weights.split(",") if w] or [settings.finetune.labelled_weight]
+    weights: list[int | str] = [
+        w if w.startswith("s") else int(w) for w in args.weights.split(",") if w
+    ] or [settings.finetune.labelled_weight]
     sizes = [10**9 if s == "all" else int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     synthetic = [s.strip() == "yes" for s in args.synthetic.split(",")]

@@ -43,6 +43,7 @@ from finetune.data import (
     data_fingerprint,
     guard_for,
     guard_record,
+    real_weight,
     verdict,
 )
 from finetune.fusion_select import record_choices, select_fusion
@@ -182,6 +183,7 @@ class _Fit:
     steps: int
     seconds: float
     examples: int
+    real_weight: int  # how many times each real pair counted (`data.real_weight`)
 
 
 class _Adapter:
@@ -257,13 +259,13 @@ def _fit(
     from tqdm.auto import tqdm
 
     cfg = settings.finetune
-    # one example per (query, positive), a real labelled query's `labelled_weight` times;
+    # one example per (query, positive), a real labelled query's `real_weight` times;
     # other positives and copies of it are masked
+    once = [(qi, pos) for qi, rel in enumerate(train.relevant) for pos in sorted(rel)]
+    n_real = sum(train.queries[qi] in real for qi, _ in once)
+    weight = real_weight(n_real, len(once) - n_real, cfg)
     examples = [
-        (qi, pos)
-        for qi, rel in enumerate(train.relevant)
-        for pos in sorted(rel)
-        for _ in range(cfg.labelled_weight if train.queries[qi] in real else 1)
+        (qi, pos) for qi, pos in once for _ in range(weight if train.queries[qi] in real else 1)
     ]
     if not examples:
         raise ValueError("no training pair names a passage of this corpus")
@@ -328,7 +330,15 @@ def _fit(
             if stale >= cfg.adapter.patience:
                 break
     bar.close()
-    return _Fit(best_state, best_epoch, history, steps, time.perf_counter() - began, len(examples))
+    return _Fit(
+        best_state,
+        best_epoch,
+        history,
+        steps,
+        time.perf_counter() - began,
+        len(examples),
+        weight,
+    )
 
 
 def train_adapter(
@@ -447,7 +457,7 @@ def train_adapter(
             "val_pairs": len(data.val),
             "passages": len(data.passages),
             "labelled_guard_pairs": len(guard_set.pairs),
-            "labelled_weight": cfg.labelled_weight,
+            "labelled_weight": fitted.real_weight,
             **{f"source {k}": v for k, v in sorted(data.sources.items())},
         },
         best_epoch=best_epoch,

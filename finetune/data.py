@@ -185,9 +185,25 @@ def guard_record(guard: Guard) -> dict[str, Any]:
     }
 
 
-def weighted(pairs: Sequence[Pair], weight: int) -> list[Pair]:
-    """Real labelled pairs repeated `weight` times (synthetic ones once), for trainers
+def real_weight(n_real: int, n_synthetic: int, cfg) -> int:
+    """How many times each real pair counts: `labelled_weight`, or with `labelled_share`
+    the repeat that brings real pairs closest to that share of all examples.
+
+    Why a share: a fixed weight is right for one amount of feedback only. With few real
+    questions among thousands of synthetic ones, weight 4 leaves them a sliver; with
+    hundreds it drowns the synthetic pairs (the dev sweeps of docs/BENCHMARKS.md).
+    """
+    share = getattr(cfg, "labelled_share", None)
+    if share is None or n_real == 0 or n_synthetic == 0:
+        return cfg.labelled_weight
+    return max(1, round(share / (1 - share) * n_synthetic / n_real))
+
+
+def weighted(pairs: Sequence[Pair], cfg) -> list[Pair]:
+    """Real labelled pairs repeated `real_weight` times (synthetic ones once), for trainers
     that sample pairs; the adapter weights its examples the same way."""
+    n_real = sum(p.kind == "real" for p in pairs)
+    weight = real_weight(n_real, len(pairs) - n_real, cfg)
     return [p for p in pairs for _ in range(weight if p.kind == "real" else 1)]
 
 

@@ -179,7 +179,7 @@ def train_embedder(
     # The base model as the app serves it: mining and "before" scores use it, untouched.
     resolved, device, name, base = open_run(settings, name, "embedder")
     rows, mining = negatives.mine(
-        weighted(data.train, cfg.labelled_weight),
+        weighted(data.train, cfg),
         data.passages,
         base.model,
         settings,

@@ -219,6 +219,15 @@ class FinetuneSettings(BaseModel):
     labelled_weight: int = Field(
         4, ge=1, le=100, description="Each real labelled training pair counts this many times."
     )
+    labelled_share: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description=(
+            "If set, real pairs are repeated so they make up about this share of the training "
+            "examples (at least once each), instead of a fixed labelled_weight."
+        ),
+    )
     eval_steps: int = Field(0, ge=0, description="Validate every N steps (0: once an epoch).")
     adapter: AdapterSettings = Field(default_factory=lambda: AdapterSettings())
     reranker: RerankerTrainingSettings = Field(default_factory=lambda: RerankerTrainingSettings())

@@ -211,3 +211,23 @@ def test_recipe_selection_keeps_the_recipe_that_wins_on_the_guard(settings_facto
     plain = adapter.train_adapter(off, data, name="all-pairs", progress=False)
     plain_record = json.loads((plain.path / "run.json").read_text())
     assert plain_record["recipe"] == "all pairs" and plain_record["candidates"] == []
+
+
+def test_labelled_share_repeats_real_pairs_to_that_share_of_the_examples():
+    from rag_app.config_finetune import FinetuneSettings
+
+    fixed = FinetuneSettings(labelled_weight=4)
+    shared = FinetuneSettings(labelled_weight=4, labelled_share=0.5)
+    assert data_mod.real_weight(10, 1000, fixed) == 4
+    # half of 1,000 synthetic + 10 real examples: each real pair 100 times
+    assert data_mod.real_weight(10, 1000, shared) == 100
+    assert data_mod.real_weight(1000, 10, shared) == 1  # never below once
+    assert data_mod.real_weight(0, 1000, shared) == 4  # nothing to weigh
+    assert data_mod.real_weight(10, 0, shared) == 4  # real pairs only: the weight is moot
+    pairs = [Pair(f"s{i}", "p", "d", "structure:terms") for i in range(30)]
+    pairs += [Pair(f"r{i}", "p", "d", "labelled") for i in range(5)]
+    third = FinetuneSettings(labelled_share=0.25)
+    repeated = data_mod.weighted(pairs, third)
+    real = sum(p.kind == "real" for p in repeated)
+    assert real == 5 * 2  # round(0.25 / 0.75 * 30 / 5) = 2
+    assert len(repeated) - real == 30
