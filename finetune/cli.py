@@ -28,7 +28,11 @@ def synth_cmd(
         typer.Option(help="Pseudo-queries per chunk from titles, headings and key terms."),
     ] = None,
     max_chunks: Annotated[
-        int | None, typer.Option(help="Sample at most this many chunks (seeded).")
+        int | None,
+        typer.Option(
+            help="Ask the LLM about at most this many chunks (seeded sample; default 150, "
+            "0 = every chunk). Structural queries cover every chunk."
+        ),
     ] = None,
     top_k: Annotated[
         int | None,
@@ -41,7 +45,8 @@ def synth_cmd(
         Path | None, typer.Option(help="TOML file overriding the query prompts.")
     ] = None,
 ) -> None:
-    """Write synthetic search queries for every chunk with the LLM (resumable), then filter."""
+    """Write synthetic search queries (the LLM's for a sample of chunks, structural ones for
+    every chunk; resumable), then filter them."""
     from finetune import synth
     from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
     from rag_app.llm.base import LLMError

@@ -110,7 +110,7 @@ def select_chunks(chunks: Sequence[Chunk], settings: Settings) -> tuple[list[Chu
     cfg = settings.synth
     good = [c for c in chunks if len(query_filters.words(c.text)) >= cfg.min_chunk_words]
     skipped = len(chunks) - len(good)
-    if cfg.max_chunks is not None and len(good) > cfg.max_chunks:
+    if cfg.max_chunks and len(good) > cfg.max_chunks:
         rng = random.Random(settings.seed)
         good = sorted(rng.sample(good, cfg.max_chunks), key=lambda c: (c.doc_id, c.start_char))
     return good, skipped

@@ -55,7 +55,14 @@ class SynthSettings(BaseModel):
     max_new_tokens: int = Field(24, ge=4, le=512)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_chunks: int | None = Field(
-        None, ge=1, description="Ask the LLM about at most this many (sampled) chunks."
+        150,
+        ge=0,
+        description=(
+            "Ask the LLM about at most this many (seeded sample of) chunks; 0 or None asks "
+            "every chunk. Structural queries cover every chunk either way. 150 is what the "
+            "cross-corpus protocol measured; more of the bundled generator's questions "
+            "added nothing (docs/BENCHMARKS.md). Raise it for a stronger generator."
+        ),
     )
     min_chunk_words: int = Field(12, ge=0, description="Skip boilerplate chunks shorter than this.")
     max_chunk_chars: int = Field(1500, ge=100, description="Chunk text shown to the LLM.")

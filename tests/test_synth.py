@@ -128,6 +128,33 @@ def settings_for(ws: Path, **synth_overrides):
     return load_settings(workspace=ws, synth=base, llm={"backend": "embedded"})
 
 
+def test_the_llm_is_asked_about_a_seeded_sample_of_chunks_by_default(tmp_path):
+    """150 chunks by default (what the cross-corpus protocol measured); 0 asks every one."""
+    from rag_app.config import load_settings
+
+    chunks = [
+        Chunk(
+            id=f"c{i}",
+            doc_id=f"d{i // 4}",
+            text=f"Passage {i} says enough words to be worth a question about topic {i}.",
+            title=f"Doc {i // 4}",
+        )
+        for i in range(400)
+    ]
+    settings = load_settings(workspace=tmp_path)
+    assert settings.synth.max_chunks == 150
+    picked, skipped = synth.select_chunks(chunks, settings)
+    again, _ = synth.select_chunks(chunks, settings)
+    assert skipped == 0 and len(picked) == 150
+    assert [c.id for c in picked] == [c.id for c in again]  # seeded: a resumed run asks the same
+    other, _ = synth.select_chunks(chunks, load_settings(workspace=tmp_path, seed=7))
+    assert {c.id for c in other} != {c.id for c in picked}
+    every, _ = synth.select_chunks(
+        chunks, load_settings(workspace=tmp_path, synth={"max_chunks": 0})
+    )
+    assert len(every) == 400
+
+
 def test_read_raw_repairs_a_truncated_last_line(tmp_path):
     path = tmp_path / "raw.jsonl"
     good = [{"key": f"c{i}:v", "chunk_id": f"c{i}", "replies": []} for i in range(3)]
