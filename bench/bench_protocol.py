@@ -74,6 +74,7 @@ class Recipe:
     synth: dict[str, Any] = field(default_factory=dict)
     finetune: dict[str, Any] = field(default_factory=dict)
     keep: tuple[str, ...] = ()  # query-origin prefixes kept ("llm:", "title", ...); () = all
+    llm_pmi_keep: float = 1.0  # < 1: keep this share of LLM pairs, best generator PMI first
     note: str = ""
 
 
@@ -86,7 +87,28 @@ RECIPES: dict[str, Recipe] = {
     "wd": Recipe(
         finetune={"adapter": {"weight_decay": 0.1}}, note="adapter pulled 10x harder to identity"
     ),
+    "pmi50": Recipe(llm_pmi_keep=0.5, note="LLM questions: the half with the best PMI"),
+    "pmi25": Recipe(llm_pmi_keep=0.25, note="LLM questions: the quarter with the best PMI"),
 }
+
+
+def keep_by_pmi(settings, data, share: float):
+    """`data` with only the `share` of its LLM pairs the generator's PMI ranks best."""
+    from _pmi import score_questions
+
+    from rag_app.chunkstore import load_chunks
+
+    llm = [p for p in (*data.train, *data.val) if p.kind == "llm"]
+    questions = [(p.passage_id, p.source.split(":", 1)[-1], p.query) for p in llm]
+    chunks = load_chunks(settings.chunks_path, settings.manifest_path)
+    pmi = score_questions(settings, chunks, questions, settings.synth_dir / "pmi.jsonl")
+    ranked = sorted(llm, key=lambda p: -pmi[(p.passage_id, p.query)])
+    keep = set(ranked[: round(share * len(ranked))])
+
+    def kept(pairs):
+        return [p for p in pairs if p.kind != "llm" or p in keep]
+
+    return dataclasses.replace(data, train=kept(data.train), val=kept(data.val))
 
 
 class Scorer:
@@ -178,6 +200,8 @@ def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) 
             return [p for p in pairs if p.source.startswith(recipe.keep)]
 
         data = dataclasses.replace(data, train=kept(data.train), val=kept(data.val))
+    if recipe.llm_pmi_keep < 1.0:
+        data = keep_by_pmi(settings, data, recipe.llm_pmi_keep)
     if not data.train:
         return {"error": "no training pairs", "synth": report.as_dict()}
     fp = data_mod.data_fingerprint(settings, data, "adapter")
