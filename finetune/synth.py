@@ -70,6 +70,7 @@ class SynthReport:
     prompt_version: str
     filter: query_filters.FilterReport = field(default_factory=query_filters.FilterReport)
     real_examples: int = 0  # real questions used as the question prompt's examples
+    chunks_eligible: int = 0  # long enough to query; `chunks` of them sampled for the LLM
 
     @property
     def queries_per_min(self) -> float:
@@ -79,6 +80,7 @@ class SynthReport:
         return {
             "chunks": self.chunks,
             "chunks_skipped": self.chunks_skipped,
+            "chunks_eligible": self.chunks_eligible,
             "chunks_generated": self.chunks_generated,
             "llm_queries": self.llm_queries,
             "llm_queries_per_min": round(self.queries_per_min, 1),
@@ -97,8 +99,15 @@ class SynthReport:
             if self.real_examples
             else ""
         )
+        sample = (
+            f" (LLM asked about a sample of {self.chunks} of {self.chunks_eligible}, "
+            "synth.max_chunks)"
+            if self.chunks < self.chunks_eligible
+            else ""
+        )
         return (
-            f"synth: {self.chunks} chunks ({self.chunks_skipped} skipped as too short), "
+            f"synth: {max(self.chunks, self.chunks_eligible)} chunks{sample} "
+            f"({self.chunks_skipped} skipped as too short), "
             f"{self.llm_queries} new LLM replies{rate}{real}; {self.filter.summary()}; "
             f"{self.seconds:.0f}s -> {self.output}"
         )
@@ -454,6 +463,7 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
         prompt_version=version,
         filter=report,
         real_examples=len(real),
+        chunks_eligible=len(all_chunks) - skipped,
     )
     atomic_write_json(out_dir / REPORT_FILE, result.as_dict())
     return result

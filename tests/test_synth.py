@@ -153,6 +153,19 @@ def test_the_llm_is_asked_about_a_seeded_sample_of_chunks_by_default(tmp_path):
         chunks, load_settings(workspace=tmp_path, synth={"max_chunks": 0})
     )
     assert len(every) == 400
+    report = synth.SynthReport(
+        chunks=150,
+        chunks_skipped=3,
+        chunks_generated=150,
+        llm_queries=150,
+        seconds=1.0,
+        llm_seconds=1.0,
+        output=tmp_path / "queries.jsonl",
+        llm_name=None,
+        prompt_version="v",
+        chunks_eligible=400,
+    )
+    assert "synth: 400 chunks (LLM asked about a sample of 150 of 400" in report.summary()
 
 
 def test_read_raw_repairs_a_truncated_last_line(tmp_path):
