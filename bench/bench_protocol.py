@@ -87,6 +87,10 @@ RECIPES: dict[str, Recipe] = {
     "wd": Recipe(
         finetune={"adapter": {"weight_decay": 0.1}}, note="adapter pulled 10x harder to identity"
     ),
+    "patient": Recipe(
+        finetune={"adapter": {"epochs": 100, "patience": 15}},
+        note="adapter: up to 100 epochs, stop after 15 without a validation gain (30 / 5)",
+    ),
     "pmi50": Recipe(llm_pmi_keep=0.5, note="LLM questions: the half with the best PMI"),
     "pmi25": Recipe(llm_pmi_keep=0.25, note="LLM questions: the quarter with the best PMI"),
 }
