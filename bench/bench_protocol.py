@@ -91,6 +91,10 @@ RECIPES: dict[str, Recipe] = {
         finetune={"adapter": {"epochs": 100, "patience": 15}},
         note="adapter: up to 100 epochs, stop after 15 without a validation gain (30 / 5)",
     ),
+    "slow": Recipe(
+        finetune={"adapter": {"learning_rate": 1e-4, "epochs": 60, "patience": 10}},
+        note="adapter: a third of the learning rate, more epochs (validation peaks at 1-2)",
+    ),
     "pmi50": Recipe(llm_pmi_keep=0.5, note="LLM questions: the half with the best PMI"),
     "pmi25": Recipe(llm_pmi_keep=0.25, note="LLM questions: the quarter with the best PMI"),
 }
