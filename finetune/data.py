@@ -31,7 +31,7 @@ from finetune.split import (
     split_real,
 )
 from rag_app.chunkstore import load_chunks
-from rag_app.config import Settings
+from rag_app.config import FinetuneSettings, Settings
 from rag_app.feedback.export import normalise_query
 from rag_app.fsutil import atomic_write_text
 from rag_app.models import resolve_embedder, weights_fingerprint
@@ -185,7 +185,7 @@ def guard_record(guard: Guard) -> dict[str, Any]:
     }
 
 
-def real_weight(n_real: int, n_synthetic: int, cfg) -> int:
+def real_weight(n_real: int, n_synthetic: int, cfg: FinetuneSettings) -> int:
     """How many times each real pair counts: `labelled_weight`, or with `labelled_share`
     the repeat that brings real pairs closest to that share of all examples.
 
@@ -193,13 +193,13 @@ def real_weight(n_real: int, n_synthetic: int, cfg) -> int:
     questions among thousands of synthetic ones, weight 4 leaves them a sliver; with
     hundreds it drowns the synthetic pairs (the dev sweeps of docs/BENCHMARKS.md).
     """
-    share = getattr(cfg, "labelled_share", None)
+    share = cfg.labelled_share
     if share is None or n_real == 0 or n_synthetic == 0:
         return cfg.labelled_weight
     return max(1, round(share / (1 - share) * n_synthetic / n_real))
 
 
-def weighted(pairs: Sequence[Pair], cfg) -> list[Pair]:
+def weighted(pairs: Sequence[Pair], cfg: FinetuneSettings) -> list[Pair]:
     """Real labelled pairs repeated `real_weight` times (synthetic ones once), for trainers
     that sample pairs; the adapter weights its examples the same way."""
     n_real = sum(p.kind == "real" for p in pairs)
