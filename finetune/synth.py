@@ -59,8 +59,9 @@ REPORT_FILE = "report.json"
 class SynthReport:
     """What one synth run did; `filter` holds generated / kept / dropped-by-reason counts."""
 
-    chunks: int
+    chunks: int  # asked of the LLM: all eligible ones, or a sample (`synth.max_chunks`)
     chunks_skipped: int
+    chunks_eligible: int  # long enough to query
     chunks_generated: int  # chunks the LLM was asked about in this run (not resumed)
     llm_queries: int  # LLM replies written in this run
     seconds: float
@@ -70,7 +71,6 @@ class SynthReport:
     prompt_version: str
     filter: query_filters.FilterReport = field(default_factory=query_filters.FilterReport)
     real_examples: int = 0  # real questions used as the question prompt's examples
-    chunks_eligible: int = 0  # long enough to query; `chunks` of them sampled for the LLM
 
     @property
     def queries_per_min(self) -> float:
@@ -106,7 +106,7 @@ class SynthReport:
             else ""
         )
         return (
-            f"synth: {max(self.chunks, self.chunks_eligible)} chunks{sample} "
+            f"synth: {self.chunks_eligible} chunks{sample} "
             f"({self.chunks_skipped} skipped as too short), "
             f"{self.llm_queries} new LLM replies{rate}{real}; {self.filter.summary()}; "
             f"{self.seconds:.0f}s -> {self.output}"
@@ -454,6 +454,7 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
     result = SynthReport(
         chunks=len(chunks),
         chunks_skipped=skipped,
+        chunks_eligible=len(all_chunks) - skipped,
         chunks_generated=done_now,
         llm_queries=replies,
         seconds=time.perf_counter() - began,
@@ -463,7 +464,6 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
         prompt_version=version,
         filter=report,
         real_examples=len(real),
-        chunks_eligible=len(all_chunks) - skipped,
     )
     atomic_write_json(out_dir / REPORT_FILE, result.as_dict())
     return result
