@@ -102,7 +102,7 @@ class SynthReport:
         sample = (
             f" (LLM asked about a sample of {self.chunks} of {self.chunks_eligible}, "
             "synth.max_chunks)"
-            if self.chunks < self.chunks_eligible
+            if self.llm_name is not None and self.chunks < self.chunks_eligible
             else ""
         )
         return (

@@ -6,6 +6,7 @@ model is cached once per session and shared by every test workspace.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -161,11 +162,13 @@ def test_the_llm_is_asked_about_a_seeded_sample_of_chunks_by_default(tmp_path):
         seconds=1.0,
         llm_seconds=1.0,
         output=tmp_path / "queries.jsonl",
-        llm_name=None,
+        llm_name="embedded:test",
         prompt_version="v",
         chunks_eligible=400,
     )
     assert "synth: 400 chunks (LLM asked about a sample of 150 of 400" in report.summary()
+    no_llm = dataclasses.replace(report, llm_name=None, chunks_generated=0, llm_queries=0)
+    assert "synth: 400 chunks (3 skipped" in no_llm.summary()  # structural only: no sample
 
 
 def test_read_raw_repairs_a_truncated_last_line(tmp_path):
