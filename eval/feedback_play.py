@@ -19,8 +19,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rag_app.chat import BASELINE, ChatService
 from rag_app.config import Settings
-from rag_app.ui.service import BASELINE, ChatService
 
 
 @dataclass

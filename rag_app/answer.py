@@ -12,9 +12,10 @@ import html
 import logging
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rag_app import prompts
+from rag_app.extractive import Quote
 from rag_app.ir import stopwords
 from rag_app.llm.base import LLM, LLMError, Message, approx_tokens
 from rag_app.types import Hit
@@ -43,6 +44,11 @@ class Answer:
     citations: list[int]
     hits: list[Hit]
     error: str | None = None
+    mode: str = "generative"  # "extractive", "generative" or "none" (nothing retrieved)
+    why: str = ""  # why this mode answered, shown under the answer
+    quotes: list[Quote] = field(default_factory=list)  # extractive: the units quoted
+    abstained: bool = False  # the evidence was too weak to answer
+    flags: list[str] = field(default_factory=list)  # checks a generated answer failed
 
     @property
     def cited_hits(self) -> list[Hit]:
@@ -354,11 +360,13 @@ def stream_answer(
     *,
     max_new_tokens: int | None = None,
     temperature: float | None = None,
+    errors: list[str] | None = None,
 ) -> Iterator[str]:
     """Yield the answer in pieces (join them for the whole text).
 
     If the LLM fails before saying anything, the retrieval-only answer is yielded instead;
-    if it fails midway, a note and the passages follow what was already said.
+    if it fails midway, a note and the passages follow what was already said. `errors`,
+    when given, receives the failure's message before that fallback is yielded.
     """
     if not hits:
         yield prompts.NO_PASSAGES_ANSWER
@@ -387,10 +395,14 @@ def stream_answer(
         else:
             log.exception("LLM crashed, answering with passages only")
             error = f"{type(exc).__name__}: {exc}"
+        if errors is not None:
+            errors.append(error)
         fallback = retrieval_only(hits, error=error).text
         yield f"\n\n---\n{fallback}" if said else fallback
         return
     if not said:
+        if errors is not None:
+            errors.append(prompts.EMPTY_ANSWER_ERROR)
         yield retrieval_only(hits, error=prompts.EMPTY_ANSWER_ERROR).text
         return
     text = "".join(pieces)

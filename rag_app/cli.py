@@ -239,6 +239,81 @@ def search_cmd(
         typer.echo(f"[{rank}] {where}\n    {stages}\n    {snippet[:200]}")
 
 
+@app.command("ask")
+def ask_cmd(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    retriever: Annotated[
+        str, typer.Option(help="'baseline' or a fine-tuned run's name (as the chat lists it).")
+    ] = "baseline",
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25.")] = "hybrid",
+    answer_mode: Annotated[
+        str | None, typer.Option("--answer-mode", help="auto, extractive or generative.")
+    ] = None,
+) -> None:
+    """Answer one question as the chat does, as JSON (for scripts): the answer, which mode
+    wrote it and why, its quotes and citations, the sources and the stage times."""
+    import time
+
+    from rag_app.chat import ChatService
+    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
+    from rag_app.models import ModelNotFoundError
+    from rag_app.store.chroma import ChromaUnavailableError, ModelMismatchError, NotIndexedError
+
+    overrides = {"answer": {"mode": answer_mode}} if answer_mode else {}
+    settings = settings_or_exit(config, workspace=workspace, **overrides)
+    if mode not in ("hybrid", "dense", "bm25"):
+        fail(f"unknown mode {mode!r}; use hybrid, dense or bm25")
+    service = ChatService(settings)
+    try:
+        t0 = time.perf_counter()
+        hits = service.search(question, retriever, mode, True)  # type: ignore[arg-type]
+        t1 = time.perf_counter()
+        final = service.answer(question, hits, key=retriever, mode=mode, rerank=True)
+        t2 = time.perf_counter()
+    except KeyError as exc:
+        fail(f"{exc.args[0]}; choose one of: {', '.join(o.key for o in service.options())}")
+    except (
+        NotIngestedError,
+        CorruptWorkspaceError,
+        ModelNotFoundError,
+        ModelMismatchError,
+        NotIndexedError,
+        ChromaUnavailableError,
+        ValueError,
+    ) as exc:
+        fail(str(exc))
+    note = service.search_note(question, retriever, mode, True)  # type: ignore[arg-type]
+    out = {
+        "question": question,
+        "answer": final.text,
+        "mode": final.mode,
+        "why": final.why,
+        "abstained": final.abstained,
+        "flags": final.flags,
+        "citations": final.citations,
+        "quotes": [
+            {"source": q.unit.passage, "text": q.unit.text, "score": round(q.score, 4)}
+            for q in final.quotes
+        ],
+        "search": note,
+        "sources": [
+            {
+                "n": n,
+                "doc_id": h.chunk.doc_id,
+                "title": h.chunk.title,
+                "heading_path": h.chunk.heading_path,
+                "scores": h.scores,
+                "ranks": h.ranks,
+            }
+            for n, h in enumerate(hits, 1)
+        ],
+        "ms": {"retrieve": round((t1 - t0) * 1000, 1), "answer": round((t2 - t1) * 1000, 1)},
+    }
+    typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+
+
 @app.command("chat")
 def chat_cmd(
     config: ConfigOpt = None,

@@ -95,6 +95,25 @@ class LLMSettings(BaseModel):
     )
 
 
+class AnswerSettings(BaseModel):
+    """How the chat answers (rag_app.answer_modes)."""
+
+    mode: Literal["auto", "extractive", "generative"] = Field(
+        "auto",
+        description="extractive: quote the sentences that answer; generative: the LLM writes, "
+        "each sentence checked; auto: extractive with the bundled 135M model or no LLM.",
+    )
+    unsupported: Literal["mark", "drop"] = Field(
+        "mark", description="Generated sentences no source supports: mark them or drop them."
+    )
+    abstain_below: float = Field(
+        0.45,
+        ge=0.0,
+        le=2.0,
+        description="Extractive: answer 'not found' when the best sentence scores below this.",
+    )
+
+
 class RetrievalSettings(BaseModel):
     """Hybrid retrieval and reranking."""
 
@@ -117,6 +136,19 @@ class RetrievalSettings(BaseModel):
             "median of the ways never significantly below the better of dense and BM25 on "
             "the 10 corpora of the cross-corpus protocol (docs/BENCHMARKS.md)."
         ),
+    )
+    exact_match: bool = Field(
+        True,
+        description="Hybrid search: a query naming a rare identifier (a code with digits) "
+        "is keyword-led, BM25's top hits that contain it first (rag_app.fusion.ExactMatchRule).",
+    )
+    exact_max_docs: int = Field(
+        50,
+        ge=1,
+        description="An identifier counts as rare when at most this many documents hold it.",
+    )
+    exact_pin: int = Field(
+        1, ge=1, description="How many of BM25's hits holding the identifier lead the list."
     )
     rerank: bool = True
     rerank_top: int = Field(20, ge=1)
@@ -209,6 +241,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)

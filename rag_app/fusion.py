@@ -127,6 +127,41 @@ def fuse(lexical: Candidates, dense: Candidates, choice: FusionChoice, k: int) -
     return [cid for cid, _ in fuse_scored(lexical, dense, choice, k)]
 
 
+@dataclass(frozen=True)
+class ExactMatchRule:
+    """Keyword-led fusion for queries that name an identifier.
+
+    A query holding a code ("SB 72-61-009", "NW-F-117", "MSN 0436": `rag_app.store.bm25
+    .is_code`) that at most `max_docs` documents contain is a lookup: BM25 is sure of its
+    answer and dense retrieval, which sees "72-61-009" as a few sub-word pieces, is not.
+    Min-max weighted fusion at a high dense weight caps a BM25-only hit below almost any
+    dense candidate, so such a query loses the document that owns the code. The rule puts
+    BM25's best `pin` hits that contain the code first, in BM25 order; the rest of the list
+    follows the measured fusion. Queries without such a code are fused as before.
+    Defaults chosen on dev identifier and keyword queries (docs/BENCHMARKS.md, "Query classes").
+    """
+
+    max_docs: int = 50
+    pin: int = 1
+
+    def describe(self, codes: Sequence[str]) -> str:
+        return f"exact match on {', '.join(codes)}: keyword-led (BM25's top {self.pin} first)"
+
+
+def keyword_led(
+    ranked: Sequence[tuple[str, float]], lexical: Candidates, exact_ids: set[str], pin: int
+) -> list[tuple[str, float]]:
+    """`ranked` (a fused list) with the first `pin` of `lexical` (BM25's order) that are in
+    `exact_ids` moved to the front, in BM25 order."""
+    pinned = [cid for cid, _ in lexical if cid in exact_ids][:pin]
+    if not pinned:
+        return list(ranked)
+    score = dict(ranked)
+    front = [(cid, score.get(cid, 0.0)) for cid in pinned]
+    chosen = set(pinned)
+    return front + [(cid, s) for cid, s in ranked if cid not in chosen]
+
+
 def corpus_fingerprint(manifest_path: Path) -> str:
     """The chunk set a choice is measured on (a re-ingest makes the choice stale)."""
     from rag_app import chunkstore

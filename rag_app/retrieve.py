@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from rag_app import chunkstore
 from rag_app.config import Settings
 from rag_app.filters import Filter, chunk_fields, filter_values
-from rag_app.fusion import FusionChoice, corpus_fingerprint, fuse_scored, resolve
+from rag_app.fusion import (
+    ExactMatchRule,
+    FusionChoice,
+    corpus_fingerprint,
+    fuse_scored,
+    keyword_led,
+    resolve,
+)
 from rag_app.store.bm25 import BM25Index
 from rag_app.types import Chunk, Hit
 
@@ -222,9 +229,11 @@ class HybridRetriever:
         dense_weight: float = 0.5,
         candidates: int = 50,
         why: str = "",
+        exact: ExactMatchRule | None = None,
     ) -> None:
         self.notes: list[str] = []  # for the user; build_retriever fills them
         self.bm25 = bm25
+        self.exact = exact  # keyword-led fusion for identifier lookups (None: off)
         self.dense = dense
         self.choice = (
             fusion
@@ -236,6 +245,25 @@ class HybridRetriever:
 
     def describe(self) -> str:
         return f"hybrid({self.choice.describe()}; {self.bm25.describe()} + {self.dense.describe()})"
+
+    def exact_codes(self, query: str) -> dict[str, set[str]]:
+        """The query's identifiers that make this search keyword-led (empty: it is not)."""
+        corpus = getattr(self.bm25, "corpus", None)  # a BM25Retriever's chunks and index
+        if self.exact is None or not isinstance(corpus, Corpus):
+            return {}
+        found = {}
+        for term, ids in corpus.bm25.codes_in(query).items():
+            docs = {corpus.by_id[c].doc_id for c in ids if c in corpus.by_id}
+            if len(docs) <= self.exact.max_docs:
+                found[term] = ids
+        return found
+
+    def fusion_note(self, query: str) -> str:
+        """How this query was fused and why, for the sources panel."""
+        codes = self.exact_codes(query)
+        if codes and self.exact is not None:
+            return self.exact.describe(list(codes))
+        return self.why
 
     def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
         n = max(k, self.candidates)
@@ -250,12 +278,17 @@ class HybridRetriever:
                 seen.scores.update(hit.scores)
                 seen.ranks.update(hit.ranks)
         out = []
+        lexical_scores = [(h.chunk.id, h.scores["bm25"]) for h in lexical]
+        codes = self.exact_codes(query)
         ranked = fuse_scored(
-            [(h.chunk.id, h.scores["bm25"]) for h in lexical],
+            lexical_scores,
             [(h.chunk.id, h.scores["dense"]) for h in dense],
             self.choice,
-            k,
+            len(merged) if codes else k,
         )
+        if codes and self.exact is not None:
+            exact_ids = set().union(*codes.values())
+            ranked = keyword_led(ranked, lexical_scores, exact_ids, self.exact.pin)[:k]
         for rank, (cid, score) in enumerate(ranked, start=1):
             hit = merged[cid]
             hit.scores["fused"] = score
@@ -315,6 +348,14 @@ def fusion_for(settings: Settings, model: str | None = None) -> tuple[FusionChoi
     )
 
 
+def exact_rule(settings: Settings) -> ExactMatchRule | None:
+    """The keyword-led rule hybrid search applies to identifier lookups (None: off)."""
+    r = settings.retrieval
+    if not r.exact_match:
+        return None
+    return ExactMatchRule(max_docs=r.exact_max_docs, pin=r.exact_pin)
+
+
 def build_retriever(
     settings: Settings,
     model: str | None = None,
@@ -351,6 +392,7 @@ def build_retriever(
                 fusion=choice,
                 candidates=settings.retrieval.candidates,
                 why=why,
+                exact=exact_rule(settings),
             )
     use_rerank = settings.retrieval.rerank if rerank is None else rerank
     if use_rerank:

@@ -31,3 +31,24 @@ def settings_factory(tmp_path, monkeypatch):
         return load_settings(**overrides)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def shipped(tmp_path_factory):
+    """The shipped corpus ingested and indexed with the base model, once per test session
+    (about a minute and a half on 2 cores): what a user gets after `make demo`'s first stages.
+    The LLM is off, so answers are the extractive mode's."""
+    from rag_app import index, ingest
+    from rag_app.config import load_settings
+    from rag_app.ui.app import free_port
+
+    root = tmp_path_factory.mktemp("shipped")
+    settings = load_settings(
+        workspace=root / "ws",
+        corpus=CORPUS,
+        llm={"backend": "none"},
+        server={"port": free_port()},
+    )
+    ingest.run(settings, progress=False)
+    index.run(settings, progress=False)
+    return settings

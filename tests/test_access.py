@@ -11,10 +11,10 @@ import pytest
 
 from rag_app import index, ingest
 from rag_app.access import AccessPolicy
+from rag_app.chat import BASELINE, ChatService
 from rag_app.filters import Filter, parse_filter
 from rag_app.types import Chunk, Hit
 from rag_app.ui.app import check_access_config, free_port, launch
-from rag_app.ui.service import BASELINE, ChatService
 
 SECRET = "zircon gasket ZG-99"
 DOCS = {

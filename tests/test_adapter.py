@@ -142,8 +142,8 @@ def test_adapter_run_serves_from_the_base_index_without_reindexing(tiny_settings
 
 
 def test_ui_label_says_what_is_known_of_a_runs_quality(tmp_path):
+    from rag_app.chat import run_label
     from rag_app.registry import Run
-    from rag_app.ui.service import run_label
 
     verified = Run(
         "a1",

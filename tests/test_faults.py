@@ -139,7 +139,7 @@ def test_chat_api_refuses_a_retriever_that_is_not_a_listed_run(settings_factory,
     """`/search` and `/ask` take the retriever key from the client: only the baseline and
     the registry's runs are accepted, so a client cannot make the server load a model from
     an arbitrary path or hub id."""
-    from rag_app.ui.service import ChatService
+    from rag_app.chat import ChatService
 
     service = ChatService(settings_factory())
     with pytest.raises(KeyError, match="unknown retriever"):

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from eval.feedback_play import play_feedback, split_by_document
 from rag_app import index, ingest
+from rag_app.chat import ChatService
 from rag_app.cli import app
 from rag_app.ir.beir import load_beir
-from rag_app.ui.service import ChatService
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 

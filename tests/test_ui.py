@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from rag_app import index, ingest
+from rag_app.chat import BASELINE, ChatService
 from rag_app.models import resolve_embedder
 from rag_app.ui.app import exposure_warning, free_port, launch
-from rag_app.ui.service import BASELINE, ChatService
 
 pytestmark = pytest.mark.browser
 

@@ -2,8 +2,9 @@
 
 Tokenisation (`tokenize`): lowercase, English stop words dropped, Snowball (PyStemmer)
 stems for words. Codes keep their identity: "NW-F-160" yields the whole code `nw-f-160`, its
-joined form `nwf160` (codes containing a digit) and its parts `nw`, `f`, `160`, so a query
-for the full code ranks exact matches first while "PT 220A" still finds "PT-220A".
+joined form `nwf160` (codes containing a digit), its tails `f-160` (a code typed without its
+prefix) and its parts `nw`, `f`, `160`, so a query for the full code ranks exact matches
+first while "PT 220A" still finds "PT-220A".
 
 Scoring follows `rank_bm25.BM25Okapi` exactly (same k1, b, epsilon floor for negative idf;
 a test checks equality with `BM25Okapi.get_scores`), but from a precomputed postings
@@ -39,7 +40,7 @@ from rag_app.types import Chunk
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_VERSION = 1
+TOKENIZER_VERSION = 2  # 2: code tails ("tc-32-411" of "nw-tc-32-411")
 FORMAT_VERSION = 2  # 1: one bm25.json of token lists, rebuilt on upgrade
 OLD_INDEX_FILE = "bm25.json"
 IDS_FILE = "ids.json"
@@ -76,13 +77,34 @@ def tokenize(text: str) -> list[str]:
             if token not in STOP_WORDS:
                 words.append(token)
             continue
-        # A compound: keep the whole, the joined form for codes, and the parts.
+        # A compound: keep the whole, the joined form for codes, the parts, and for codes
+        # the tails of two parts or more ("nw-tc-32-411" -> "tc-32-411", "32-411"), which
+        # is how people type a code without its prefix.
         extra.append(token)
-        parts = _PART.findall(token)
+        parts = list(_PART.finditer(token))
         if any(ch.isdigit() for ch in token):
-            extra.append("".join(parts))
-        words.extend(p for p in parts if p not in STOP_WORDS)
+            extra.append("".join(p.group() for p in parts))
+            extra.extend(
+                token[p.start() :]
+                for p in parts[1:-1]
+                if any(ch.isdigit() for ch in token[p.start() :])
+            )
+        words.extend(p.group() for p in parts if p.group() not in STOP_WORDS)
     return stem_words(words) + extra if words else extra
+
+
+def is_code(token: str) -> bool:
+    """Whether a token is an identifier rather than a word or a quantity: it contains a digit
+    and either a letter or a separator ("72-61-009", "nw-f-117", "pt220a"), or is a
+    number of four or more digits ("0436"); "5.5" and "160" are quantities."""
+    if not any(ch.isdigit() for ch in token):
+        return False
+    if any(ch.isalpha() for ch in token):
+        return True
+    if _PART.fullmatch(token):  # digits only
+        return len(token) >= 4
+    # digits joined by separators: "72-61-009" is a code, "5.5" (bar) a quantity
+    return "-" in token or "_" in token or len(_PART.findall(token)) > 2
 
 
 def chunk_set_hash(chunks: Iterable[Chunk]) -> str:
@@ -221,6 +243,28 @@ class BM25Index:
         rows = np.concatenate([self._post_rows[s] for s in slices])
         weights = np.concatenate([self._post_w[s] for s in slices])
         return np.bincount(rows, weights=weights, minlength=self._n)
+
+    def doc_freq(self, term: str) -> int:
+        """How many indexed chunks contain `term` (a token as `tokenize` writes it)."""
+        t = self._vocab.get(term)
+        return 0 if t is None else int(self._indptr[t + 1] - self._indptr[t])
+
+    def ids_with(self, term: str) -> set[str]:
+        """The chunk ids whose tokens include `term`."""
+        t = self._vocab.get(term)
+        if t is None:
+            return set()
+        rows = self._post_rows[int(self._indptr[t]) : int(self._indptr[t + 1])]
+        return {self.ids[int(r)] for r in rows}
+
+    def codes_in(self, query: str) -> dict[str, set[str]]:
+        """The query's identifier-like terms (`is_code`) that the index holds, each with the
+        chunks that contain it: what BM25 is sure of, for `rag_app.fusion.ExactMatchRule`."""
+        return {
+            term: self.ids_with(term)
+            for term in dict.fromkeys(tokenize(query))
+            if is_code(term) and self.doc_freq(term)
+        }
 
     def _rows(self, ids: Iterable[str]) -> list[int]:
         if self._row_of is None:  # built on first use: a filtered search needs it

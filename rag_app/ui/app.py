@@ -16,9 +16,11 @@ import ipaddress
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
+from rag_app.chat import BASELINE, ChatService
 from rag_app.config import Settings
 from rag_app.ui.inputs import (
     DATE_FIELD,
@@ -35,8 +37,7 @@ from rag_app.ui.inputs import (
     user_of,
     wants_request,
 )
-from rag_app.ui.render import compare_markdown, hits_markdown
-from rag_app.ui.service import BASELINE, ChatService
+from rag_app.ui.render import CARD_CSS, answer_markdown, compare_markdown, hits_html, rank_moves
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -67,7 +68,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
 
     default_dim = resolve_dim(settings) or (dims[0] if dims else None)
 
-    with gr.Blocks(title="rag-app: domain chat") as demo:
+    with gr.Blocks(title="rag-app: domain chat", css=CARD_CSS) as demo:
         gr.Markdown("## Ask the knowledge base")
         status = gr.Markdown(elem_id="status")
         with gr.Row():
@@ -128,7 +129,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                         placeholder="YYYY-MM-DD",
                         elem_id="date-to",
                     )
-                sources = gr.Markdown(elem_id="sources")
+                sources = gr.HTML(elem_id="sources")
                 with gr.Group(visible=settings.feedback.enabled):
                     source_pick = gr.Radio(
                         [],
@@ -175,6 +176,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 return
             history = [*history, {"role": "user", "content": message}]
             specs = filter_specs(dict(zip(filters, filter_args, strict=True)), date_lo, date_hi)
+            started = time.perf_counter()
             try:
                 hits = service.search(
                     message,
@@ -191,7 +193,9 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 # no turn to mark, but one entry per assistant message keeps 👍/👎 aligned
                 yield history, "", "", [*session_turns, None]
                 return
+            retrieve_ms = (time.perf_counter() - started) * 1000
             label = service.option(key).label
+            t0 = time.perf_counter()
             turn = service.record_turn(
                 message,
                 key,
@@ -203,14 +207,48 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 session=session_of(request),
             )
             session_turns.append(turn)
-            note = service.search_note(key, parse_mode(search_mode), use_rerank, dim_value)
-            sources_md = hits_markdown(hits, title=f"Sources · {label}", note=note)
-            yield history, "", sources_md, session_turns
+            note = service.search_note(message, key, parse_mode(search_mode), use_rerank, dim_value)
+            moved: dict[int, str] = {}
+            if key != BASELINE:  # what fine-tuning changed for this question
+                try:
+                    base_hits = service.search(
+                        message,
+                        BASELINE,
+                        parse_mode(search_mode),
+                        use_rerank,
+                        filters=build_filter(specs),
+                        user=user_of(request),
+                        dim=dim_value,
+                    )
+                    moved = rank_moves(base_hits, hits)
+                except Exception:  # the baseline's index may be gone: no badges then
+                    log.exception("baseline search for rank changes failed")
+            title = f"Sources · {label}"
+            yield history, "", hits_html(hits, title=title, note=note, moved=moved), session_turns
             pairs = history_pairs(history[:-1])
-            history.append({"role": "assistant", "content": ""})
-            for text in service.stream_answer(message, hits, pairs):
-                history[-1] = {"role": "assistant", "content": text}
+            history.append({"role": "assistant", "content": "⏳ Answering…"})
+            yield history, "", gr.skip(), gr.skip()
+            final = None
+            for final in service.answer_turn(
+                message,
+                hits,
+                pairs,
+                key=key,
+                mode=parse_mode(search_mode),
+                rerank=use_rerank,
+                dim=dim_value,
+            ):
+                history[-1] = {"role": "assistant", "content": final.text}
                 yield history, "", gr.skip(), gr.skip()
+            if final is None:
+                return
+            timings = {"retrieve": retrieve_ms, "answer": (time.perf_counter() - t0) * 1000}
+            history[-1] = {"role": "assistant", "content": answer_markdown(final, timings)}
+            quoted: dict[int, list[str]] = {}
+            for quote in final.quotes:
+                quoted.setdefault(quote.unit.passage, []).append(quote.unit.core)
+            html_out = hits_html(hits, title=title, note=note, quoted=quoted, moved=moved)
+            yield history, "", html_out, gr.skip()
 
         wants_request(respond, gr.Request)
         # new inputs go last: API clients that pass the filter dropdowns keep working

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import html
+import re
+from typing import TYPE_CHECKING
 
 from rag_app.types import Hit
+
+if TYPE_CHECKING:
+    from rag_app.answer import Answer
 
 _STAGES = ("bm25", "dense", "fused", "rerank")
 
@@ -56,6 +61,107 @@ def hits_markdown(
     return "\n".join(lines)
 
 
+CARD_CSS = """
+#sources .source-card {border: 1px solid var(--border-color-primary); border-radius: 8px;
+  padding: 8px 10px; margin: 0 0 8px 0; font-size: var(--text-md); font-weight: normal;}
+#sources .source-head {display: flex; gap: 8px; align-items: baseline; flex-wrap: wrap;}
+#sources .source-n {font-weight: 600; color: var(--color-accent);}
+#sources .source-where {font-weight: 600; font-size: var(--text-lg); overflow-wrap: anywhere;}
+#sources .source-why, #sources .source-note {color: var(--body-text-color-subdued);
+  font-size: var(--text-sm);}
+#sources .source-text {margin: 4px 0 0 0; white-space: pre-wrap; overflow-wrap: anywhere;
+  max-height: 7.5em; overflow: hidden; font-size: var(--text-lg); font-weight: normal;}
+#sources details[open] + .source-text {max-height: none;}
+#sources mark.quoted {background: #fff3b0; color: inherit;}
+#sources .source-cited {font-size: var(--text-sm);}
+"""
+
+
+def _why_ranked(hit: Hit) -> str:
+    """'bm25 #2 · dense #7 · fused #1': where each stage put the passage."""
+    return " · ".join(f"{s} #{hit.ranks[s]}" for s in _STAGES if s in hit.ranks)
+
+
+def _highlight(text: str, quoted: list[str]) -> str:
+    """`text` HTML-escaped, with each quoted piece marked (document HTML never renders)."""
+    spans: list[tuple[int, int]] = []
+    for piece in quoted:
+        for line in piece.splitlines():
+            line = line.strip()
+            start = text.find(line) if line else -1
+            if start >= 0:
+                spans.append((start, start + len(line)))
+    out, cursor = [], 0
+    for start, end in sorted(spans):
+        if start < cursor:
+            continue
+        out.append(html.escape(text[cursor:start]))
+        out.append(f'<mark class="quoted">{html.escape(text[start:end])}</mark>')
+        cursor = end
+    out.append(html.escape(text[cursor:]))
+    return "".join(out)
+
+
+def hits_html(
+    hits: list[Hit],
+    *,
+    title: str = "Sources",
+    note: str = "",
+    quoted: dict[int, list[str]] | None = None,
+    moved: dict[int, str] | None = None,
+) -> str:
+    """The sources as cards: number, document › section, why it ranked, the passage at body
+    size (a few lines, the rest behind "show more"), the quoted sentences marked.
+    `quoted` maps a source number to the texts the answer quotes from it; `moved` maps it
+    to its rank change against the baseline ("▲3", "new", "=")."""
+    quoted = quoted or {}
+    moved = moved or {}
+    head = f'<div class="source-note"><b>{html.escape(title)}</b>'
+    head += f" · {html.escape(note)}</div>" if note else "</div>"
+    if not hits:
+        return head + "<p>No passages matched.</p>"
+    cards = [head]
+    for n, hit in enumerate(hits, 1):
+        chunk = hit.chunk
+        heading = chunk.heading_path
+        if chunk.title and heading.startswith(chunk.title):  # the title is the first heading
+            heading = heading[len(chunk.title) :].lstrip(" >›")
+        where = " › ".join(p for p in (chunk.title, heading) if p) or chunk.doc_id
+        doc_type = chunk.metadata.get("doc_type") if isinstance(chunk.metadata, dict) else None
+        extra = [chunk.doc_id] + ([str(doc_type)] if doc_type else [])
+        badge = f" · vs baseline {html.escape(moved[n])}" if n in moved else ""
+        cited = " · quoted in the answer" if quoted.get(n) else ""
+        body = _highlight(chunk.text.strip(), quoted.get(n, []))
+        cards.append(
+            f'<div class="source-card" id="source-{n}">'
+            f'<div class="source-head"><span class="source-n">[{n}]</span>'
+            f'<span class="source-where">{html.escape(where)}</span></div>'
+            f'<div class="source-why">{html.escape(" · ".join(extra))} · '
+            f"{html.escape(_why_ranked(hit))}{html.escape(badge)}"
+            f'<span class="source-cited">{html.escape(cited)}</span></div>'
+            f'<details><summary class="source-why">show more</summary></details>'
+            f'<div class="source-text">{body}</div></div>'
+        )
+    return "\n".join(cards)
+
+
+def rank_moves(base: list[Hit], tuned: list[Hit]) -> dict[int, str]:
+    """For each position of `tuned`: "▲3" (up three places), "▼1", "=" or "new" (not in
+    the baseline's list)."""
+    before = {h.chunk.id: i for i, h in enumerate(base, 1)}
+    out = {}
+    for i, hit in enumerate(tuned, 1):
+        was = before.get(hit.chunk.id)
+        out[i] = (
+            "new"
+            if was is None
+            else "="
+            if was == i
+            else f"{'▲' if was > i else '▼'}{abs(was - i)}"
+        )
+    return out
+
+
 def compare_markdown(base: list[Hit], tuned: list[Hit], base_label: str, tuned_label: str) -> str:
     """Two ranked lists side by side, marking what entered, left or moved in the top k."""
     base_rank = {h.chunk.id: i for i, h in enumerate(base, 1)}
@@ -79,3 +185,23 @@ def compare_markdown(base: list[Hit], tuned: list[Hit], base_label: str, tuned_l
         right = row(tuned[i] if i < len(tuned) else None, i + 1, base_rank)
         lines.append(f"| {i + 1} | {left.split('. ', 1)[-1]} | {right.split('. ', 1)[-1]} |")
     return "\n".join(lines)
+
+
+_CITATION = re.compile(r"\[(\d+)\]")
+
+
+def answer_markdown(answer: Answer, timings: dict[str, float] | None = None) -> str:
+    """The answer for the chat: each [n] a link to its source card, then a line saying which
+    mode answered and why, any check that failed, and the stage times."""
+    text = _CITATION.sub(lambda m: f"[\\[{m.group(1)}\\]](#source-{m.group(1)})", answer.text)
+    lines = [text]
+    for flag in answer.flags:
+        lines.append(f"⚠️ {flag}")
+    label = {"extractive": "Extractive answer", "generative": "Generated answer"}.get(
+        answer.mode, "Answer"
+    )
+    foot = f"{label}: {answer.why}" if answer.why else label
+    if timings:
+        foot += " · " + " · ".join(f"{k} {v:.0f} ms" for k, v in timings.items())
+    lines.append(f"<sub>{html.escape(foot)}</sub>")
+    return "\n\n".join(lines)

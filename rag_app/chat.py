@@ -1,7 +1,8 @@
-"""What the chat UI does, without the UI: pick a retriever, retrieve, answer.
+"""What the chat does, without the UI: pick a retriever, retrieve, answer.
 
-Kept apart from the Gradio layout so it can be tested and scripted directly, and so the
-UI module only maps widgets to these calls. One `ChatService` is shared by all sessions
+The application layer: the Gradio UI (`rag_app.ui`), `rag-app ask`, the eval and the
+benches all call it, so it lives outside the UI package and the UI only maps widgets to
+these calls. One `ChatService` is shared by all sessions
 of a server; it holds no per-session state (each session passes its own choices in), so
 two users never see each other's retriever choice or history.
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rag_app.access import AccessPolicy
+from rag_app.answer import Answer
 from rag_app.config import Settings
 from rag_app.feedback import FeedbackRecorder
 from rag_app.types import Hit
@@ -137,17 +139,19 @@ class ChatService:
                 )
             return self._retrievers[cache_key]
 
-    def search_note(self, key: str, mode: Mode, rerank: bool, dim: int | None = None) -> str:
-        """How this choice searches, for the sources panel: the fusion a hybrid search uses
-        and why ("weighted, dense weight 0.7, chosen on 812 synthetic validation
-        questions")."""
+    def search_note(
+        self, query: str, key: str, mode: Mode, rerank: bool, dim: int | None = None
+    ) -> str:
+        """How this query was searched, for the sources panel: the fusion a hybrid search
+        used and why ("weighted, dense weight 0.7, chosen on 812 synthetic validation
+        questions", or "exact match on 72-61-009: keyword-led ...")."""
         from rag_app.retrieve import HybridRetriever, RerankedRetriever
 
         retriever = self.retriever(key, mode, rerank, dim)
         if isinstance(retriever, RerankedRetriever):
             retriever = retriever.base
         if isinstance(retriever, HybridRetriever):
-            return f"hybrid: {retriever.why}"
+            return f"hybrid: {retriever.fusion_note(query)}"
         return f"{mode} only"
 
     def describe(self, key: str, mode: Mode, rerank: bool, dim: int | None) -> dict:
@@ -291,6 +295,92 @@ class ChatService:
             return "LLM off: answers are the retrieved passages."
         self.llm()
         return self._llm_error or f"LLM: {getattr(self._llm, 'name', '?')}"
+
+    def embedder_for(self, key: str, mode: Mode, rerank: bool, dim: int | None = None):
+        """The embedder of a retriever choice (base or fine-tuned), which scores the
+        sentences of an extractive answer; BM25-only search uses the choice's model too.
+        None when it cannot be loaded (lexical scores alone then)."""
+        from rag_app.retrieve import DenseRetriever, HybridRetriever, RerankedRetriever
+
+        retriever = self.retriever(key, mode, rerank, dim)
+        if isinstance(retriever, RerankedRetriever):
+            retriever = retriever.base
+        if isinstance(retriever, HybridRetriever):
+            retriever = retriever.dense
+        if isinstance(retriever, DenseRetriever):
+            return retriever.embedder
+        from rag_app.embedder import Embedder
+
+        try:
+            return Embedder.load(
+                self.option(key).model or self.settings.models.embedder,
+                device=self.settings.models.device,
+                trust_remote_code=self.settings.models.trust_remote_code,
+            )
+        except Exception as exc:  # the answer still works on lexical scores
+            log.warning("no embedder for extractive answers: %s", exc)
+            return None
+
+    def answer_mode(self) -> tuple[str, str]:
+        """The answer mode that serves now (`answer.mode` resolved against the LLM), and why."""
+        from rag_app.answer_modes import resolve_mode
+
+        llm = None if self.settings.answer.mode == "extractive" else self.llm()
+        return resolve_mode(self.settings, llm, self._llm_error)
+
+    def answer_turn(
+        self,
+        question: str,
+        hits: list[Hit],
+        history: list[tuple[str, str]] | None = None,
+        *,
+        key: str = BASELINE,
+        mode: Mode = "hybrid",
+        rerank: bool = True,
+        dim: int | None = None,
+    ) -> Iterator[Answer]:
+        """The answer as it grows (generative) or at once (extractive); the last one yielded
+        is final and says which mode answered and why. An LLM that fails gives way to an
+        extractive answer that says so."""
+        from rag_app.answer import parse_citations, stream_answer
+        from rag_app.answer_modes import check_generated, extractive_answer
+        from rag_app.retrieve import load_corpus
+
+        cfg = self.settings.answer
+        answer_mode, why = self.answer_mode()
+        index = load_corpus(self.settings).bm25
+        embedder = self.embedder_for(key, mode, rerank, dim)
+
+        def extractive(reason: str) -> Answer:
+            return extractive_answer(
+                question, hits, embedder, index, why=reason, abstain_below=cfg.abstain_below
+            )
+
+        if answer_mode == "extractive" or not hits:
+            yield extractive(why)
+            return
+        text = ""
+        errors: list[str] = []
+        for piece in stream_answer(question, hits, self.llm(), history=history, errors=errors):
+            if errors:
+                break
+            text += piece
+            yield Answer(text, [], hits, mode="generative", why=why)
+        if errors:
+            yield extractive(f"quoted from the documents: the LLM failed ({errors[0]})")
+            return
+        final = Answer(text, parse_citations(text, len(hits)), hits, mode="generative", why=why)
+        yield check_generated(
+            final, question, embedder, index, drop_unsupported=cfg.unsupported == "drop"
+        )
+
+    def answer(self, question: str, hits: list[Hit], **choice: Any) -> Answer:
+        """The final answer of `answer_turn` (for scripts, the CLI and the eval)."""
+        final = None
+        for final in self.answer_turn(question, hits, **choice):  # noqa: B007
+            pass
+        assert final is not None  # answer_turn always yields
+        return final
 
     def stream_answer(
         self, question: str, hits: list[Hit], history: list[tuple[str, str]] | None = None

@@ -1,0 +1,281 @@
+"""Hybrid search per query class: does the fused list keep what BM25 is sure of?
+
+    .venv/bin/python bench/bench_query_classes.py                      # the shipped corpus
+    .venv/bin/python bench/bench_query_classes.py --beir ../shared/datasets/medquad-small
+
+The protocol's corpora hold natural-language questions only; users of a technical library
+also type identifiers ("SB 72-61-009"), codes, keywords and symptoms. This bench scores
+every way of searching on each class separately:
+
+- **identifier**: built from the documents. A code with digits in a document's title
+  ("SB 72-61-009", "NW-TC-32-411", "CP-04", "SLN-02") that no other title holds is asked
+  in four phrasings ("SB 72-61-009", "what does SB 72-61-009 say", ...), judged by the
+  document that owns it.
+- the hand-written `corpus/eval` questions by their own `kind` (question, keyword,
+  symptom / how-to), plus **hand-written with a code** (any of them naming an identifier).
+- `--beir`: a BEIR dataset's questions (natural), indexed in the eval harness's namespace.
+
+Queries are split dev / test by a hash of the judged document (one document's queries never
+straddle the split). The exact-match rule's thresholds (`retrieval.exact_max_df`,
+`retrieval.exact_pin`) are chosen on dev (the best mean of hit@1 over the identifier and
+hand-written classes; ties to the smaller change) and reported on test with 95% paired
+bootstrap intervals against the better of BM25 and dense, and against today's weighted
+default. Candidates come from the served retrievers (BM25 and the base model's Chroma
+collection, 50 each); every fusion is `rag_app.retrieve.HybridRetriever`'s own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from _common import REPO, write_results
+
+CODE_IN_TITLE = re.compile(r"(?:\b(?:SB|AD|SN|MSN)\s)?\b[A-Z0-9]*\d?[A-Z0-9]*(?:[-/][A-Z0-9]+)+\b")
+PHRASINGS = ("{c}", "what does {c} say", "{c} requirements", "tell me about {c}")
+K = 10
+
+
+def split_of(doc: str) -> str:
+    return "dev" if int(hashlib.sha1(doc.encode()).hexdigest(), 16) % 2 == 0 else "test"
+
+
+def identifier_queries(chunks) -> list[tuple[str, str, str]]:
+    """(query, owning doc, code) for every code that exactly one document's title holds."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for chunk in chunks:
+        for code in CODE_IN_TITLE.findall(chunk.title or ""):
+            if any(ch.isdigit() for ch in code):
+                owners[code.strip()].add(chunk.doc_id)
+    out = []
+    for code, docs in sorted(owners.items()):
+        if len(docs) == 1:
+            doc = next(iter(docs))
+            out.extend((p.format(c=code), doc, code) for p in PHRASINGS)
+    return out
+
+
+def doc_ranking(hits) -> list[str]:
+    seen: list[str] = []
+    for hit in hits:
+        if hit.chunk.doc_id not in seen:
+            seen.append(hit.chunk.doc_id)
+    return seen
+
+
+def chunk_ranking(hits) -> list[str]:
+    return [h.chunk.id for h in hits]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", default=str(REPO / "workspace"))
+    parser.add_argument("--corpus", default=str(REPO / "corpus"))
+    parser.add_argument("--beir", default=None, help="A BEIR dataset (natural questions).")
+    parser.add_argument("--split", default="test", help="The BEIR qrels split to read.")
+    parser.add_argument("--limit", type=int, default=400, help="BEIR queries at most.")
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+
+    from rag_app import index, ingest
+    from rag_app.config import load_settings
+    from rag_app.fusion import ExactMatchRule, FusionChoice
+    from rag_app.ir.metrics import hit_rate_at_k, ndcg_at_k
+    from rag_app.ir.stats import compare
+    from rag_app.retrieve import BM25Retriever, HybridRetriever, build_dense, load_corpus
+
+    settings = load_settings(workspace=Path(args.workspace), corpus=Path(args.corpus))
+    # (query, {judged id: 1}, class, split)
+    queries: list[tuple[str, dict[str, int], str, str]] = []
+    if args.beir:
+        from eval.sets import ingest_beir_corpus
+        from rag_app.ir.beir import fingerprint, load_beir
+
+        dataset = load_beir(args.beir, split=args.split, on_duplicate_query="drop")
+        settings = ingest_beir_corpus(settings, dataset, fingerprint(args.beir))
+        index.run(settings, progress=True)
+        granularity = "chunk"
+        for qid, text in list(dataset.queries.items())[: args.limit]:
+            judged = {d: 1 for d, s in dataset.qrels.get(qid, {}).items() if s > 0}
+            if judged:
+                queries.append((text, judged, "natural (BEIR)", split_of(min(judged))))
+    else:
+        ingest.run(settings, progress=False)
+        index.run(settings, progress=True)
+        granularity = "doc"
+        from rag_app.store.bm25 import is_code, tokenize
+
+        for line in (Path(args.corpus) / "eval" / "queries.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            queries.append((row["text"], {}, row["metadata"].get("kind", "question"), row["_id"]))
+        judged_by: dict[str, dict[str, int]] = defaultdict(dict)
+        for line in (Path(args.corpus) / "eval/qrels/test.tsv").read_text().splitlines()[1:]:
+            qid, doc, score = line.split("\t")
+            if int(score) > 0:
+                judged_by[qid][doc] = 1
+        hand = []
+        for text, _, kind, qid in queries:
+            if not judged_by.get(qid):
+                continue
+            cls = {"question": "question", "keyword": "keyword"}.get(kind, "symptom / how-to")
+            split = split_of(min(judged_by[qid]))
+            hand.append((text, judged_by[qid], cls, split))
+            if any(is_code(t) for t in tokenize(text)):
+                hand.append((text, judged_by[qid], "hand-written with a code", split))
+        queries = hand
+        corpus = load_corpus(settings)
+        for text, doc, _ in identifier_queries(corpus.chunks):
+            queries.append((text, {doc: 1}, "identifier", split_of(doc)))
+
+    corpus = load_corpus(settings)
+    bm25 = BM25Retriever(corpus)
+    dense = build_dense(settings, corpus)
+    cache: dict[tuple[str, str], list] = {}
+
+    class Cached:
+        """One retriever's candidates per query, computed once for every fusion tried."""
+
+        def __init__(self, name: str, inner) -> None:
+            self.name, self.inner, self.notes = name, inner, []
+
+        def describe(self) -> str:
+            return self.inner.describe()
+
+        def retrieve(self, query: str, k: int = 5, filters=None):
+            key = (self.name, query)
+            if key not in cache:
+                cache[key] = self.inner.retrieve(query, 50, filters)
+            from rag_app.types import Hit
+
+            return [Hit(h.chunk, dict(h.scores), dict(h.ranks)) for h in cache[key][:k]]
+
+    cb, cd = Cached("bm25", bm25), Cached("dense", dense)
+    cb.corpus = corpus  # HybridRetriever reads the BM25 index through it
+
+    def hybrid(choice: FusionChoice, rule: ExactMatchRule | None) -> HybridRetriever:
+        h = HybridRetriever(BM25Retriever(corpus), cd, fusion=choice, exact=rule)
+        h.bm25 = cb  # type: ignore[assignment]
+        return h
+
+    weighted = FusionChoice("weighted", settings.retrieval.dense_weight)
+    systems: dict[str, object] = {
+        "bm25": cb,
+        "dense": cd,
+        "rrf": hybrid(FusionChoice("rrf"), None),
+        f"weighted {weighted.dense_weight:g} (before)": hybrid(weighted, None),
+    }
+    grid = [(df, pin) for df in (1, 3, 5, 10, 20, 50) for pin in (1, 2, 3, 5)]
+    for df, pin in grid:
+        systems[f"exact docs<={df} pin {pin}"] = hybrid(weighted, ExactMatchRule(df, pin))
+
+    ranking = doc_ranking if granularity == "doc" else chunk_ranking
+    scores: dict[str, dict[str, dict[str, dict[int, float]]]] = {}
+    for name, system in systems.items():
+        per: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        for i, (text, judged, cls, split) in enumerate(queries):
+            ranked = ranking(system.retrieve(text, 50 if granularity == "doc" else K))  # type: ignore[attr-defined]
+            key = f"{cls}|{split}"
+            per[key]["ndcg@10"][i] = ndcg_at_k(judged, ranked, K)
+            per[key]["hit@5"][i] = hit_rate_at_k(judged, ranked, 5)
+            per[key]["hit@1"][i] = hit_rate_at_k(judged, ranked, 1)
+        scores[name] = per
+        print(f"scored {name}", file=sys.stderr)
+
+    classes = sorted({q[2] for q in queries})
+    before = f"weighted {weighted.dense_weight:g} (before)"
+
+    def mean(name: str, cls: str, split: str, metric: str) -> float:
+        values = scores[name][f"{cls}|{split}"][metric]
+        return statistics.fmean(values.values()) if values else float("nan")
+
+    # choose the rule on dev
+    tuned_classes = [c for c in classes if c != "natural (BEIR)"] or classes
+
+    def dev_objective(name: str) -> tuple[float, float]:
+        return (
+            statistics.fmean(mean(name, c, "dev", "hit@1") for c in tuned_classes),
+            statistics.fmean(mean(name, c, "dev", "ndcg@10") for c in tuned_classes),
+        )
+
+    ranked_rules = sorted(
+        grid,
+        key=lambda g: (
+            -dev_objective(f"exact docs<={g[0]} pin {g[1]}")[0],
+            -dev_objective(f"exact docs<={g[0]} pin {g[1]}")[1],
+            g,
+        ),
+    )
+    best = ranked_rules[0]
+    default = (settings.retrieval.exact_max_docs, settings.retrieval.exact_pin)
+    served = f"exact docs<={default[0]} pin {default[1]}"
+    print(f"dev choice: docs<={best[0]} pin {best[1]} (served default: {default})", file=sys.stderr)
+
+    md = [
+        f"Query classes, {'BEIR ' + Path(args.beir).name if args.beir else 'shipped corpus'} "
+        f"({granularity}-level judgements), base model, {datetime.now(UTC).date()}. "
+        f"Dev choice of the exact-match rule: docs<={best[0]}, pin {best[1]}; served default "
+        f"docs<={default[0]}, pin {default[1]}.",
+        "",
+        "| class | split | n | bm25 | dense | rrf | weighted (before) | served | "
+        "served - better of bm25/dense [95% CI] | served - before [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    record: dict = {"dev_choice": best, "default": default, "classes": {}}
+    for cls in classes:
+        for split in ("dev", "test"):
+            key = f"{cls}|{split}"
+            if not scores["bm25"][key]["ndcg@10"]:
+                continue
+            n = len(scores["bm25"][key]["ndcg@10"])
+            cells = []
+            for name in ("bm25", "dense", "rrf", before, served):
+                cells.append(
+                    f"{mean(name, cls, split, 'ndcg@10'):.3f} / {mean(name, cls, split, 'hit@5'):.2f}"
+                    f" / {mean(name, cls, split, 'hit@1'):.2f}"
+                )
+            better = max(("bm25", "dense"), key=lambda s: mean(s, cls, split, "ndcg@10"))
+            cmp_best = compare(
+                scores[better][key]["ndcg@10"], scores[served][key]["ndcg@10"], n_resamples=2000
+            )
+            cmp_before = compare(
+                scores[before][key]["ndcg@10"], scores[served][key]["ndcg@10"], n_resamples=2000
+            )
+            md.append(
+                f"| {cls} | {split} | {n} | "
+                + " | ".join(cells)
+                + f" | {cmp_best.delta * 100:+.1f} [{cmp_best.ci_low * 100:+.1f}, "
+                f"{cmp_best.ci_high * 100:+.1f}] ({better}) | {cmp_before.delta * 100:+.1f} "
+                f"[{cmp_before.ci_low * 100:+.1f}, {cmp_before.ci_high * 100:+.1f}] |"
+            )
+            record["classes"][key] = {
+                name: {m: mean(name, cls, split, m) for m in ("ndcg@10", "hit@5", "hit@1")}
+                for name in systems
+            }
+    md.append("")
+    md.append(
+        "Cells: nDCG@10 / hit@5 / hit@1. 'served' is weighted fusion with the exact-match "
+        "rule at the served default; CIs are 95% paired bootstrap over queries (nDCG@10 points)."
+    )
+    md.append("")
+    md.append(
+        "Dev hit@1 (mean over classes) of the rule grid, best first: "
+        + ", ".join(
+            f"docs<={d} pin {p}: "
+            + "{:.3f} / {:.3f}".format(*dev_objective(f"exact docs<={d} pin {p}"))
+            for d, p in ranked_rules[:6]
+        )
+    )
+    tag = f"-{args.tag}" if args.tag else ""
+    name = "query-classes-" + (Path(args.beir).name if args.beir else "shipped") + tag
+    write_results(name, record, md)
+
+
+if __name__ == "__main__":
+    main()
