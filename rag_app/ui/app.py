@@ -72,7 +72,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
         gr.Markdown("## Ask the knowledge base")
         status = gr.Markdown(elem_id="status")
         with gr.Row():
-            with gr.Column(scale=3):
+            with gr.Column(scale=3, min_width=480):  # below ~840 px the sources go under
                 chatbot = gr.Chatbot(label="Chat", height=480, elem_id="chatbot")
                 question = gr.Textbox(
                     label="Question",
@@ -83,7 +83,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 with gr.Row():
                     send = gr.Button("Ask", variant="primary", elem_id="ask")
                     clear = gr.Button("Clear", elem_id="clear")
-            with gr.Column(scale=2):
+            with gr.Column(scale=2, min_width=360):
                 retriever = gr.Radio(
                     choices,
                     value=BASELINE,
