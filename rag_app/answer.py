@@ -153,6 +153,21 @@ def _quote(text: str) -> str:
     return _TAG.sub(r"&lt;\1", text.strip())
 
 
+def display_path(title: str, heading_path: str) -> list[str]:
+    """Title, then the heading path without its first heading when that is the document's
+    H1 restating the title ("SB 72-54-015 Upper ... (Late Production)"), for people to read."""
+    parts = [p.strip() for p in heading_path.replace("›", ">").split(">") if p.strip()]
+    if parts and title:
+        first, head = parts[0].lower(), title.lower()
+        if (
+            head.startswith(first)
+            or first.startswith(head)
+            or first.split()[:3] == head.split()[:3]
+        ):
+            parts = parts[1:]
+    return [p for p in [title, *parts] if p]
+
+
 def passage_source(hit: Hit) -> str:
     chunk = hit.chunk
     where = " > ".join(p for p in (chunk.title, chunk.heading_path) if p)

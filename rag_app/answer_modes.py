@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rag_app import prompts
-from rag_app.answer import Answer, attribute_sentences, passage_source
+from rag_app.answer import Answer, attribute_sentences, display_path, passage_source
 from rag_app.extractive import ABSTAIN_BELOW, Quote, extract, split_sentences
 from rag_app.types import Hit
 
@@ -39,6 +39,7 @@ _NEGATION = re.compile(
     re.IGNORECASE,
 )
 _POLARITY = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+_BULLET = re.compile(r"^[-*•+]\s+", re.MULTILINE)
 
 
 def resolve_mode(settings: Settings, llm: object | None, llm_error: str | None) -> tuple[str, str]:
@@ -79,7 +80,7 @@ def is_bundled_generator(settings: Settings) -> bool:
 
 def _cite_line(hit: Hit) -> str:
     chunk = hit.chunk
-    where = " › ".join(p for p in (chunk.title, chunk.heading_path) if p)
+    where = " › ".join(display_path(chunk.title, chunk.heading_path))
     return f"{chunk.doc_id}" + (f" › {where}" if where else "")
 
 
@@ -92,7 +93,8 @@ def format_quotes(quotes: Sequence[Quote], hits: Sequence[Hit]) -> str:
         text = quote.unit.text
         if "\n|" in text or text.startswith("|"):  # a table row under its header
             blocks.append(f"{text}\n\n[{n}] — *{source}*")
-        else:
+        else:  # a list item's bullet is layout, not words
+            text = _BULLET.sub("", text)
             blocks.append(f"“{text}” [{n}]  \n— *{source}*")
     return "\n\n".join(blocks)
 

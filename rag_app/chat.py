@@ -270,7 +270,8 @@ class ChatService:
         rerank = "reranker on" if can_rerank else f"reranking off: {reason}"
         tuned = self.default_finetuned()
         tuned_text = f"fine-tuned: {tuned.key}" if tuned else "no fine-tuned retriever yet"
-        return f"<sub>{tuned_text} · {rerank} · {self.llm_status()}</sub>"
+        mode, _ = self.answer_mode()
+        return f"<sub>{tuned_text} · {rerank} · {self.llm_status()} · answers: {mode}</sub>"
 
     # --- answers -----------------------------------------------------------------------
     def llm(self):
@@ -292,7 +293,7 @@ class ChatService:
 
     def llm_status(self) -> str:
         if not self._load_llm:
-            return "LLM off: answers are the retrieved passages."
+            return "LLM off: answers quote the documents."
         self.llm()
         return self._llm_error or f"LLM: {getattr(self._llm, 'name', '?')}"
 

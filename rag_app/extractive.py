@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -49,7 +51,8 @@ WEIGHT_LEXICAL = 0.6
 WEIGHT_RANK = 0.1
 WEIGHT_QUANTITY = 0.2
 ABSTAIN_BELOW = 0.45
-PASSAGES = 5  # units come from the top passages only
+PASSAGES = 5  # units come from the top passages only (the chat shows 5)
+SCORE_SECTION = False  # scoring with the section heading did not help on dev (top 5)
 
 _ABBREVIATIONS = re.compile(
     r"(?:\b(?:e\.g|i\.e|etc|approx|incl|no|nos|fig|ref|para|rev|max|min|vs|mr|mrs|dr|st|in|"
@@ -81,6 +84,13 @@ class Unit:
     position: int  # order within the passage
     text: str
     core: str
+    section: str = ""  # the passage's last heading ("5. Procedure"), scored with the unit
+
+    @property
+    def scored(self) -> str:
+        """What the unit is scored as: its section heading gives a bare step its topic
+        ("3. Timescales: closure within 60 days")."""
+        return f"{self.section}: {self.text}" if self.section and SCORE_SECTION else self.text
 
 
 @dataclass(frozen=True)
@@ -109,7 +119,7 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in out if s]
 
 
-def units_of(text: str, passage: int) -> list[Unit]:
+def units_of(text: str, passage: int, section: str = "") -> list[Unit]:
     """The quotable units of one passage, in reading order (see the module docstring)."""
     units: list[Unit] = []
     lead_in = ""
@@ -119,7 +129,7 @@ def units_of(text: str, passage: int) -> list[Unit]:
     def add(shown: str, core: str) -> None:
         if shown.rstrip().endswith(":"):  # a lead-in alone answers nothing
             return
-        units.append(Unit(passage, len(units), shown.strip(), core.strip()))
+        units.append(Unit(passage, len(units), shown.strip(), core.strip(), section))
 
     items: list[str] = []  # the list under the current lead-in
 
@@ -214,18 +224,40 @@ def features(
 ) -> np.ndarray:
     """Per unit: dense cosine, lexical IDF share, rank prior, and quantity match (a number
     with a unit, when the question asks for one), as columns in [0, 1]."""
-    texts = [u.text for u in units]
+    texts = [u.scored for u in units]
     lexical = lexical_scores(question, texts, index)
     rank = np.array([1.0 / math.sqrt(u.passage) for u in units])
     if embedder is None:
         dense = lexical
     else:
         q = embedder.encode_queries([question])[0]
-        vectors = embedder.encode_documents(texts, batch_size=64)
-        dense = np.clip(vectors @ q, 0.0, 1.0)
+        dense = np.clip(unit_vectors(embedder, texts) @ q, 0.0, 1.0)
     wants = asks_quantity(question)
-    quantity = np.array([float(wants and has_quantity(t)) for t in texts])
+    quantity = np.array([float(wants and has_quantity(u.text)) for u in units])
     return np.column_stack([dense, lexical, rank, quantity])
+
+
+_VECTORS: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_VECTORS_LOCK = threading.Lock()
+VECTOR_CACHE_SIZE = 50_000  # units; 384 floats each: about 75 MB when full
+
+
+def unit_vectors(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Passage-side vectors of `texts`, cached per embedder fingerprint: the same passages
+    come back for related questions, and encoding is most of an extractive answer's time."""
+    key = embedder.fingerprint
+    with _VECTORS_LOCK:
+        cached = {t: _VECTORS[(key, t)] for t in texts if (key, t) in _VECTORS}
+    missing = list(dict.fromkeys(t for t in texts if t not in cached))
+    if missing:
+        vectors = embedder.encode_documents(missing, batch_size=64)
+        with _VECTORS_LOCK:
+            for text, vector in zip(missing, vectors, strict=True):
+                cached[text] = vector
+                _VECTORS[(key, text)] = vector
+            while len(_VECTORS) > VECTOR_CACHE_SIZE:
+                _VECTORS.popitem(last=False)
+    return np.stack([cached[t] for t in texts]) if texts else np.zeros((0, embedder.dim))
 
 
 WEIGHTS = np.array([WEIGHT_DENSE, WEIGHT_LEXICAL, WEIGHT_RANK, WEIGHT_QUANTITY])
@@ -267,6 +299,12 @@ def select(units: Sequence[Unit], scores: np.ndarray) -> list[Quote]:
     return sorted(chosen, key=lambda q: (q.unit.passage, q.unit.position))
 
 
+def section_of(hit: Hit) -> str:
+    """The last heading of the passage's path ("5. Procedure"), or its title."""
+    path = hit.chunk.heading_path or hit.chunk.title
+    return path.replace("›", ">").split(">")[-1].strip()
+
+
 def extract(
     question: str,
     hits: Sequence[Hit],
@@ -277,7 +315,11 @@ def extract(
 ) -> tuple[list[Quote], float]:
     """The quotes that answer `question` from the top passages of `hits` (empty when the
     best unit scores below `abstain_below`), and the best unit's score."""
-    units = [u for n, hit in enumerate(hits[:PASSAGES], 1) for u in units_of(hit.chunk.text, n)]
+    units = [
+        u
+        for n, hit in enumerate(hits[:PASSAGES], 1)
+        for u in units_of(hit.chunk.text, n, section_of(hit))
+    ]
     scores = score_units(question, units, embedder, index)
     if not len(scores):
         return [], 0.0

@@ -47,7 +47,9 @@ def chunk_document(
     splitter = SentenceSplitter(
         chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer
     )
-    sections = MarkdownNodeParser().get_nodes_from_documents([Document(text=doc.text)])
+    sections = MarkdownNodeParser(header_path_separator=HEADER_SEPARATOR).get_nodes_from_documents(
+        [Document(text=doc.text)]
+    )
     chunks: list[Chunk] = []
     seen: dict[str, int] = {}
     cursor = 0
@@ -89,9 +91,14 @@ def chunk_document(
     return chunks
 
 
+# The parser joins parent headings with this; its default "/" split headings such as
+# "QAD Instruction QI-07/2" in two.
+HEADER_SEPARATOR = "\x1f"
+
+
 def _heading_path(parent_path: str, section_text: str) -> str:
-    """'/A/B/' from the parser plus this section's own heading -> 'A > B > C'."""
-    parts = [p for p in parent_path.split("/") if p]
+    """The parser's parent headings plus this section's own heading -> 'A > B > C'."""
+    parts = [p for p in parent_path.split(HEADER_SEPARATOR) if p]
     first = section_text.lstrip().split("\n", 1)[0]
     if first.startswith("#"):
         own = first.lstrip("#").strip()

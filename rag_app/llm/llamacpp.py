@@ -7,6 +7,7 @@ when this backend is built, and a missing install is an `LLMError` that says wha
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 from collections.abc import Iterator
@@ -52,6 +53,8 @@ def load_llama(model: ResolvedModel, *, context_window: int = 2048, n_threads: i
     with _MODELS_LOCK:
         if key not in _MODELS:
             Llama = _import_llama()
+            if not _MODELS:
+                atexit.register(close_all)
             try:
                 _MODELS[key] = Llama(
                     model_path=path, n_ctx=context_window, n_threads=n_threads, verbose=False
@@ -59,6 +62,20 @@ def load_llama(model: ResolvedModel, *, context_window: int = 2048, n_threads: i
             except Exception as exc:
                 raise LLMError(f"llama.cpp could not load {path}: {exc}") from exc
         return _MODELS[key]
+
+
+def close_all() -> None:
+    """Free every loaded model now. Registered at exit: left to the garbage collector at
+    interpreter shutdown, llama-cpp-python's `__del__` runs after the module globals it
+    needs are gone and prints a `TypeError ... free_model` traceback after a clean run."""
+    with _MODELS_LOCK:
+        models = list(_MODELS.values())
+        _MODELS.clear()
+    for llama in models:
+        try:
+            llama.close()
+        except Exception:  # already closed or half-built: nothing left to free
+            pass
 
 
 class LlamaCppLLM:

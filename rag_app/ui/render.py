@@ -6,6 +6,7 @@ import html
 import re
 from typing import TYPE_CHECKING
 
+from rag_app.answer import display_path
 from rag_app.types import Hit
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ CARD_CSS = """
   padding: 8px 10px; margin: 0 0 8px 0; font-size: var(--text-md); font-weight: normal;}
 #sources .source-head {display: flex; gap: 8px; align-items: baseline; flex-wrap: wrap;}
 #sources .source-n {font-weight: 600; color: var(--color-accent);}
-#sources .source-where {font-weight: 600; font-size: var(--text-lg); overflow-wrap: anywhere;}
+#sources .source-where {font-weight: 600; font-size: var(--text-md); overflow-wrap: anywhere;}
 #sources .source-why, #sources .source-note {color: var(--body-text-color-subdued);
   font-size: var(--text-sm);}
 #sources .source-text {margin: 4px 0 0 0; white-space: pre-wrap; overflow-wrap: anywhere;
@@ -75,6 +76,16 @@ CARD_CSS = """
 #sources mark.quoted {background: #fff3b0; color: inherit;}
 #sources .source-cited {font-size: var(--text-sm);}
 """
+
+
+_HEADING_MARK = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
+_EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+
+
+def plain(text: str) -> str:
+    """Passage text without Markdown heading marks and bold markers, which show as raw
+    `##` and `**` in a card (the card escapes everything and renders no Markdown)."""
+    return _EMPHASIS.sub(r"\2", _HEADING_MARK.sub("", text))
 
 
 def _why_ranked(hit: Hit) -> str:
@@ -123,15 +134,12 @@ def hits_html(
     cards = [head]
     for n, hit in enumerate(hits, 1):
         chunk = hit.chunk
-        heading = chunk.heading_path
-        if chunk.title and heading.startswith(chunk.title):  # the title is the first heading
-            heading = heading[len(chunk.title) :].lstrip(" >›")
-        where = " › ".join(p for p in (chunk.title, heading) if p) or chunk.doc_id
+        where = " › ".join(display_path(chunk.title, chunk.heading_path)) or chunk.doc_id
         doc_type = chunk.metadata.get("doc_type") if isinstance(chunk.metadata, dict) else None
         extra = [chunk.doc_id] + ([str(doc_type)] if doc_type else [])
         badge = f" · vs baseline {html.escape(moved[n])}" if n in moved else ""
         cited = " · quoted in the answer" if quoted.get(n) else ""
-        body = _highlight(chunk.text.strip(), quoted.get(n, []))
+        body = _highlight(plain(chunk.text.strip()), [plain(q) for q in quoted.get(n, [])])
         cards.append(
             f'<div class="source-card" id="source-{n}">'
             f'<div class="source-head"><span class="source-n">[{n}]</span>'
