@@ -8,6 +8,7 @@ when this backend is built, and a missing install is an `LLMError` that says wha
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -72,10 +73,8 @@ def close_all() -> None:
         models = list(_MODELS.values())
         _MODELS.clear()
     for llama in models:
-        try:
+        with contextlib.suppress(Exception):  # already closed or half-built: nothing to free
             llama.close()
-        except Exception:  # already closed or half-built: nothing left to free
-            pass
 
 
 class LlamaCppLLM:
