@@ -179,15 +179,14 @@ def test_browser_marks_sources_and_answer_into_the_feedback_file(page, ui_settin
     page.get_by_label("Baseline (all-MiniLM-L6-v2)").check()
     page.fill("#question textarea", question)
     page.click("#ask")
-    _wait_text(page, "#feedback-source", "[2]")
+    _wait_text(page, "#sources", "[2]")
     _wait_text(page, "#chatbot", "13 hours")
-    first = page.inner_text("#feedback-source label:has-text('[1]')").split("] ", 1)[1]
-    second = page.inner_text("#feedback-source label:has-text('[2]')").split("] ", 1)[1]
-    page.click("#feedback-source label:has-text('[1]')")
-    page.click("#mark-relevant")
+    # the marking controls are on the cards themselves
+    first = page.inner_text("#source-1 .source-why").split(" · ", 1)[0]
+    second = page.inner_text("#source-2 .source-why").split(" · ", 1)[0]
+    page.click("#source-1 .mark-btn[data-mark='relevant']")
     _wait_text(page, "#feedback-status", f"[1] {first} is relevant")
-    page.click("#feedback-source label:has-text('[2]')")
-    page.click("#mark-not-relevant")
+    page.click("#source-2 .mark-btn[data-mark='not_relevant']")
     _wait_text(page, "#feedback-status", f"[2] {second} is not relevant")
     page.locator("#chatbot button[aria-label='Like']").last.click()
     _wait_text(page, "#feedback-status", "answer marked")

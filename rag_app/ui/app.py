@@ -32,12 +32,18 @@ from rag_app.ui.inputs import (
     message_text,
     parse_mode,
     session_of,
-    source_choices,
     split_extra,
     user_of,
     wants_request,
 )
-from rag_app.ui.render import CARD_CSS, answer_markdown, compare_markdown, hits_html, rank_moves
+from rag_app.ui.render import (
+    CARD_CSS,
+    MARK_JS,
+    answer_markdown,
+    compare_markdown,
+    hits_html,
+    rank_moves,
+)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -68,7 +74,8 @@ def build_app(settings: Settings, service: ChatService | None = None):
 
     default_dim = resolve_dim(settings) or (dims[0] if dims else None)
 
-    with gr.Blocks(title="rag-app: domain chat", css=CARD_CSS) as demo:
+    marks_on = settings.feedback.enabled
+    with gr.Blocks(title="rag-app: domain chat") as demo:
         gr.Markdown("## Ask the knowledge base")
         status = gr.Markdown(elem_id="status")
         with gr.Row():
@@ -129,17 +136,12 @@ def build_app(settings: Settings, service: ChatService | None = None):
                         placeholder="YYYY-MM-DD",
                         elem_id="date-to",
                     )
+                feedback_status = gr.Markdown(elem_id="feedback-status")
                 sources = gr.HTML(elem_id="sources")
-                with gr.Group(visible=settings.feedback.enabled):
-                    source_pick = gr.Radio(
-                        [],
-                        label="Was a source right? Pick one, then mark it",
-                        elem_id="feedback-source",
-                    )
-                    with gr.Row():
-                        mark_yes = gr.Button("Relevant", size="sm", elem_id="mark-relevant")
-                        mark_no = gr.Button("Not relevant", size="sm", elem_id="mark-not-relevant")
-                    feedback_status = gr.Markdown(elem_id="feedback-status")
+                # the cards' Relevant / Not relevant buttons write "n:mark" here and press
+                # mark-submit (MARK_JS); both are hidden plumbing, not controls
+                mark_request = gr.Textbox(elem_id="mark-request", elem_classes=["rag-hidden"])
+                mark_submit = gr.Button("mark", elem_id="mark-submit", elem_classes=["rag-hidden"])
 
         with gr.Accordion("Compare baseline and fine-tuned", open=tuned is not None):
             if tuned is None:
@@ -224,7 +226,8 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 except Exception:  # the baseline's index may be gone: no badges then
                     log.exception("baseline search for rank changes failed")
             title = f"Sources · {label}"
-            yield history, "", hits_html(hits, title=title, note=note, moved=moved), session_turns
+            cards = hits_html(hits, title=title, note=note, moved=moved, marks=marks_on)
+            yield history, "", cards, session_turns
             pairs = history_pairs(history[:-1])
             history.append({"role": "assistant", "content": "⏳ Answering…"})
             yield history, "", gr.skip(), gr.skip()
@@ -247,7 +250,9 @@ def build_app(settings: Settings, service: ChatService | None = None):
             quoted: dict[int, list[str]] = {}
             for quote in final.quotes:
                 quoted.setdefault(quote.unit.passage, []).append(quote.unit.core)
-            html_out = hits_html(hits, title=title, note=note, quoted=quoted, moved=moved)
+            html_out = hits_html(
+                hits, title=title, note=note, quoted=quoted, moved=moved, marks=marks_on
+            )
             yield history, "", html_out, gr.skip()
 
         wants_request(respond, gr.Request)
@@ -259,15 +264,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
         send.click(respond, inputs, outputs, api_name="ask")
         question.submit(respond, inputs, outputs, api_visibility="private")
         clear.click(lambda: ([], "", "", []), None, [*outputs], api_visibility="private")
-        turns.change(
-            lambda t: (
-                gr.update(choices=source_choices(t[-1]) if t and t[-1] else [], value=None),
-                "",
-            ),
-            turns,
-            [source_pick, feedback_status],
-            api_visibility="private",
-        )
+        turns.change(lambda t: "", turns, feedback_status, api_visibility="private")
 
         if settings.feedback.enabled:
 
@@ -293,17 +290,18 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 word = "relevant" if mark == "relevant" else "not relevant"
                 return f"Saved: [{hit['position']}] {hit['doc_id']} is {word}."
 
-            for button, mark in ((mark_yes, "relevant"), (mark_no, "not_relevant")):
+            def on_card_mark(request: gr.Request, session_turns, wanted: str) -> str:
+                position, _, mark = (wanted or "").partition(":")
+                if mark not in ("relevant", "not_relevant") or not position.isdigit():
+                    return "Use a card's Relevant / Not relevant buttons."
+                return mark_source(request, session_turns, int(position), mark)
 
-                def on_mark(request: gr.Request, session_turns, position, _mark=mark) -> str:
-                    return mark_source(request, session_turns, position, _mark)
-
-                button.click(
-                    wants_request(on_mark, gr.Request),
-                    [turns, source_pick],
-                    feedback_status,
-                    api_visibility="private",
-                )
+            mark_submit.click(
+                wants_request(on_card_mark, gr.Request),
+                [turns, mark_request],
+                feedback_status,
+                api_visibility="private",
+            )
 
             def on_like(
                 request: gr.Request,
@@ -480,6 +478,8 @@ def launch(settings: Settings, *, block: bool = True, service: ChatService | Non
     demo = build_app(settings, service)
     demo.queue(default_concurrency_limit=4, max_size=64)
     _, url, _ = demo.launch(
+        css=CARD_CSS,
+        js=MARK_JS,
         server_name=settings.server.host,
         server_port=settings.server.port,
         auth=auth_pairs(settings),

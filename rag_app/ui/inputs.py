@@ -67,10 +67,6 @@ def mark_context(turn: dict[str, Any], request: Any) -> dict[str, Any]:
     }
 
 
-def source_choices(turn: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(f"[{h['position']}] {h['doc_id']}", h["position"]) for h in turn["hits"]]
-
-
 def message_text(content: Any) -> str:
     """A chat message's text (Gradio 6 may give a list of {"type": "text", "text"} parts)."""
     if isinstance(content, dict):

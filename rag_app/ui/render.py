@@ -75,6 +75,27 @@ CARD_CSS = """
 #sources details[open] + .source-text {max-height: none;}
 #sources mark.quoted {background: #fff3b0; color: inherit;}
 #sources .source-cited {font-size: var(--text-sm);}
+#sources .mark-btn {font-size: var(--text-sm); padding: 1px 8px; margin-right: 6px;
+  border: 1px solid var(--border-color-primary); border-radius: 6px; cursor: pointer;
+  background: var(--button-secondary-background-fill);}
+.rag-hidden {display: none !important;}
+"""
+
+# One delegated listener: a card's button writes "n:mark" into the hidden #mark-request box
+# and presses the hidden #mark-submit button, whose handler saves the mark server-side
+# against the passages this session was shown (a client can only name a position).
+MARK_JS = """
+() => {
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("#sources .mark-btn");
+    if (!button) return;
+    const box = document.querySelector("#mark-request textarea, #mark-request input");
+    if (!box) return;
+    box.value = button.dataset.n + ":" + button.dataset.mark;
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    setTimeout(() => document.querySelector("#mark-submit").click(), 100);
+  });
+}
 """
 
 
@@ -120,11 +141,13 @@ def hits_html(
     note: str = "",
     quoted: dict[int, list[str]] | None = None,
     moved: dict[int, str] | None = None,
+    marks: bool = False,
 ) -> str:
     """The sources as cards: number, document › section, why it ranked, the passage at body
     size (a few lines, the rest behind "show more"), the quoted sentences marked.
     `quoted` maps a source number to the texts the answer quotes from it; `moved` maps it
-    to its rank change against the baseline ("▲3", "new", "=")."""
+    to its rank change against the baseline ("▲3", "new", "="); `marks` adds each card's
+    Relevant / Not relevant buttons (`MARK_JS`)."""
     quoted = quoted or {}
     moved = moved or {}
     head = f'<div class="source-note"><b>{html.escape(title)}</b>'
@@ -148,9 +171,18 @@ def hits_html(
             f"{html.escape(_why_ranked(hit))}{html.escape(badge)}"
             f'<span class="source-cited">{html.escape(cited)}</span></div>'
             f'<details><summary class="source-why">show more</summary></details>'
-            f'<div class="source-text">{body}</div></div>'
+            f'<div class="source-text">{body}</div>{_mark_buttons(n) if marks else ""}</div>'
         )
     return "\n".join(cards)
+
+
+def _mark_buttons(n: int) -> str:
+    return (
+        '<div class="source-marks">'
+        f'<button class="mark-btn" data-n="{n}" data-mark="relevant">Relevant</button>'
+        f'<button class="mark-btn" data-n="{n}" data-mark="not_relevant">Not relevant</button>'
+        "</div>"
+    )
 
 
 def rank_moves(base: list[Hit], tuned: list[Hit]) -> dict[int, str]:
