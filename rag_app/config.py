@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from rag_app.config_base import ConfigError, Section, explain
 from rag_app.config_finetune import (  # re-exported: callers import them from here
     AdapterSettings as AdapterSettings,
 )
@@ -36,12 +37,17 @@ DEFAULT_CONFIG_FILE = "rag-app.toml"
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("rag_app_config_file", default=None)
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(Section):
     """How documents become chunks."""
 
     chunk_size: int = Field(256, ge=32, le=8192, description="Chunk size in embedder tokens.")
     chunk_overlap: int = Field(32, ge=0, description="Overlap between chunks in tokens.")
     max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are skipped.")
+    follow_symlinks_outside: bool = Field(
+        False,
+        description="Follow symlinks that lead out of the corpus folder (skipped by default: "
+        "a link to /etc would index it).",
+    )
     extensions: list[str] = Field(
         default_factory=lambda: [".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"]
     )
@@ -56,7 +62,7 @@ class IngestSettings(BaseModel):
         return self
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(Section):
     """Which models to use. A spec is a bundled name, a local path, or a hub id."""
 
     embedder: str = "all-MiniLM-L6-v2"
@@ -76,7 +82,7 @@ class ModelSettings(BaseModel):
     )
 
 
-class LLMSettings(BaseModel):
+class LLMSettings(Section):
     """How answers are generated."""
 
     backend: Literal["embedded", "llamacpp", "openai", "none"] = "embedded"
@@ -95,7 +101,7 @@ class LLMSettings(BaseModel):
     )
 
 
-class AnswerSettings(BaseModel):
+class AnswerSettings(Section):
     """How the chat answers (rag_app.answer_modes)."""
 
     mode: Literal["auto", "extractive", "generative"] = Field(
@@ -114,7 +120,7 @@ class AnswerSettings(BaseModel):
     )
 
 
-class RetrievalSettings(BaseModel):
+class RetrievalSettings(Section):
     """Hybrid retrieval and reranking."""
 
     top_k: int = Field(5, ge=1, le=100)
@@ -176,7 +182,7 @@ class RetrievalSettings(BaseModel):
     )
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(Section):
     """Where the chat UI listens."""
 
     host: str = "127.0.0.1"
@@ -215,7 +221,7 @@ class ServerSettings(BaseModel):
         return self
 
 
-class FeedbackSettings(BaseModel):
+class FeedbackSettings(Section):
     """What the chat records about its use (`rag_app.feedback`; docs/SECURITY.md)."""
 
     enabled: bool = Field(
@@ -327,6 +333,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         token = _CONFIG_FILE.set(str(config_file))  # this call only; no process-wide env
     try:
         base = Settings()
+    except ValidationError as exc:
+        raise _typo_error(exc) from exc
     finally:
         if token is not None:
             _CONFIG_FILE.reset(token)
@@ -336,7 +344,18 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     # only what TOML / env set, so the result still knows which fields the user chose
     # (`model_fields_set`; `rag-app demo` applies its profile to the others only)
     merged = _deep_merge(base.model_dump(exclude_unset=True), clean)
-    return Settings.model_validate(merged)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise _typo_error(exc) from exc
+
+
+def _typo_error(exc: ValidationError) -> Exception:
+    """A `ConfigError` naming the closest valid key when a key is unknown; any other
+    validation error as pydantic raised it (its message already says what is wrong)."""
+    if any(e.get("type") == "extra_forbidden" for e in exc.errors()):
+        return ConfigError(explain(exc, Settings))
+    return exc
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,14 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
+
+from rag_app.config_base import Section
 
 log = logging.getLogger(__name__)
 
 
-class SynthSettings(BaseModel):
+class SynthSettings(Section):
     """Synthetic training queries (`rag-app synth`).
 
     Defaults follow the measured ablation of issue 10 (docs/BENCHMARKS.md): the LLM writes
@@ -86,7 +88,7 @@ class SynthSettings(BaseModel):
     keep_per_chunk: int = Field(3, ge=1, description="At most this many kept queries a chunk.")
 
 
-class NegativesSettings(BaseModel):
+class NegativesSettings(Section):
     """Hard negatives for full fine-tuning and the reranker (`finetune.negatives.*`)."""
 
     per_query: int = Field(1, ge=0, le=16)
@@ -100,7 +102,7 @@ class NegativesSettings(BaseModel):
     )
 
 
-class AdapterSettings(BaseModel):
+class AdapterSettings(Section):
     """The query adapter (`finetune.adapter.*`; `rag-app finetune --adapter`, the default)."""
 
     kind: Literal["linear", "mlp"] = Field(
@@ -119,7 +121,7 @@ class AdapterSettings(BaseModel):
     )
 
 
-class RerankerTrainingSettings(BaseModel):
+class RerankerTrainingSettings(Section):
     """Training the cross-encoder reranker (`finetune.reranker.*`)."""
 
     enabled: bool = Field(True, description="Also train a cross-encoder reranker.")
@@ -150,7 +152,7 @@ _FLAT_NAMES = {
 }
 
 
-class FinetuneSettings(BaseModel):
+class FinetuneSettings(Section):
     """Training the embedder and the reranker (`rag-app finetune`). Conservative defaults."""
 
     method: Literal["adapter", "full"] = Field(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from rag_app.config import load_settings
+from rag_app.config import ConfigError, load_settings
 
 
 def test_defaults_bind_loopback_and_keep_paths_under_workspace(settings_factory, tmp_path):
@@ -33,7 +33,7 @@ def test_invalid_values_are_rejected_with_the_field_name(tmp_path, monkeypatch):
     with pytest.raises(ValidationError, match="user:password"):
         load_settings(server={"auth": ["nopassword"]})
     (tmp_path / "rag-app.toml").write_text("unknown_key = 1\n")
-    with pytest.raises(ValidationError, match="unknown_key"):
+    with pytest.raises(ConfigError, match="unknown key unknown_key"):
         load_settings()
 
 

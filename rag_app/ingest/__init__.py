@@ -26,7 +26,7 @@ from rag_app.types import Chunk
 log = logging.getLogger(__name__)
 
 # Bump when extraction or chunking changes in a way that alters chunk text.
-READER_VERSION = 1
+READER_VERSION = 2  # 2: headings with "/" kept whole, huge sections split in blocks
 
 
 @dataclass
@@ -80,7 +80,9 @@ def run(
     old_files: dict[str, Any] = (previous or {}).get("files", {})
 
     exts = {e.lower() for e in settings.ingest.extensions}
-    found, problems, report.other_types = walk_corpus(root, exts)
+    found, problems, report.other_types = walk_corpus(
+        root, exts, follow_outside=settings.ingest.follow_symlinks_outside
+    )
     report.skipped.extend((p.doc_id, p.reason) for p in problems)
     tokenizer = None
     max_bytes = int(settings.ingest.max_file_mb * 2**20)
@@ -141,6 +143,12 @@ def run(
             report.skipped.append((item.doc_id, reason))
             log.info("skipped %s: %s", item.doc_id, reason)
             continue
+        except Exception as exc:  # a reader or parser bug on one file never stops the rest
+            reason = f"could not be read ({type(exc).__name__}: {_first_line(exc)})"
+            report.skipped.append((item.doc_id, reason))
+            log.warning("skipped %s: %s", item.doc_id, reason)
+            log.debug("while reading %s", item.doc_id, exc_info=True)
+            continue
         files_meta[item.doc_id] = {
             "sha256": digest,
             "size": stat.st_size,
@@ -169,6 +177,11 @@ def run(
         chunkstore.save(settings.chunks_path, settings.manifest_path, all_chunks, manifest)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else "")[:200]
 
 
 def _signature(settings: Settings) -> dict[str, Any]:

@@ -8,7 +8,7 @@ the *embedder's* tokenizer, so a chunk never silently overflows the model's wind
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -55,15 +55,18 @@ def chunk_document(
     cursor = 0
     for section in sections:
         section_text = section.get_content()
-        section_start = doc.text.find(section_text, cursor)
+        # bounded searches: an unbounded find that misses (the parser or splitter
+        # normalised whitespace) rescans the rest of the document, which made ingest
+        # quadratic in a file's size
+        section_start = doc.text.find(section_text, cursor, _window(cursor, section_text))
         if section_start < 0:
             section_start = getattr(section, "start_char_idx", None) or cursor
         heading_path = _heading_path(section.metadata.get("header_path", ""), section_text)
         piece_cursor = section_start
-        for piece in splitter.split_text(section_text):
+        for piece in _split(splitter, section_text):
             if not piece.strip():
                 continue
-            start = doc.text.find(piece, piece_cursor)
+            start = doc.text.find(piece, piece_cursor, _window(piece_cursor, piece))
             if start < 0:  # the splitter normalised whitespace: fall back to the section
                 start = section_start
                 end = section_start + len(section_text)
@@ -89,6 +92,34 @@ def chunk_document(
             )
         cursor = section_start + 1
     return chunks
+
+
+BLOCK_CHARS = 50_000
+
+
+def _split(splitter: Any, text: str) -> Iterator[str]:
+    """The splitter's pieces of `text`, fed in paragraph-aligned blocks of at most about
+    `BLOCK_CHARS`: its sentence tokenizer's regex runs over the whole input at once, and on
+    a 20 MB section without headings it hit its 5 s limit and the file was skipped."""
+    if len(text) <= BLOCK_CHARS:
+        yield from splitter.split_text(text)
+        return
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + BLOCK_CHARS)
+        if end < len(text):
+            cut = text.rfind("\n\n", start + BLOCK_CHARS // 2, end)
+            if cut < 0:
+                cut = text.rfind(". ", start + BLOCK_CHARS // 2, end)
+            end = cut + 1 if cut >= 0 else end
+        yield from splitter.split_text(text[start:end])
+        start = end
+
+
+def _window(cursor: int, text: str) -> int:
+    """Where a search for `text` from `cursor` may end: chunks and sections follow each
+    other in order, so the next one starts within about one length of the last."""
+    return cursor + 2 * len(text) + 4096
 
 
 # The parser joins parent headings with this; its default "/" split headings such as

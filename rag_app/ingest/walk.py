@@ -28,11 +28,16 @@ class WalkProblem:
     reason: str
 
 
-def walk_corpus(root: Path, extensions: set[str]) -> tuple[list[FoundFile], list[WalkProblem], int]:
+def walk_corpus(
+    root: Path, extensions: set[str], *, follow_outside: bool = False
+) -> tuple[list[FoundFile], list[WalkProblem], int]:
     """Files to ingest, problems met on the way, and how many files had other types.
 
-    Directories are followed through symlinks, but each real directory is visited once,
-    so a link pointing back up the tree cannot loop forever.
+    Symlinks are followed while they stay inside the corpus root; one that leads out of it
+    (a link to /etc/passwd, a folder link to /etc) is skipped with a reason unless
+    `follow_outside` (`ingest.follow_symlinks_outside`). Each real directory is visited
+    once, so a link pointing back up the tree cannot loop forever. File names that are not
+    valid UTF-8 keep a stable, printable id ("caf\\xe9.md").
     """
     root = root.resolve()
     spec = _load_ignore(root)
@@ -46,6 +51,12 @@ def walk_corpus(root: Path, extensions: set[str]) -> tuple[list[FoundFile], list
             st = current.stat()
         except OSError as exc:
             problems.append(WalkProblem(_rel(current, root) + "/", f"unreadable folder: {exc}"))
+            dirnames[:] = []
+            continue
+        if current != root and not follow_outside and not _inside(current, root):
+            problems.append(
+                WalkProblem(_rel(current, root) + "/", "symlink to a folder outside the corpus")
+            )
             dirnames[:] = []
             continue
         key = (st.st_dev, st.st_ino)
@@ -70,13 +81,28 @@ def walk_corpus(root: Path, extensions: set[str]) -> tuple[list[FoundFile], list
             if path.is_symlink() and not path.exists():
                 problems.append(WalkProblem(doc_id, "broken symlink or symlink loop"))
                 continue
+            if not follow_outside and not _inside(path, root):
+                problems.append(WalkProblem(doc_id, "symlink to a file outside the corpus"))
+                continue
             found.append(FoundFile(path=path, doc_id=doc_id))
     return found, problems, other_types
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, with every symlink resolved, is under `root` (itself resolved)."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    return real == root or root in real.parents
+
+
 def _rel(path: Path, root: Path) -> str:
     rel = os.path.relpath(path, root)
-    return "" if rel == "." else Path(rel).as_posix()
+    rel = "" if rel == "." else Path(rel).as_posix()
+    # a name that is not UTF-8 arrives with surrogates (PEP 383): escape them, so the id
+    # is printable, JSON-safe and the same on every run
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _load_ignore(root: Path) -> pathspec.PathSpec:

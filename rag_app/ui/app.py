@@ -54,7 +54,8 @@ MODES = [("Hybrid (BM25 + dense)", "hybrid"), ("Dense only", "dense"), ("BM25 on
 
 
 def build_app(settings: Settings, service: ChatService | None = None):
-    """Lay out the chat UI. Returns a `gr.Blocks` ready for `.queue().launch()`."""
+    """Lay out the chat UI. Returns a `gr.Blocks`; `launch` serves it with `CARD_CSS` and
+    `MARK_JS` (the source cards' look and marking buttons)."""
     import gradio as gr
 
     service = service or ChatService(settings)
