@@ -18,7 +18,43 @@ from pathlib import Path
 
 from _common import write_results
 
-WORDS = ["torque", "wrench", "axle", "nut", "seating", "final", "locking", "bolt", "inspection", "interval", "hours", "bracket", "sealant", "shelf", "life", "months", "brake", "accumulator", "precharge", "nitrogen", "bar", "pressure", "gauge", "propeller", "de-ice", "brush", "block", "slip", "ring", "wear", "limit", "technician", "certifying", "staff", "release"]
+WORDS = [
+    "torque",
+    "wrench",
+    "axle",
+    "nut",
+    "seating",
+    "final",
+    "locking",
+    "bolt",
+    "inspection",
+    "interval",
+    "hours",
+    "bracket",
+    "sealant",
+    "shelf",
+    "life",
+    "months",
+    "brake",
+    "accumulator",
+    "precharge",
+    "nitrogen",
+    "bar",
+    "pressure",
+    "gauge",
+    "propeller",
+    "de-ice",
+    "brush",
+    "block",
+    "slip",
+    "ring",
+    "wear",
+    "limit",
+    "technician",
+    "certifying",
+    "staff",
+    "release",
+]
 
 
 def text_of(n_bytes: int, seed: int) -> str:

@@ -30,13 +30,20 @@ still never shown. A policy without `server.auth` is a configuration error (see
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rag_app.filters import Condition, Filter, normalise
+from rag_app.fsutil import atomic_write_text
 from rag_app.types import Hit
 
+log = logging.getLogger(__name__)
+
 ACCESS_KEY = "access"
+POLICY_FILE = "access-policy.json"  # in the workspace: the policy its chunks were ingested under
 PUBLIC = "public"
 EVERYONE = "*"
 
@@ -56,7 +63,20 @@ class AccessPolicy:
 
     @classmethod
     def from_settings(cls, settings: Any) -> AccessPolicy:
-        return cls(settings.server.access_policy, settings.server.groups)
+        """The configured policy, else the one recorded in the workspace when it was
+        ingested (`save_policy`): a chat started from another folder, without the
+        `rag-app.toml` that set it, still enforces it (fails closed, issue 30)."""
+        server = settings.server
+        if server.access_policy:
+            return cls(server.access_policy, server.groups)
+        recorded = load_policy(settings.workspace)
+        if recorded is None:
+            return cls({}, server.groups)
+        log.warning(
+            "access policy from %s (no server.access_policy configured here)",
+            Path(settings.workspace) / POLICY_FILE,
+        )
+        return cls(recorded["access_policy"], server.groups or recorded.get("groups", {}))
 
     @property
     def enforced(self) -> bool:
@@ -66,9 +86,12 @@ class AccessPolicy:
         return set(self.groups.get(user, ())) if user else set()
 
     def can_read_value(self, user: str | None, value: Any) -> bool:
-        """Whether `user` may read chunks whose `access` is `value` (one scalar value)."""
+        """Whether `user` may read chunks whose `access` is `value` (one scalar value; the
+        index stores a list as "internal,restricted", which needs every part readable)."""
         if not self.enforced:
             return True
+        if isinstance(value, str) and "," in value:
+            return all(self.can_read_value(user, part) for part in value.split(",") if part.strip())
         norm = _norm(value)
         if norm == PUBLIC:
             return True
@@ -119,3 +142,32 @@ class AccessPolicy:
             return "access control off"
         readable = sorted(v for v in self.policy if self.can_read_value(user, v))
         return f"{user or 'anonymous'} reads: public, {', '.join(readable) or 'nothing else'}"
+
+
+def save_policy(settings: Any) -> None:
+    """Record the configured policy in the workspace (`rag-app ingest` calls this), so it
+    travels with the chunks it protects rather than with the folder a command ran in."""
+    server = settings.server
+    if not server.access_policy:
+        return
+    payload = {"access_policy": server.access_policy, "groups": server.groups}
+    atomic_write_text(
+        Path(settings.workspace) / POLICY_FILE, json.dumps(payload, indent=2, sort_keys=True)
+    )
+
+
+def load_policy(workspace: Path) -> dict[str, Any] | None:
+    """The workspace's recorded policy, or None. A damaged file is an error, not "no policy":
+    failing open would serve restricted chunks."""
+    path = Path(workspace) / POLICY_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        policy = {str(k): [str(g) for g in v] for k, v in data["access_policy"].items()}
+        groups = {str(k): [str(g) for g in v] for k, v in (data.get("groups") or {}).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{path} is damaged ({exc}); fix or delete it (deleting lifts the recorded policy)"
+        ) from exc
+    return {"access_policy": policy, "groups": groups}

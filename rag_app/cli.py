@@ -62,9 +62,13 @@ def ingest_cmd(
     chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
     chunk_overlap: Annotated[int | None, typer.Option(help="Chunk overlap in tokens.")] = None,
     rebuild: Annotated[bool, typer.Option(help="Ignore previous chunks and re-read all.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Exit with status 2 when any file was skipped.")
+    ] = False,
 ) -> None:
     """Read a folder of Markdown, text, HTML, PDF and DOCX files into chunks."""
     from rag_app import ingest
+    from rag_app.models import ModelNotFoundError
 
     settings = settings_or_exit(
         config,
@@ -74,7 +78,7 @@ def ingest_cmd(
     )
     try:
         report = ingest.run(settings, rebuild=rebuild, progress=sys.stderr.isatty())
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ModelNotFoundError) as exc:
         fail(str(exc))
     typer.echo(
         f"ingested {report.corpus}: {report.files} files, {report.chunks} chunks "
@@ -89,6 +93,8 @@ def ingest_cmd(
         typer.secho(f"skipped {len(report.skipped)}:", fg=typer.colors.YELLOW)
         for doc_id, reason in report.skipped:
             typer.echo(f"  {doc_id}: {reason}")
+        if strict:
+            raise typer.Exit(2)
 
 
 @app.command("index")
@@ -333,10 +339,19 @@ def chat_cmd(
     )
     if not settings.chunks_path.exists():
         fail(f"nothing ingested in {settings.workspace}: run `rag-app ingest` then `rag-app index`")
+    from rag_app.models import ModelNotFoundError, resolve_embedder
+
+    try:  # a chat that starts and then fails every question helps nobody: refuse now
+        resolve_embedder(settings.models.embedder)
+    except ModelNotFoundError as exc:
+        fail(str(exc))
     warning = exposure_warning(settings)
     if warning:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
-    launch(settings, block=True)
+    try:
+        launch(settings, block=True)
+    except ValueError as exc:  # an access policy without a login, a damaged policy file
+        fail(str(exc))
 
 
 feedback_app = typer.Typer(

@@ -198,3 +198,40 @@ def test_anonymous_requests_are_refused(access_server):
 
     with pytest.raises(Exception):  # noqa: B017 - gradio_client raises several types
         Client(access_server, verbose=False).predict(SECRET, api_name="/search")
+
+
+# --- the policy's home (issue 30) ------------------------------------------------------------
+
+
+def test_list_valued_access_as_the_index_stores_it():
+    policy = AccessPolicy(POLICY, GROUPS)
+    # ingest keeps a list as "internal,restricted" (Chroma holds scalars): every part counts
+    assert policy.can_read("ana", {"access": "internal,restricted"})
+    assert not policy.can_read("bo", {"access": "internal,restricted"})
+    assert policy.denied_values("bo", ["internal,restricted", "internal"]) == [
+        "internal,restricted"
+    ]
+
+
+def test_the_policy_travels_with_the_workspace(access_settings, tmp_path, monkeypatch):
+    """Started from another folder (no rag-app.toml, no policy in the settings), the chat
+    still enforces the policy the corpus was ingested under, and refuses to start without
+    a login to enforce it with."""
+    from rag_app.access import POLICY_FILE
+    from rag_app.config import load_settings
+
+    assert (access_settings.workspace / POLICY_FILE).is_file()
+    monkeypatch.chdir(tmp_path)
+    elsewhere = load_settings(
+        workspace=access_settings.workspace,
+        corpus=access_settings.corpus,
+        llm={"backend": "none"},
+        server={"port": free_port()},
+    )
+    assert not elsewhere.server.access_policy
+    service = ChatService(elsewhere, load_llm=False)
+    assert service.access.enforced
+    hits = service.search(SECRET, BASELINE, "hybrid", False, user=None, k=10)
+    assert "engines/gasket-bulletin.md" not in {h.chunk.doc_id for h in hits}
+    with pytest.raises(ValueError, match="access-policy.json"):
+        launch(elsewhere, block=False)

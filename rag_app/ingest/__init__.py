@@ -20,7 +20,7 @@ from rag_app.fsutil import sha256_bytes
 from rag_app.ingest.chunker import chunk_document, embedder_tokenizer
 from rag_app.ingest.readers import UnreadableFile, read_document
 from rag_app.ingest.walk import folder_metadata, iter_scalar_items, walk_corpus
-from rag_app.models import offline_env_for, resolve_embedder
+from rag_app.models import ModelNotFoundError, offline_env_for, resolve_embedder
 from rag_app.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,8 @@ def run(
             report.skipped.append((item.doc_id, reason))
             log.info("skipped %s: %s", item.doc_id, reason)
             continue
+        except ModelNotFoundError:  # not this file's fault: every file would fail
+            raise
         except Exception as exc:  # a reader or parser bug on one file never stops the rest
             reason = f"could not be read ({type(exc).__name__}: {_first_line(exc)})"
             report.skipped.append((item.doc_id, reason))
@@ -175,6 +177,9 @@ def run(
             "skipped": skipped,
         }
         chunkstore.save(settings.chunks_path, settings.manifest_path, all_chunks, manifest)
+    from rag_app.access import save_policy
+
+    save_policy(settings)  # the policy travels with the chunks it protects
     report.seconds = time.perf_counter() - started
     return report
 

@@ -429,12 +429,15 @@ def build_app(settings: Settings, service: ChatService | None = None):
 
 def check_access_config(settings: Settings) -> None:
     """Refuse to serve an access policy without a login (users could not be told apart)."""
+    from rag_app.access import AccessPolicy
+
     server = settings.server
-    if server.access_policy and not server.auth:
+    if AccessPolicy.from_settings(settings).enforced and not server.auth:
         raise ValueError(
-            "server.access_policy is set but server.auth is empty: the chat cannot tell "
-            "users apart without a login, so it refuses to start. Set server.auth or remove "
-            "the policy."
+            "an access policy is in force (server.access_policy, or the one recorded in "
+            f"{settings.workspace}/access-policy.json when the corpus was ingested) but "
+            "server.auth is empty: the chat cannot tell users apart without a login, so it "
+            "refuses to start. Set server.auth, or remove the policy (and that file)."
         )
     if server.access_policy:
         users = {entry.split(":", 1)[0] for entry in server.auth}
