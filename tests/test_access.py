@@ -233,5 +233,5 @@ def test_the_policy_travels_with_the_workspace(access_settings, tmp_path, monkey
     assert service.access.enforced
     hits = service.search(SECRET, BASELINE, "hybrid", False, user=None, k=10)
     assert "engines/gasket-bulletin.md" not in {h.chunk.doc_id for h in hits}
-    with pytest.raises(ValueError, match="access-policy.json"):
+    with pytest.raises(ValueError, match=r"access-policy\.json"):
         launch(elsewhere, block=False)
