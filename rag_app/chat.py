@@ -14,6 +14,7 @@ before retrieval and checked again on the way out.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -69,6 +70,25 @@ def run_label(run) -> str:
     else:
         verdict = "unverified: synthetic validation only"
     return f"Fine-tuned ({run.name}){method} — {verdict}"
+
+
+class QuestionTooLong(ValueError):
+    """A question over `server.max_question_chars` (it would be stored whole in the logs)."""
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def clean_question(query: str, limit: int) -> str:
+    """`query` without control characters (tabs and newlines become spaces) and trimmed;
+    `QuestionTooLong` over `limit` characters."""
+    query = " ".join(_CONTROL.sub(" ", query).split())
+    if len(query) > limit:
+        raise QuestionTooLong(
+            f"the question is {len(query):,} characters long; the limit is {limit:,} "
+            "(server.max_question_chars)"
+        )
+    return query
 
 
 class ChatService:
@@ -148,11 +168,14 @@ class ChatService:
         from rag_app.retrieve import HybridRetriever, RerankedRetriever
 
         retriever = self.retriever(key, mode, rerank, dim)
-        if isinstance(retriever, RerankedRetriever):
-            retriever = retriever.base
-        if isinstance(retriever, HybridRetriever):
-            return f"hybrid: {retriever.fusion_note(query)}"
-        return f"{mode} only"
+        warnings = [n for n in retriever.notes if "holds" in n and "chunks" in n]
+        base = retriever.base if isinstance(retriever, RerankedRetriever) else retriever
+        note = (
+            f"hybrid: {base.fusion_note(query)}"
+            if isinstance(base, HybridRetriever)
+            else f"{mode} only"
+        )
+        return " · ".join([note, *(f"⚠️ {w}" for w in warnings)])
 
     def describe(self, key: str, mode: Mode, rerank: bool, dim: int | None) -> dict:
         """The retriever behind an answer, as the feedback and query logs record it."""
@@ -183,6 +206,7 @@ class ChatService:
         server log and never breaks the chat."""
         from rag_app.feedback import hit_record
 
+        query = clean_question(query, self.settings.server.max_question_chars)
         turn: dict[str, Any] = {
             "turn": uuid.uuid4().hex,
             "query": query,
@@ -237,8 +261,9 @@ class ChatService:
         user: str | None = None,
         dim: int | None = None,
     ) -> list[Hit]:
-        """Top-k hits for `query`, only among chunks `user` may read."""
-        query = query.strip()
+        """Top-k hits for `query`, only among chunks `user` may read. A question over
+        `server.max_question_chars` is refused (`QuestionTooLong`)."""
+        query = clean_question(query, self.settings.server.max_question_chars)
         if not query:
             return []
         retriever = self.retriever(key, mode, rerank, dim)

@@ -185,6 +185,12 @@ class RetrievalSettings(Section):
 class ServerSettings(Section):
     """Where the chat UI listens."""
 
+    max_question_chars: int = Field(
+        2000,
+        ge=16,
+        description="Longer questions are refused (they would be stored whole in the query log).",
+    )
+
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65535)
     auth: list[str] = Field(

@@ -382,6 +382,15 @@ def build_retriever(
         retriever = BM25Retriever(corpus)
     else:
         dense = build_dense(settings, corpus, model, dim=dim, rescore=rescore)
+        indexed = dense.store.count()
+        if indexed < len(corpus.chunks):  # an interrupted `rag-app index`, or chunks added
+            warning = (
+                f"the dense index of {dense.embedder.name} holds {indexed:,} of "
+                f"{len(corpus.chunks):,} chunks: dense search misses the rest until "
+                f"`rag-app index --model {dense.embedder.spec}` completes"
+            )
+            log.warning(warning)
+            notes.append(warning)
         if mode == "dense":
             retriever = dense
         else:

@@ -115,3 +115,46 @@ def test_chunks_of_a_respaced_file_keep_offsets_in_order():
     assert starts == sorted(starts) and all(
         0 <= c.start_char < c.end_char <= len(text) for c in chunks
     )
+
+
+def test_short_latin1_text_is_read_as_western_and_flagged(caplog):
+    from rag_app.ingest.readers import decode_text
+
+    with caplog.at_level("WARNING"):
+        assert decode_text("crème".encode("latin-1"), "menu.txt") == "crème"
+        assert decode_text("Niño pequeño, señal.".encode("latin-1")) == "Niño pequeño, señal."
+    assert "menu.txt: not UTF-8; guessed cp1252" in caplog.text
+    russian = "Привет, как дела? Это текст на русском языке для проверки кодировки."
+    assert decode_text(russian.encode("cp1251")) == russian  # language evidence still wins
+
+
+def test_questions_are_cleaned_and_bounded():
+    from rag_app.chat import QuestionTooLong, clean_question
+
+    assert (
+        clean_question("  torque\x00 of the\taxle\nnut \x1b[31m ", 100)
+        == "torque of the axle nut [31m"
+    )
+    with pytest.raises(QuestionTooLong, match="max_question_chars"):
+        clean_question("x" * 101, 100)
+
+
+def test_a_partial_dense_index_is_served_with_a_visible_warning(settings_factory, tmp_path):
+    """After an interrupted `rag-app index`, search says how much of the corpus dense
+    retrieval can see instead of quietly serving a part of it."""
+    from rag_app import index
+    from rag_app.chat import BASELINE, ChatService
+    from rag_app.retrieve import build_dense, load_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"doc{i}.md").write_text(f"# Doc {i}\n\nPart {i} torque is {i * 10} Nm.\n")
+    settings = settings_factory(corpus=corpus, llm={"backend": "none"})
+    ingest.run(settings, progress=False)
+    index.run(settings, progress=False)
+    dense = build_dense(settings, load_corpus(settings))
+    dense.store.collection.delete(ids=[c.id for c in load_corpus(settings).chunks[:2]])
+    service = ChatService(settings, load_llm=False)
+    note = service.search_note("torque", BASELINE, "hybrid", False)
+    assert "holds 4 of 6 chunks" in note and "rag-app index" in note

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import logging
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 MARKDOWN_EXT = {".md", ".markdown"}
 TEXT_EXT = {".txt"}
@@ -51,7 +54,7 @@ def read_document(path: Path, data: bytes, max_unpacked_bytes: int = 200 << 20) 
     if ext in MARKDOWN_EXT:
         return _read_markdown(data)
     if ext in TEXT_EXT:
-        text = decode_text(data)
+        text = decode_text(data, path.name)
         return ExtractedDoc(text=text, title=_first_line_title(text))
     if ext in HTML_EXT:
         return _read_html(data)
@@ -73,7 +76,7 @@ _BOMS = (
 )
 
 
-def decode_text(data: bytes) -> str:
+def decode_text(data: bytes, name: str = "") -> str:
     """Decode bytes to str without silently mangling them.
 
     Order: a BOM, strict UTF-8, then charset-normalizer's best guess. Bytes that look
@@ -94,9 +97,24 @@ def decode_text(data: bytes) -> str:
         pass
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
+    matches = list(from_bytes(data))
+    best = matches[0] if matches else None
     if best is None:
         raise UnreadableFile("unknown text encoding (not UTF-8, no confident guess)")
+    # On short text the guesses tie (no language evidence): "crème" came out as cp1250's
+    # "crčme". Windows-1252 (a superset of Latin-1's letters) is what such files nearly
+    # always are, so a tie goes to it.
+    western = next((m for m in matches if m.encoding == "cp1252"), None)
+    if western is not None and western.chaos <= best.chaos and western.coherence >= best.coherence:
+        best = western
+    if best.coherence < 0.2:
+        log.warning(
+            "%s: not UTF-8; guessed %s without language evidence (%d bytes): check the text, "
+            "or save the file as UTF-8",
+            name or "a text file",
+            best.encoding,
+            len(data),
+        )
     return _check_printable(str(best))
 
 
