@@ -22,10 +22,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from rag_app.answer import CITATION
+
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w])")
 _CODE = re.compile(r"\b[A-Z0-9]*\d[A-Z0-9]*(?:[-/][A-Z0-9]+)+\b|\b[A-Z]+[-/]?\d+[A-Z0-9]*\b")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_CITE = re.compile(r"\[\s*\d+(?:\s*(?:[,;]|[-–]|and)\s*\d+)*\s*\]")
+_CITE = CITATION  # the product's citation grammar
 _POLARITY = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
 

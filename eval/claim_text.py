@@ -10,6 +10,7 @@ import re
 import string
 from collections import Counter
 
+from rag_app.answer import CITATION, parse_citations
 from rag_app.ir import stopwords
 
 
@@ -36,7 +37,7 @@ ABSTENTION_PATTERNS = re.compile(
     r"|unable to (answer|find))\b",
     re.IGNORECASE,
 )
-CITATION_RE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+CITATION_RE = CITATION  # the product's grammar: [1], [1, 2], [1][3], [2-4], [1 and 2]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)?")
@@ -59,14 +60,9 @@ def split_sentences(text: str) -> list[str]:
 
 
 def citations_in(sentence: str) -> list[int]:
-    """1-based passage numbers cited in ``sentence`` as ``[1]``, ``[1, 2]`` or ``[1][3]``."""
-    found: list[int] = []
-    for group in CITATION_RE.findall(sentence):
-        for number in re.split(r"\s*[,;]\s*", group):
-            n = int(number)
-            if n not in found:
-                found.append(n)
-    return found
+    """1-based passage numbers cited in ``sentence``, parsed exactly as the product parses
+    them (`rag_app.answer.parse_citations`), so an answer served as cited is graded as cited."""
+    return parse_citations(sentence, None)
 
 
 def strip_citations(text: str) -> str:

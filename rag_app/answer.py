@@ -56,14 +56,15 @@ class Answer:
 
 
 # --- citations ------------------------------------------------------------------------------
-_CITE = re.compile(r"\[\s*(\d+(?:\s*(?:[,;]|[-–]|and)\s*\d+)*)\s*\]")
+# The one citation grammar: the product serves it and the eval grades it (eval.claim_text).
+CITATION = re.compile(r"\[\s*(\d+(?:\s*(?:[,;]|[-–]|and)\s*\d+)*)\s*\]")
+_CITE = CITATION
 
 
-def parse_citations(text: str, n_passages: int) -> list[int]:
-    """Passage numbers cited as [1], [1, 2], [1][3] or [2-4], in order of first mention.
-
-    Numbers outside 1..n_passages (the model inventing a passage) are ignored.
-    """
+def parse_citations(text: str, n_passages: int | None) -> list[int]:
+    """Passage numbers cited as [1], [1, 2], [1][3], [2-4] or [1 and 2], in order of first
+    mention. Numbers outside 1..n_passages (the model inventing a passage) are ignored;
+    `n_passages=None` keeps every number (for graders that check ranges themselves)."""
     found: list[int] = []
     for match in _CITE.finditer(text):
         for part in re.split(r"\s*(?:[,;]|and)\s*", match.group(1)):
@@ -73,7 +74,7 @@ def parse_citations(text: str, n_passages: int) -> list[int]:
             else:
                 numbers = bounds[:1]
             for n in numbers:
-                if 1 <= n <= n_passages and n not in found:
+                if 1 <= n <= (n_passages or n) and n not in found:
                     found.append(n)
     return found
 

@@ -118,6 +118,9 @@ def test_text_helpers():
         "bullet",
     ]
     assert citations_in("a [1] b [2, 3][1]") == [1, 2, 3]
+    # the product's grammar (rag_app.answer.parse_citations): a range or "and" is cited too
+    assert citations_in("torque 160 Nm [2-4]") == [2, 3, 4]
+    assert citations_in("see [1 and 3]") == [1, 3]
     assert content_words("The causes of attacks") == {"caus", "attack"}
     assert token_f1("the uric acid", "uric acid") == 1.0
     assert token_f1("", "x") == 0.0
