@@ -5,6 +5,7 @@ resumes where it stopped and loses at most its last line. Used by `finetune.synt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,8 +18,20 @@ log = logging.getLogger(__name__)
 RAW_FILE = "raw.jsonl"
 
 
-def raw_key(chunk_id: str, prompt_version: str) -> str:
-    return f"{chunk_id}:{prompt_version}"
+def raw_key(chunk_id: str, prompt_version: str, generator: str = "") -> str:
+    """A row's key: the chunk, the prompt version and the generator that answered
+    (`generator_id`), so replies of one model are never served as another's."""
+    if not generator:
+        return f"{chunk_id}:{prompt_version}"
+    digest = hashlib.sha256(generator.encode()).hexdigest()[:12]
+    return f"{chunk_id}:{prompt_version}:{digest}"
+
+
+def generator_id(llm: Any, temperature: float, max_new_tokens: int, max_chunk_chars: int) -> str:
+    """The generator's identity as the raw log keys it: backend and model (the LLM's name,
+    e.g. "llamacpp:SmolLM2-135M-Instruct") and the sampling settings that change replies."""
+    name = getattr(llm, "name", type(llm).__name__)
+    return f"{name}|temperature={temperature:g}|max_new_tokens={max_new_tokens}|chars={max_chunk_chars}"
 
 
 def read_raw(path: Path) -> dict[str, dict[str, Any]]:

@@ -40,7 +40,7 @@ from typing import Any
 
 from finetune import query_filters
 from finetune.prompts import PromptSet, load_prompts
-from finetune.raw_log import RAW_FILE, append_rows, raw_key, read_raw
+from finetune.raw_log import RAW_FILE, append_rows, generator_id, raw_key, read_raw
 from finetune.split import Origin, kind_of
 from finetune.structural import Candidate, clean_heading, structural_queries, term_statistics
 from rag_app.chunkstore import load_chunks
@@ -105,10 +105,16 @@ class SynthReport:
             if self.llm_name is not None and self.chunks < self.chunks_eligible
             else ""
         )
+        reused = self.chunks - self.chunks_generated
+        kept = (
+            f", replies for {reused} chunks reused from {self.llm_name}"
+            if self.llm_name is not None and reused > 0
+            else ""
+        )
         return (
             f"synth: {self.chunks_eligible} chunks{sample} "
             f"({self.chunks_skipped} skipped as too short), "
-            f"{self.llm_queries} new LLM replies{rate}{real}; {self.filter.summary()}; "
+            f"{self.llm_queries} new LLM replies{rate}{kept}{real}; {self.filter.summary()}; "
             f"{self.seconds:.0f}s -> {self.output}"
         )
 
@@ -194,9 +200,12 @@ def generate(
     cfg = settings.synth
     version = prompts.version
     rows = read_raw(raw_path)
-    todo = [c for c in chunks if raw_key(c.id, version) not in rows]
     n = cfg.llm_queries_per_chunk
-    if not todo or n == 0 or llm is None:
+    if n == 0 or llm is None:
+        return rows, 0, 0, 0.0
+    gen = generator_id(llm, cfg.temperature, cfg.max_new_tokens, cfg.max_chunk_chars)
+    todo = [c for c in chunks if raw_key(c.id, version, gen) not in rows]
+    if not todo:
         return rows, 0, 0, 0.0
     styles = _styles_for(cfg, n)
     bar = tqdm(
@@ -233,10 +242,11 @@ def generate(
             replies_i = outputs[i * n : (i + 1) * n]
             new_rows.append(
                 {
-                    "key": raw_key(chunk.id, version),
+                    "key": raw_key(chunk.id, version, gen),
                     "chunk_id": chunk.id,
                     "prompt_version": version,
                     "llm": getattr(llm, "name", type(llm).__name__),
+                    "generator": gen,
                     "replies": [
                         {"style": s, "raw": r if isinstance(r, str) else ""}
                         for s, r in zip(styles, replies_i, strict=True)
@@ -419,8 +429,9 @@ def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -
     report = query_filters.FilterReport()
     llm_name = getattr(llm, "name", None) if llm is not None else None
     if cfg.llm_queries_per_chunk and llm is not None:
+        gen = generator_id(llm, cfg.temperature, cfg.max_new_tokens, cfg.max_chunk_chars)
         for chunk in chunks:
-            row = rows.get(raw_key(chunk.id, version))
+            row = rows.get(raw_key(chunk.id, version, gen))
             if row is None:
                 continue
             for reply in row.get("replies", []):

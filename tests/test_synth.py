@@ -314,3 +314,32 @@ def test_synth_cli_structural_only(workspace):
     assert (workspace / "synth" / "queries.jsonl").is_file()
     missing = CliRunner().invoke(app, ["synth", "-w", str(workspace / "nothing"), "--llm", "none"])
     assert missing.exit_code == 1 and "rag-app ingest" in missing.output
+
+
+class _Scripted:
+    """A generator that answers every prompt with its own name (no model to load)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.prompts = 0
+
+    def generate_many(self, messages, **kwargs):
+        self.prompts += len(messages)
+        return [f"what does the {self.name} passage say about torque?" for _ in messages]
+
+
+def test_another_generator_regenerates_and_the_same_one_reuses(workspace):
+    """The raw log is keyed by the generator and its sampling settings (issue 29): after a
+    run with the bundled model, a stronger one is asked again instead of getting the small
+    model's questions back; the same generator again reuses every row."""
+    settings = settings_for(workspace, consistency_top_k=0)
+    small, big, big_again = _Scripted("small"), _Scripted("big"), _Scripted("big")
+    first = synth.run(settings, llm=small, progress=False)
+    assert small.prompts > 0 and first.chunks_generated == first.chunks
+    second = synth.run(settings, llm=big, progress=False)
+    assert big.prompts == small.prompts and second.chunks_generated == second.chunks
+    third = synth.run(settings, llm=big_again, progress=False)
+    assert big_again.prompts == 0 and third.chunks_generated == 0
+    assert f"replies for {third.chunks} chunks reused from big" in third.summary()
+    hotter = settings_for(workspace, consistency_top_k=0, temperature=0.9)
+    assert synth.run(hotter, llm=_Scripted("big"), progress=False).chunks_generated > 0
