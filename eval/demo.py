@@ -230,8 +230,44 @@ def _evaluate(settings: Any, echo: Callable[[str], None], split: DemoSplit | Non
         f"\nnDCG@10 on {len(result.queries)} held-out questions (documents no mark touched), "
         "gain over base in points [95% paired bootstrap]:\n" + "\n".join(rows)
     )
+    _answer_table(settings, echo, split, runs)
     return (
         f"{len(result.queries)} held-out questions, results in {Path(settings.eval_dir) / 'demo'}"
+    )
+
+
+def _answer_table(
+    settings: Any, echo: Callable[[str], None], split: DemoSplit, runs: dict[str, str]
+) -> None:
+    """The chat's answers to the same held-out questions, scored against corpus/eval's
+    reference answers (eval.answer_table), base and each fine-tuned run."""
+    import json
+
+    from eval.answer_table import answer_rows, table_lines
+
+    references: dict[str, str] = {}
+    path = Path(settings.corpus) / "eval" / "queries.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line.strip() else {}
+        answer = (row.get("metadata") or {}).get("answer")
+        if answer and row.get("_id") in split.qrels:
+            references[row["_id"]] = answer
+    test_ids = [q for q in split.queries if q not in set(split.feedback_ids)]
+    questions = {q: split.queries[q] for q in test_ids if q in references}
+    if not questions:
+        return
+    retrievers = {"base": "baseline"}
+    for label, run in (
+        ("synthetic only", runs.get("synthetic")),
+        ("synthetic + feedback", runs.get("feedback")),
+    ):
+        if run is not None:
+            retrievers[label] = Path(run).name
+    rows = answer_rows(settings, questions, references, retrievers)
+    echo(
+        f"\nThe chat's answers to {len(questions)} of those questions against their reference "
+        "answers (key facts: numbers, identifiers, yes/no; gain over base [95% paired "
+        "bootstrap]):\n" + "\n".join(table_lines(rows))
     )
 
 

@@ -47,23 +47,27 @@ def resolve_mode(settings: Settings, llm: object | None, llm_error: str | None) 
     wanted = settings.answer.mode
     if wanted == "extractive":
         return "extractive", "quoted from the documents (answer.mode = extractive)"
+    if wanted == "auto" and is_bundled_generator(settings):
+        return "extractive", BUNDLED_REASON
     if llm is None:
         reason = llm_error or "no LLM configured (llm.backend = none)"
         return "extractive", f"quoted from the documents: {reason}"
+    name = getattr(llm, "name", "the LLM")
     if wanted == "generative":
-        return (
-            "generative",
-            f"written by {getattr(llm, 'name', 'the LLM')} (answer.mode = generative)",
-        )
-    if is_bundled_generator(settings):
-        return "extractive", (
-            "quoted from the documents: the bundled 135M model is too small to write answers "
-            "(configure a larger LLM for generated answers: README, 'Answers')"
-        )
-    return (
-        "generative",
-        f"written by {getattr(llm, 'name', 'the LLM')}, checked against the sources",
-    )
+        return "generative", f"written by {name} (answer.mode = generative)"
+    return "generative", f"written by {name}, checked against the sources"
+
+
+BUNDLED_REASON = (
+    "quoted from the documents: the bundled 135M model is too small to write answers "
+    "(configure a larger LLM for generated answers: README, 'LLM backends')"
+)
+
+
+def needs_llm(settings: Settings) -> bool:
+    """Whether answering may use the LLM at all (so the chat loads it only then)."""
+    mode = settings.answer.mode
+    return mode == "generative" or (mode == "auto" and not is_bundled_generator(settings))
 
 
 def is_bundled_generator(settings: Settings) -> bool:

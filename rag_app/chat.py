@@ -317,8 +317,12 @@ class ChatService:
             return self._llm
 
     def llm_status(self) -> str:
+        from rag_app.answer_modes import needs_llm
+
         if not self._load_llm:
             return "LLM off: answers quote the documents."
+        if not needs_llm(self.settings):  # not loaded: answers never use it
+            return f"LLM {self.settings.models.generator} not used for answers"
         self.llm()
         return self._llm_error or f"LLM: {getattr(self._llm, 'name', '?')}"
 
@@ -349,9 +353,9 @@ class ChatService:
 
     def answer_mode(self) -> tuple[str, str]:
         """The answer mode that serves now (`answer.mode` resolved against the LLM), and why."""
-        from rag_app.answer_modes import resolve_mode
+        from rag_app.answer_modes import needs_llm, resolve_mode
 
-        llm = None if self.settings.answer.mode == "extractive" else self.llm()
+        llm = self.llm() if needs_llm(self.settings) else None
         return resolve_mode(self.settings, llm, self._llm_error)
 
     def answer_turn(

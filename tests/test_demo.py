@@ -47,8 +47,17 @@ def _write_corpus(root):
         ("q3", "who signs the oil filter cap card", "task_cards/oil-filter.md"),
         ("q4", "hydraulic pump flange torque value", "task_cards/hydraulic-pump.md"),
     ]
+    answers = {
+        "q1": "410 Nm in two steps.",
+        "q2": "120 Nm in two steps.",
+        "q3": "A second inspector signs task card NW-TC-7921.",
+        "q4": "25 Nm in two steps.",
+    }
     (root / "eval" / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t, _ in queries)
+        "".join(
+            json.dumps({"_id": q, "text": t, "metadata": {"answer": answers[q]}}) + "\n"
+            for q, t, _ in queries
+        )
     )
     (qdir / "test.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, _, d in queries)
@@ -92,6 +101,9 @@ def test_demo_runs_every_stage_then_skips_them(settings_factory, tmp_path):
     # three rows on the held-out half: base, synthetic only, synthetic + feedback
     assert "held-out questions (documents no mark touched)" in output
     assert "synthetic only" in output and "synthetic + feedback" in output
+    # and the chat's answers to them, scored against the reference answers
+    assert "against their reference answers" in output and "key-fact recall" in output
+    assert "extractive" in output.split("against their reference answers", 1)[1]
     summaries = dict((name, summary) for name, _, summary in first.times)
     assert "sources marked relevant" in summaries["users' feedback (half of corpus/eval)"]
     runs = list_runs(settings, kind="embedder")

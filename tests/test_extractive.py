@@ -70,9 +70,9 @@ def test_auto_quotes_with_the_bundled_model_or_no_llm_and_generates_otherwise(se
     settings = settings_factory()  # embedded backend, bundled SmolLM2
     mode, why = resolve_mode(settings, object(), None)
     assert mode == "extractive" and "135M" in why
-    mode, why = resolve_mode(settings, None, "LLM not available (boom)")
-    assert mode == "extractive" and "boom" in why
     remote = settings_factory(llm={"backend": "openai", "base_url": "http://127.0.0.1:9/v1"})
+    mode, why = resolve_mode(remote, None, "LLM not available (boom)")
+    assert mode == "extractive" and "boom" in why
     assert resolve_mode(remote, _Llm(), None)[0] == "generative"
     forced = settings_factory(answer={"mode": "extractive"})
     assert resolve_mode(forced, _Llm(), None)[0] == "extractive"
