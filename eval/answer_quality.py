@@ -56,7 +56,7 @@ def fact_found(fact: str, answer: str) -> bool:
     kind, _, value = fact.partition(":")
     if kind == "polarity":
         said = _POLARITY.match(answer)
-        return bool(said) and said.group(1).lower() == value
+        return said is not None and said.group(1).lower() == value
     if kind == "code":
         return value in answer.lower()
     return value in {_number(n) for n in _NUMBER.findall(answer)}

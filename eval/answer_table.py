@@ -13,10 +13,13 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from eval.answer_quality import answer_body, score_answer
 from rag_app.ir.stats import compare
+
+if TYPE_CHECKING:
+    from rag_app.config import Settings
 
 
 @dataclass
@@ -31,7 +34,7 @@ class AnswerRow:
 
 
 def answer_rows(
-    settings: Any,
+    settings: Settings,
     questions: dict[str, str],
     references: dict[str, str],
     retrievers: dict[str, str],

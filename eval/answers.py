@@ -24,13 +24,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eval.grounding import PROXY_LIMITS, THRESHOLDS, AnswerScores, GroundingScorer, llm_judge
 from eval.results import slug
 from eval.retrieval import config_pairs, prepare_run
 from rag_app.ir.beir import BeirDataset
 from rag_app.ir.stats import compare
+
+if TYPE_CHECKING:
+    from rag_app.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +111,7 @@ def _llm_name(llm: Any) -> str:
 
 
 def run_answer_eval(
-    settings: Any,
+    settings: Settings,
     dataset: str | Path | BeirDataset | None = None,
     configs: Sequence[str] | None = None,
     llm: Any = None,

@@ -22,9 +22,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rag_app.config import Settings
 
 
 @dataclass
@@ -50,7 +53,7 @@ class StageTimer:
         return "\n".join(lines)
 
 
-def _ingest(settings: Any) -> str:
+def _ingest(settings: Settings) -> str:
     from rag_app import ingest
 
     r = ingest.run(settings, progress=sys.stderr.isatty())
@@ -60,7 +63,7 @@ def _ingest(settings: Any) -> str:
     )
 
 
-def _index(settings: Any, model: str | None = None) -> str:
+def _index(settings: Settings, model: str | None = None) -> str:
     from rag_app import index
 
     r = index.run(settings, model=model, progress=sys.stderr.isatty())
@@ -69,21 +72,21 @@ def _index(settings: Any, model: str | None = None) -> str:
     return f"{r.model}: embedded {r.embedded}, deleted {r.deleted}, BM25 {r.bm25}"
 
 
-def _synth(settings: Any) -> str:
+def _synth(settings: Settings) -> str:
     from finetune import synth
 
     r = synth.run(settings, progress=sys.stderr.isatty())
     return str(r.summary() if hasattr(r, "summary") else r)
 
 
-def _train_embedder(settings: Any) -> str:
+def _train_embedder(settings: Settings) -> str:
     from finetune import job
 
     r = job.run(settings, progress=sys.stderr.isatty())
     return str(r.summary() if hasattr(r, "summary") else r)
 
 
-def _train_reranker(settings: Any) -> str:
+def _train_reranker(settings: Settings) -> str:
     if not settings.finetune.reranker.enabled:
         return (
             "skipped: finetune.reranker.enabled is off (the demo's quick profile turns it off unless "
@@ -97,11 +100,11 @@ def _train_reranker(settings: Any) -> str:
     return str(r.summary() if hasattr(r, "summary") else r)
 
 
-def _with_finetune(settings: Any, **update: Any) -> Any:
+def _with_finetune(settings: Settings, **update: Any) -> Any:
     return settings.model_copy(update={"finetune": settings.finetune.model_copy(update=update)})
 
 
-def _newest_embedder(settings: Any) -> str | None:
+def _newest_embedder(settings: Settings) -> str | None:
     from rag_app.registry import latest
 
     run = latest(settings, "embedder")
@@ -123,7 +126,7 @@ class DemoSplit:
     feedback_ids: list[str]
 
 
-def _split_eval(settings: Any) -> DemoSplit | None:
+def _split_eval(settings: Settings) -> DemoSplit | None:
     """Write the two halves of corpus/eval as BEIR folders under workspace/demo (seeded)."""
     from eval.feedback_play import split_by_document
     from rag_app.ir.beir import load_beir
@@ -154,7 +157,7 @@ def _split_eval(settings: Any) -> DemoSplit | None:
     )
 
 
-def _play_feedback(settings: Any, split: DemoSplit) -> tuple[str, Path]:
+def _play_feedback(settings: Settings, split: DemoSplit) -> tuple[str, Path]:
     """The feedback half asked through the chat and marked from its qrels (once), then
     exported with `rag-app feedback export`'s code."""
     from eval.feedback_play import play_feedback
@@ -178,7 +181,7 @@ def _play_feedback(settings: Any, split: DemoSplit) -> tuple[str, Path]:
     return played + exported.summary(), out
 
 
-def _evaluate(settings: Any, echo: Callable[[str], None], split: DemoSplit | None) -> str:
+def _evaluate(settings: Settings, echo: Callable[[str], None], split: DemoSplit | None) -> str:
     """Base, synthetic only and synthetic + feedback on the held-out half of corpus/eval."""
     from eval.retrieval import run_retrieval_eval, summary_lines
 
@@ -237,7 +240,7 @@ def _evaluate(settings: Any, echo: Callable[[str], None], split: DemoSplit | Non
 
 
 def _answer_table(
-    settings: Any, echo: Callable[[str], None], split: DemoSplit, runs: dict[str, str]
+    settings: Settings, echo: Callable[[str], None], split: DemoSplit, runs: dict[str, str]
 ) -> None:
     """The chat's answers to the same held-out questions, scored against corpus/eval's
     reference answers (eval.answer_table), base and each fine-tuned run."""
@@ -271,7 +274,7 @@ def _answer_table(
     )
 
 
-def _embedder_runs(settings: Any) -> dict[str, str]:
+def _embedder_runs(settings: Settings) -> dict[str, str]:
     """The newest run trained without and with real labelled pairs."""
     from rag_app.registry import list_runs
 
@@ -283,7 +286,9 @@ def _embedder_runs(settings: Any) -> dict[str, str]:
     return found
 
 
-def run(settings: Any, *, chat: bool = True, echo: Callable[[str], None] = print) -> StageTimer:
+def run(
+    settings: Settings, *, chat: bool = True, echo: Callable[[str], None] = print
+) -> StageTimer:
     """Run every stage (each skipping work already done), print timings, then serve."""
     timer = StageTimer(echo)
     split = _split_eval(settings)
@@ -380,7 +385,7 @@ def demo_profile(base: Any, *, full: bool = False) -> dict[str, Any]:
     return profile
 
 
-def _unset_only(profile: dict[str, Any], settings: Any) -> dict[str, Any]:
+def _unset_only(profile: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The profile's values for fields the user did not set (in rag-app.toml or RAG_APP_*).
 
     Uses pydantic's record of explicitly set fields, so a user who sets a value equal to

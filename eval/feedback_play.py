@@ -19,7 +19,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rag_app.chat import BASELINE, ChatService
+from rag_app.chat import BASELINE, ChatService, Mode
 from rag_app.config import Settings
 
 
@@ -78,7 +78,7 @@ def play_feedback(
     qrels: Mapping[str, Mapping[str, int]],
     *,
     key: str = BASELINE,
-    mode: str = "hybrid",
+    mode: Mode = "hybrid",
     k: int | None = None,
     user: str = "simulated",
     service: ChatService | None = None,
@@ -88,7 +88,7 @@ def play_feedback(
     report = PlayReport()
     for qid, text in queries.items():
         judged = {d for d, g in qrels.get(qid, {}).items() if g > 0}
-        hits = service.search(text, key, mode, rerank=False, k=k)  # type: ignore[arg-type]
+        hits = service.search(text, key, mode, rerank=False, k=k)
         turn = service.record_turn(
             text,
             key,
@@ -97,7 +97,7 @@ def play_feedback(
             None,
             hits,
             user=user,
-            endpoint="play",  # type: ignore[arg-type]
+            endpoint="play",
         )
         report.questions += 1
         hit_any = False

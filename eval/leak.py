@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eval.sets import norm_query, synth_file, synth_records
+
+if TYPE_CHECKING:
+    from rag_app.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,7 @@ class TrainingOverlapError(RuntimeError):
     """The eval set shares queries with the fine-tuned model's training data."""
 
 
-def find_finetuned(settings: Any) -> Path | None:
+def find_finetuned(settings: Settings) -> Path | None:
     """The newest usable fine-tuned embedder in the workspace (`rag_app.registry.latest`)."""
     from rag_app.registry import latest
 
@@ -42,7 +45,7 @@ def run_record(model_dir: Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def training_queries(settings: Any, model_dir: Path | None) -> tuple[set[str], list[str]]:
+def training_queries(settings: Settings, model_dir: Path | None) -> tuple[set[str], list[str]]:
     """Normalised texts of the queries the fine-tuned model (or the workspace) trained on.
 
     Sources: the workspace's synth train split, and the run's own training pairs, the file

@@ -18,12 +18,15 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eval.plots import svg_bars, svg_scatter, svg_winloss
 from eval.report_markdown import render_markdown
 from eval.report_text import N_DIFF, config_cis, escape, fmt, gather_notes
 from eval.results import PRIMARY_METRIC, load_results
+
+if TYPE_CHECKING:
+    from rag_app.config import Settings
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
@@ -328,7 +331,7 @@ def write_report(
     answers: str | Path | Mapping[str, Any] | None = None,
     out_dir: str | Path | None = None,
     *,
-    settings: Any = None,
+    settings: Settings | None = None,
     title: str | None = None,
 ) -> dict[str, Path]:
     """Write report.html, report.md and report.json; returns their paths.

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,6 +69,9 @@ from eval.sets import EvalSet, ingest_beir_corpus, load_eval_set, norm_query, re
 from rag_app.ir.beir import BeirDataset
 from rag_app.ir.metrics import evaluate
 from rag_app.ir.stats import compare
+
+if TYPE_CHECKING:
+    from rag_app.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +169,7 @@ class PreparedRun:
 
 
 def prepare_run(
-    settings: Any,
+    settings: Settings,
     dataset: str | Path | BeirDataset | None,
     configs: Sequence[str] | None,
     *,
@@ -300,7 +303,7 @@ def prepare_run(
 
 
 def run_retrieval_eval(
-    settings: Any,
+    settings: Settings,
     dataset: str | Path | BeirDataset | None = None,
     configs: Sequence[str] | None = None,
     k: int = 10,

@@ -14,9 +14,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_app.ir.beir import BeirDataset, fingerprint, load_beir
+
+if TYPE_CHECKING:
+    from rag_app.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ class EvalSet:
     granularity: str  # "chunk" or "doc"
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
-    settings: Any  # the Settings whose workspace holds the chunks and indexes
+    settings: Settings  # the Settings whose workspace holds the chunks and indexes
     path: str | None = None
     fingerprint: str | None = None
     references: dict[str, str] = field(default_factory=dict)
@@ -72,7 +75,7 @@ _QUERY_KEYS = ("query", "question", "anchor", "text")
 _POSITIVE_KEYS = ("chunk_id", "positive_id", "pos_id", "doc_id", "corpus_id", "chunk")
 
 
-def synth_file(settings: Any, names: Sequence[str]) -> Path | None:
+def synth_file(settings: Settings, names: Sequence[str]) -> Path | None:
     root = Path(settings.synth_dir)
     for name in names:
         for candidate in (root / f"{name}.jsonl", root / name / "queries.jsonl"):
@@ -94,7 +97,7 @@ def synth_records(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _load_synthetic_val(settings: Any) -> EvalSet | None:
+def _load_synthetic_val(settings: Settings) -> EvalSet | None:
     """The finetune stage's held-out validation split, if it wrote one."""
     path = synth_file(settings, ("val", "validation", "dev"))
     records = synth_records(path) if path is not None else []
@@ -129,7 +132,7 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _namespace_settings(settings: Any, dataset: BeirDataset, digest: str) -> Any:
+def _namespace_settings(settings: Settings, dataset: BeirDataset, digest: str) -> Any:
     """Settings whose workspace is the dataset's own namespace under the eval folder."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset.name).strip("-") or "dataset"
     workspace = Path(settings.eval_dir) / "beir" / f"{slug}-{digest[:12]}"
@@ -144,7 +147,7 @@ def _namespace_settings(settings: Any, dataset: BeirDataset, digest: str) -> Any
     )
 
 
-def reranker_spec(settings: Any) -> str | None:
+def reranker_spec(settings: Settings) -> str | None:
     """The reranker to evaluate: ``models.reranker``, or the newest trained one when that is
     unset or "auto" (found in the user's workspace, never in an eval namespace)."""
     spec = settings.models.reranker
@@ -162,7 +165,7 @@ def _scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def ingest_beir_corpus(settings: Any, dataset: BeirDataset, digest: str) -> Any:
+def ingest_beir_corpus(settings: Settings, dataset: BeirDataset, digest: str) -> Any:
     """Write the dataset's passages as chunks of their namespace; returns its Settings.
 
     One chunk per passage (chunk id = doc id = passage id), so chunk hits are passage hits.
@@ -225,7 +228,7 @@ def _references_from(dataset: BeirDataset) -> tuple[dict[str, str], str]:
 
 
 def load_eval_set(
-    settings: Any, dataset: str | Path | BeirDataset | None = None, split: str = "test"
+    settings: Settings, dataset: str | Path | BeirDataset | None = None, split: str = "test"
 ) -> EvalSet:
     """Resolve ``dataset`` (see the module docstring) into an EvalSet."""
     if dataset is None:
@@ -277,7 +280,7 @@ def load_eval_set(
     )
 
 
-def _names_chunks(settings: Any, qrels: dict[str, dict[str, int]]) -> bool:
+def _names_chunks(settings: Settings, qrels: dict[str, dict[str, int]]) -> bool:
     """Whether a corpus-less dataset judges the workspace's *chunks* (every judged id is a
     chunk id, none a document path), as `rag-app feedback export` writes it."""
     judged = {d for docs in qrels.values() for d in docs}
