@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from rag_app.cli_common import ConfigOpt, WorkspaceOpt, fail, settings_or_exit
+from rag_app.errors import RagAppError
 
 DatasetArg = Annotated[
     Path | None,
@@ -74,7 +75,7 @@ def register(app: typer.Typer) -> None:
         report: Annotated[bool, typer.Option(help="Also write the HTML/Markdown report.")] = True,
     ) -> None:
         """Score BM25, dense and hybrid retrieval (base and fine-tuned) with paired tests."""
-        from eval.retrieval import TrainingOverlapError, run_retrieval_eval, summary_lines
+        from eval.retrieval import run_retrieval_eval, summary_lines
 
         settings = settings_or_exit(config, workspace=workspace)
         try:
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
                 progress=sys.stderr.isatty(),
                 echo=typer.echo,
             )
-        except (FileNotFoundError, ValueError, RuntimeError, TrainingOverlapError) as exc:
+        except (RagAppError, FileNotFoundError, ValueError, RuntimeError) as exc:
             fail(str(exc))
         for line in summary_lines(result):
             typer.echo(line)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eval.sets import norm_query, synth_file, synth_records
+from rag_app.errors import RagAppError
 
 if TYPE_CHECKING:
     from rag_app.config import Settings
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class TrainingOverlapError(RuntimeError):
+class TrainingOverlapError(RagAppError, RuntimeError):
     """The eval set shares queries with the fine-tuned model's training data."""
 
 

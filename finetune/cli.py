@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from rag_app.cli_common import ConfigOpt, WorkspaceOpt, fail, settings_or_exit
+from rag_app.errors import RagAppError
 
 
 def synth_cmd(
@@ -48,8 +49,6 @@ def synth_cmd(
     """Write synthetic search queries (the LLM's for a sample of chunks, structural ones for
     every chunk; resumable), then filter them."""
     from finetune import synth
-    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
-    from rag_app.llm.base import LLMError
 
     settings = settings_or_exit(
         config,
@@ -65,13 +64,7 @@ def synth_cmd(
     )
     try:
         report = synth.run(settings, progress=sys.stderr.isatty())
-    except (
-        NotIngestedError,
-        CorruptWorkspaceError,
-        LLMError,
-        FileNotFoundError,
-        ValueError,
-    ) as exc:
+    except (RagAppError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     typer.echo(report.summary())
 

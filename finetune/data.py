@@ -32,6 +32,7 @@ from finetune.split import (
 )
 from rag_app.chunkstore import load_chunks
 from rag_app.config import FinetuneSettings, Settings
+from rag_app.errors import RagAppError
 from rag_app.feedback.export import normalise_query
 from rag_app.fsutil import atomic_write_text
 from rag_app.models import resolve_embedder, weights_fingerprint
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 GUARD_METRIC = "mrr@10"
 
 
-class NoTrainingDataError(RuntimeError):
+class NoTrainingDataError(RagAppError, RuntimeError):
     """Nothing to train on: no synthetic queries and no labelled pairs."""
 
 

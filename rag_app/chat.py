@@ -24,6 +24,7 @@ from typing import Any, Literal
 from rag_app.access import AccessPolicy
 from rag_app.answer import Answer
 from rag_app.config import Settings
+from rag_app.errors import RagAppError
 from rag_app.feedback import FeedbackRecorder
 from rag_app.types import Hit
 
@@ -72,7 +73,7 @@ def run_label(run) -> str:
     return f"Fine-tuned ({run.name}){method} — {verdict}"
 
 
-class QuestionTooLong(ValueError):
+class QuestionTooLong(RagAppError, ValueError):
     """A question over `server.max_question_chars` (it would be stored whole in the logs)."""
 
 

@@ -12,17 +12,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rag_app.errors import RagAppError
 from rag_app.fsutil import atomic_write_json, atomic_writer
 from rag_app.types import Chunk
 
 MANIFEST_VERSION = 1
 
 
-class CorruptWorkspaceError(RuntimeError):
+class CorruptWorkspaceError(RagAppError, RuntimeError):
     """A workspace file does not match its recorded checksum or cannot be parsed."""
 
 
-class NotIngestedError(RuntimeError):
+class NotIngestedError(RagAppError, RuntimeError):
     """No chunks yet: the corpus has not been ingested into this workspace."""
 
 

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from rag_app.cli_common import ConfigOpt, WorkspaceOpt, fail, settings_or_exit
+from rag_app.errors import RagAppError
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chromadb's posthog
@@ -68,7 +69,6 @@ def ingest_cmd(
 ) -> None:
     """Read a folder of Markdown, text, HTML, PDF and DOCX files into chunks."""
     from rag_app import ingest
-    from rag_app.models import ModelNotFoundError
 
     settings = settings_or_exit(
         config,
@@ -78,7 +78,7 @@ def ingest_cmd(
     )
     try:
         report = ingest.run(settings, rebuild=rebuild, progress=sys.stderr.isatty())
-    except (FileNotFoundError, ValueError, ModelNotFoundError) as exc:
+    except (RagAppError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     typer.echo(
         f"ingested {report.corpus}: {report.files} files, {report.chunks} chunks "
@@ -120,22 +120,11 @@ def index_cmd(
 ) -> None:
     """Build or refresh the BM25 index and the model's Chroma collection (resumable)."""
     from rag_app import index
-    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
-    from rag_app.models import ModelNotFoundError
-    from rag_app.store.chroma import ChromaUnavailableError, ModelMismatchError
 
     settings = settings_or_exit(config, workspace=workspace, models={"embed_processes": processes})
     try:
         report = index.run(settings, model=model, progress=sys.stderr.isatty(), dim=dim)
-    except (
-        NotIngestedError,
-        CorruptWorkspaceError,
-        ModelNotFoundError,
-        ModelMismatchError,
-        ChromaUnavailableError,
-        RuntimeError,
-        ValueError,
-    ) as exc:
+    except (RagAppError, RuntimeError, ValueError) as exc:
         fail(str(exc))
     typer.echo(
         f"indexed {report.chunks} chunks for {report.model} ({report.fingerprint}, "
@@ -178,15 +167,8 @@ def search_cmd(
     ] = None,
 ) -> None:
     """Retrieve passages for a query and show each stage's score and rank."""
-    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
-    from rag_app.filters import FilterError, parse_filter
-    from rag_app.models import ModelNotFoundError
-    from rag_app.retrieve import RerankerUnavailableError, build_retriever
-    from rag_app.store.chroma import (
-        ChromaUnavailableError,
-        ModelMismatchError,
-        NotIndexedError,
-    )
+    from rag_app.filters import parse_filter
+    from rag_app.retrieve import build_retriever
 
     settings = settings_or_exit(config, workspace=workspace, retrieval={"top_k": k})
     try:
@@ -200,17 +182,7 @@ def search_cmd(
             rescore=rescore,
         )
         hits = retriever.retrieve(query, k=settings.retrieval.top_k, filters=flt)
-    except (
-        FilterError,
-        NotIngestedError,
-        CorruptWorkspaceError,
-        ModelNotFoundError,
-        ModelMismatchError,
-        NotIndexedError,
-        ChromaUnavailableError,
-        RerankerUnavailableError,
-        ValueError,
-    ) as exc:
+    except (RagAppError, ValueError) as exc:
         fail(str(exc))
     if as_json:
         rows = [
@@ -263,9 +235,6 @@ def ask_cmd(
     import time
 
     from rag_app.chat import ChatService
-    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
-    from rag_app.models import ModelNotFoundError
-    from rag_app.store.chroma import ChromaUnavailableError, ModelMismatchError, NotIndexedError
 
     overrides = {"answer": {"mode": answer_mode}} if answer_mode else {}
     settings = settings_or_exit(config, workspace=workspace, **overrides)
@@ -280,15 +249,7 @@ def ask_cmd(
         t2 = time.perf_counter()
     except KeyError as exc:
         fail(f"{exc.args[0]}; choose one of: {', '.join(o.key for o in service.options())}")
-    except (
-        NotIngestedError,
-        CorruptWorkspaceError,
-        ModelNotFoundError,
-        ModelMismatchError,
-        NotIndexedError,
-        ChromaUnavailableError,
-        ValueError,
-    ) as exc:
+    except (RagAppError, ValueError) as exc:
         fail(str(exc))
     note = service.search_note(question, retriever, mode, True)  # type: ignore[arg-type]
     out = {
@@ -421,21 +382,12 @@ def feedback_export_cmd(
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Write the source marks as BEIR (queries.jsonl, qrels/train.tsv) for finetune / eval."""
-    from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
-    from rag_app.feedback import LogFormatError
     from rag_app.feedback.export import export
 
     settings = settings_or_exit(config, workspace=workspace)
     try:
         report = export(settings, out, force=force, strict=not skip_invalid)
-    except (
-        FileExistsError,
-        FileNotFoundError,
-        LogFormatError,
-        NotIngestedError,
-        CorruptWorkspaceError,
-        ValueError,
-    ) as exc:
+    except (RagAppError, FileExistsError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     typer.echo(report.summary())
     typer.echo(f"train on it: rag-app finetune --train-data {out}")

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from rag_app.errors import RagAppError
+
 
 class Section(BaseModel):
     """A settings section: unknown keys are refused (see the module docstring)."""
@@ -20,7 +22,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ConfigError(ValueError):
+class ConfigError(RagAppError, ValueError):
     """The configuration (TOML, RAG_APP_* variables or arguments) is invalid."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
+from rag_app.errors import RagAppError
 from rag_app.types import Chunk
 
 Op = Literal["eq", "ne", "in", "nin", "gt", "gte", "lt", "lte"]
@@ -40,7 +41,7 @@ DATE_SUFFIX = "__date"
 NUM_SUFFIX = "__num"
 
 
-class FilterError(ValueError):
+class FilterError(RagAppError, ValueError):
     """A filter spec that cannot be parsed or evaluated."""
 
 

@@ -20,12 +20,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag_app.errors import RagAppError
+
 # Loading a local model with the hub reachable-but-blocked costs ~15 s of failed
 # look-ups; bundled and local models never need the hub.
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(RagAppError, RuntimeError):
     """A model spec resolved to nothing usable."""
 
 

@@ -25,13 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from rag_app.errors import RagAppError
+
 CONFIG_FILE = "adapter.json"
 WEIGHTS_FILE = "adapter.safetensors"
 FORMAT = 1
 KINDS = {"linear": ("weight", "bias"), "mlp": ("w1", "b1", "w2", "b2")}
 
 
-class AdapterError(ValueError):
+class AdapterError(RagAppError, ValueError):
     """An adapter folder that cannot be served (damaged, or for other base weights)."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rag_app.config import Settings
+from rag_app.errors import RagAppError
 from rag_app.models import (
     ModelNotFoundError,
     model_display_name,
@@ -39,7 +40,7 @@ _CACHE: dict[tuple, Reranker] = {}
 _LOCK = threading.Lock()
 
 
-class UntrainedRerankerError(ValueError):
+class UntrainedRerankerError(RagAppError, ValueError):
     """The model directory has no trained classification head."""
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from rag_app import chunkstore
 from rag_app.config import Settings
+from rag_app.errors import RagAppError
 from rag_app.filters import Filter, chunk_fields, filter_values
 from rag_app.fusion import (
     ExactMatchRule,
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["bm25", "dense", "hybrid"]
 
 
-class RerankerUnavailableError(RuntimeError):
+class RerankerUnavailableError(RagAppError, RuntimeError):
     """Reranking was asked for explicitly but no trained reranker is available."""
 
 

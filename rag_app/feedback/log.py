@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag_app.errors import RagAppError
+
 log = logging.getLogger(__name__)
 
 _TAIL_BLOCK = 1 << 16
@@ -38,7 +40,7 @@ _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-class LogFormatError(ValueError):
+class LogFormatError(RagAppError, ValueError):
     """A malformed line in the middle of a log file (names the file and line)."""
 
 

@@ -29,13 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag_app.errors import RagAppError
+
 CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"
 QRELS_DIR = "qrels"
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
 
-class DatasetError(ValueError):
+class DatasetError(RagAppError, ValueError):
     """A malformed or inconsistent dataset file; the message names the file and line."""
 
 

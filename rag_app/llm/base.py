@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
+from rag_app.errors import RagAppError
+
 Message = dict[str, str]
 """One chat message: ``{"role": "system" | "user" | "assistant", "content": text}``."""
 
 
-class LLMError(RuntimeError):
+class LLMError(RagAppError, RuntimeError):
     """The LLM could not produce an answer (bad request, backend missing, model error)."""
 
 

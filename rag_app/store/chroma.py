@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from rag_app.config import Settings
+from rag_app.errors import RagAppError
 from rag_app.filters import chroma_metadata
 from rag_app.types import Chunk
 
@@ -33,15 +34,15 @@ _CLIENTS: dict[str, Any] = {}
 _CLIENT_LOCK = threading.Lock()
 
 
-class ModelMismatchError(RuntimeError):
+class ModelMismatchError(RagAppError, RuntimeError):
     """An index built with one embedding model was used with another."""
 
 
-class NotIndexedError(RuntimeError):
+class NotIndexedError(RagAppError, RuntimeError):
     """No collection exists for this embedding model yet."""
 
 
-class ChromaUnavailableError(RuntimeError):
+class ChromaUnavailableError(RagAppError, RuntimeError):
     """The configured Chroma server cannot be reached."""
 
 
