@@ -255,8 +255,10 @@ def _answer_table(
         answer = (row.get("metadata") or {}).get("answer")
         if answer and row.get("_id") in split.qrels:
             references[row["_id"]] = answer
-    test_ids = [q for q in split.queries if q not in set(split.feedback_ids)]
-    questions = {q: split.queries[q] for q in test_ids if q in references}
+    from rag_app.ir.beir import load_beir
+
+    held_out = load_beir(split.test, split="test").queries  # the retrieval table's questions
+    questions = {q: text for q, text in held_out.items() if q in references}
     if not questions:
         return
     retrievers = {"base": "baseline"}

@@ -260,6 +260,12 @@ def unit_vectors(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     return np.stack([cached[t] for t in texts]) if texts else np.zeros((0, embedder.dim))
 
 
+def clear_cache() -> None:
+    """Forget every cached unit vector (benchmarks time answers from cold)."""
+    with _VECTORS_LOCK:
+        _VECTORS.clear()
+
+
 WEIGHTS = np.array([WEIGHT_DENSE, WEIGHT_LEXICAL, WEIGHT_RANK, WEIGHT_QUANTITY])
 
 
