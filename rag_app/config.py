@@ -153,8 +153,14 @@ class RetrievalSettings(Section):
         ge=1,
         description="An identifier counts as rare when at most this many documents hold it.",
     )
+    exact_short_words: int = Field(
+        1,
+        ge=0,
+        description="A keyword query of at most this many words is keyword-led on its rare "
+        "words too (0: identifiers only).",
+    )
     exact_pin: int = Field(
-        1, ge=1, description="How many of BM25's hits holding the identifier lead the list."
+        5, ge=1, description="How many of BM25's hits holding the identifier lead the list."
     )
     rerank: bool = True
     rerank_top: int = Field(20, ge=1)

@@ -129,23 +129,27 @@ def fuse(lexical: Candidates, dense: Candidates, choice: FusionChoice, k: int) -
 
 @dataclass(frozen=True)
 class ExactMatchRule:
-    """Keyword-led fusion for queries that name an identifier.
+    """Keyword-led fusion for queries that name an identifier or type a rare word alone.
 
     A query holding a code ("SB 72-61-009", "NW-F-117", "MSN 0436": `rag_app.store.bm25
-    .is_code`) that at most `max_docs` documents contain is a lookup: BM25 is sure of its
-    answer and dense retrieval, which sees "72-61-009" as a few sub-word pieces, is not.
-    Min-max weighted fusion at a high dense weight caps a BM25-only hit below almost any
-    dense candidate, so such a query loses the document that owns the code. The rule puts
-    BM25's best `pin` hits that contain the code first, in BM25 order; the rest of the list
-    follows the measured fusion. Queries without such a code are fused as before.
-    Defaults chosen on dev identifier and keyword queries (docs/BENCHMARKS.md, "Query classes").
+    .is_code`), or a keyword query of at most `short_words` words ("mycosis"), whose term
+    at most `max_docs` documents contain is a lookup: BM25 is sure of its answer, and dense
+    retrieval, which sees "72-61-009" as a few sub-word pieces and a lone word without
+    context, is not. Min-max weighted fusion at a high dense weight caps a BM25-only hit
+    below almost any dense candidate, so such a query lost the document that owns the term.
+    The rule puts BM25's best `pin` hits that contain the term first, in BM25 order; the
+    rest of the list follows the measured fusion. Other queries are fused as before.
+    Defaults chosen on the dev halves of the shipped corpus's identifier and hand-written
+    classes and MedQuAD's natural, title and rare-word classes (docs/BENCHMARKS.md,
+    "Query classes").
     """
 
     max_docs: int = 50
-    pin: int = 1
+    pin: int = 5
+    short_words: int = 1  # a keyword query of at most this many words: its rare words count too
 
-    def describe(self, codes: Sequence[str]) -> str:
-        return f"exact match on {', '.join(codes)}: keyword-led (BM25's top {self.pin} first)"
+    def describe(self, terms: Sequence[str]) -> str:
+        return f"exact match on {', '.join(terms)}: keyword-led (BM25's top {self.pin} first)"
 
 
 def keyword_led(

@@ -253,7 +253,7 @@ class HybridRetriever:
         if self.exact is None or not isinstance(corpus, Corpus):
             return {}
         found = {}
-        for term, ids in corpus.bm25.codes_in(query).items():
+        for term, ids in corpus.bm25.exact_terms(query, self.exact.short_words).items():
             docs = {corpus.by_id[c].doc_id for c in ids if c in corpus.by_id}
             if len(docs) <= self.exact.max_docs:
                 found[term] = ids
@@ -354,7 +354,9 @@ def exact_rule(settings: Settings) -> ExactMatchRule | None:
     r = settings.retrieval
     if not r.exact_match:
         return None
-    return ExactMatchRule(max_docs=r.exact_max_docs, pin=r.exact_pin)
+    return ExactMatchRule(
+        max_docs=r.exact_max_docs, pin=r.exact_pin, short_words=r.exact_short_words
+    )
 
 
 def build_retriever(

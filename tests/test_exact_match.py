@@ -87,3 +87,17 @@ def test_identifier_questions_find_their_document_first_on_the_shipped_corpus(sh
     assert [h.chunk.id for h in off.retrieve(plain, 5)] == [
         h.chunk.id for h in hybrid.retrieve(plain, 5)
     ]
+
+
+def test_a_rare_word_typed_alone_counts_as_an_exact_match():
+    index = BM25Index.build(
+        [
+            Chunk("a", "a.md", "Mycosis fungoides is a lymphoma of the skin."),
+            Chunk("b", "b.md", "Glaucoma damages the optic nerve."),
+            Chunk("c", "c.md", "Symptoms of the skin lymphoma include patches."),
+        ]
+    )
+    assert set(index.exact_terms("mycosis", short_words=1)) == {"mycosi"}
+    assert index.exact_terms("symptoms of mycosis", short_words=1) == {}  # two words: a question
+    assert index.exact_terms("mycosis", short_words=0) == {}  # identifiers only
+    assert set(index.exact_terms("NW-F-117 mycosis", short_words=0)) == set()  # not indexed

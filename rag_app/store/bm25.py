@@ -257,14 +257,22 @@ class BM25Index:
         rows = self._post_rows[int(self._indptr[t]) : int(self._indptr[t + 1])]
         return {self.ids[int(r)] for r in rows}
 
-    def codes_in(self, query: str) -> dict[str, set[str]]:
-        """The query's identifier-like terms (`is_code`) that the index holds, each with the
-        chunks that contain it: what BM25 is sure of, for `rag_app.fusion.ExactMatchRule`."""
+    def exact_terms(self, query: str, short_words: int = 0) -> dict[str, set[str]]:
+        """The query terms BM25 can be sure of, each with the chunks that contain it, for
+        `rag_app.fusion.ExactMatchRule`: its identifiers (`is_code`), and, when the query
+        is a keyword query of at most `short_words` words, those words too."""
+        tokens = list(dict.fromkeys(tokenize(query)))
+        words = [t for t in tokens if _PART.fullmatch(t) and not is_code(t)]
+        keyword = 0 < len(words) <= short_words
         return {
             term: self.ids_with(term)
-            for term in dict.fromkeys(tokenize(query))
-            if is_code(term) and self.doc_freq(term)
+            for term in tokens
+            if (is_code(term) or (keyword and term in words)) and self.doc_freq(term)
         }
+
+    def codes_in(self, query: str) -> dict[str, set[str]]:
+        """The query's identifiers (`is_code`) that the index holds, with their chunks."""
+        return self.exact_terms(query, 0)
 
     def _rows(self, ids: Iterable[str]) -> list[int]:
         if self._row_of is None:  # built on first use: a filtered search needs it
