@@ -160,7 +160,7 @@ class RetrievalSettings(Section):
         "words too (0: identifiers only).",
     )
     exact_pin: int = Field(
-        5, ge=1, description="How many of BM25's hits holding the identifier lead the list."
+        10, ge=1, description="How many of BM25's hits holding the identifier lead the list."
     )
     rerank: bool = True
     rerank_top: int = Field(20, ge=1)

@@ -145,7 +145,7 @@ class ExactMatchRule:
     """
 
     max_docs: int = 50
-    pin: int = 5
+    pin: int = 10
     short_words: int = 1  # a keyword query of at most this many words: its rare words count too
 
     def describe(self, terms: Sequence[str]) -> str:
