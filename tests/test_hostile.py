@@ -158,3 +158,23 @@ def test_a_partial_dense_index_is_served_with_a_visible_warning(settings_factory
     service = ChatService(settings, load_llm=False)
     note = service.search_note("torque", BASELINE, "hybrid", False)
     assert "holds 4 of 6 chunks" in note and "rag-app index" in note
+
+
+def test_a_missing_model_is_one_line_and_the_chat_refuses_to_start(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rag_app.cli import app
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "good.md").write_text(GOOD)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAG_APP_MODELS__EMBEDDER", str(tmp_path / "no-such-model"))
+    runner = CliRunner()
+    ingested = runner.invoke(app, ["ingest", str(corpus), "-w", str(tmp_path / "ws")])
+    assert ingested.exit_code == 1
+    assert "no-such-model" in ingested.output and "Traceback" not in ingested.output
+    (tmp_path / "ws").mkdir(exist_ok=True)
+    (tmp_path / "ws" / "chunks.jsonl").write_text("")
+    chat = runner.invoke(app, ["chat", "-w", str(tmp_path / "ws")])
+    assert chat.exit_code == 1 and "no-such-model" in chat.output

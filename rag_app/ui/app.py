@@ -227,7 +227,9 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 except Exception:  # the baseline's index may be gone: no badges then
                     log.exception("baseline search for rank changes failed")
             title = f"Sources · {label}"
-            cards = hits_html(hits, title=title, note=note, moved=moved, marks=marks_on)
+            cards = hits_html(
+                hits, title=title, note=note, moved=moved, marks=marks_on, query=message
+            )
             yield history, "", cards, session_turns
             pairs = history_pairs(history[:-1])
             history.append({"role": "assistant", "content": "⏳ Answering…"})
@@ -252,7 +254,13 @@ def build_app(settings: Settings, service: ChatService | None = None):
             for quote in final.quotes:
                 quoted.setdefault(quote.unit.passage, []).append(quote.unit.core)
             html_out = hits_html(
-                hits, title=title, note=note, quoted=quoted, moved=moved, marks=marks_on
+                hits,
+                title=title,
+                note=note,
+                quoted=quoted,
+                moved=moved,
+                marks=marks_on,
+                query=message,
             )
             yield history, "", html_out, gr.skip()
 

@@ -74,6 +74,7 @@ CARD_CSS = """
   max-height: 7.5em; overflow: hidden; font-size: var(--text-lg); font-weight: normal;}
 #sources details[open] + .source-text {max-height: none;}
 #sources mark.quoted {background: #fff3b0; color: inherit;}
+#sources b.term {font-weight: 600;}
 #sources .source-cited {font-size: var(--text-sm);}
 #sources .mark-btn {font-size: var(--text-sm); padding: 1px 8px; margin-right: 6px;
   border: 1px solid var(--border-color-primary); border-radius: 6px; cursor: pointer;
@@ -114,8 +115,38 @@ def _why_ranked(hit: Hit) -> str:
     return " · ".join(f"{s} #{hit.ranks[s]}" for s in _STAGES if s in hit.ranks)
 
 
-def _highlight(text: str, quoted: list[str]) -> str:
-    """`text` HTML-escaped, with each quoted piece marked (document HTML never renders)."""
+def term_pattern(query: str) -> re.Pattern[str] | None:
+    """The query's words worth marking in a passage (3+ characters, not stop words, codes
+    whole), as one case-insensitive whole-word pattern; None when nothing is left."""
+    from rag_app.ir.stopwords import ENGLISH
+
+    words = {
+        w
+        for w in re.findall(r"[^\W_]+(?:[-/.][^\W_]+)*", query.lower())
+        if len(w) >= 3 and w not in ENGLISH
+    }
+    if not words:
+        return None
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)
+
+
+def _escaped(text: str, terms: re.Pattern[str] | None) -> str:
+    """`text` HTML-escaped, with the query's terms in <b class="term">."""
+    if terms is None:
+        return html.escape(text)
+    out, cursor = [], 0
+    for match in terms.finditer(text):
+        out.append(html.escape(text[cursor : match.start()]))
+        out.append(f'<b class="term">{html.escape(match.group())}</b>')
+        cursor = match.end()
+    out.append(html.escape(text[cursor:]))
+    return "".join(out)
+
+
+def _highlight(text: str, quoted: list[str], terms: re.Pattern[str] | None = None) -> str:
+    """`text` HTML-escaped, each quoted piece in <mark>, the query's terms in bold (document
+    HTML never renders: everything from the document is escaped)."""
     spans: list[tuple[int, int]] = []
     for piece in quoted:
         for line in piece.splitlines():
@@ -127,10 +158,10 @@ def _highlight(text: str, quoted: list[str]) -> str:
     for start, end in sorted(spans):
         if start < cursor:
             continue
-        out.append(html.escape(text[cursor:start]))
-        out.append(f'<mark class="quoted">{html.escape(text[start:end])}</mark>')
+        out.append(_escaped(text[cursor:start], terms))
+        out.append(f'<mark class="quoted">{_escaped(text[start:end], terms)}</mark>')
         cursor = end
-    out.append(html.escape(text[cursor:]))
+    out.append(_escaped(text[cursor:], terms))
     return "".join(out)
 
 
@@ -142,13 +173,16 @@ def hits_html(
     quoted: dict[int, list[str]] | None = None,
     moved: dict[int, str] | None = None,
     marks: bool = False,
+    query: str = "",
 ) -> str:
     """The sources as cards: number, document › section, why it ranked, the passage at body
     size (a few lines, the rest behind "show more"), the quoted sentences marked.
     `quoted` maps a source number to the texts the answer quotes from it; `moved` maps it
     to its rank change against the baseline ("▲3", "new", "="); `marks` adds each card's
-    Relevant / Not relevant buttons (`MARK_JS`)."""
+    Relevant / Not relevant buttons (`MARK_JS`); the words of `query` are marked in bold.
+    A card the answer quotes opens whole and says which of its sentences the answer quotes."""
     quoted = quoted or {}
+    terms = term_pattern(query)
     moved = moved or {}
     head = f'<div class="source-note"><b>{html.escape(title)}</b>'
     head += f" · {html.escape(note)}</div>" if note else "</div>"
@@ -161,8 +195,12 @@ def hits_html(
         doc_type = chunk.metadata.get("doc_type") if isinstance(chunk.metadata, dict) else None
         extra = [chunk.doc_id] + ([str(doc_type)] if doc_type else [])
         badge = f" · vs baseline {html.escape(moved[n])}" if n in moved else ""
-        cited = " · quoted in the answer" if quoted.get(n) else ""
-        body = _highlight(plain(chunk.text.strip()), [plain(q) for q in quoted.get(n, [])])
+        cited = ""
+        if quoted.get(n):
+            first = " ".join(plain(quoted[n][0]).split())
+            first = first if len(first) <= 90 else first[:87].rsplit(" ", 1)[0] + " …"
+            cited = f" · the answer quotes “{first}”"
+        body = _highlight(plain(chunk.text.strip()), [plain(q) for q in quoted.get(n, [])], terms)
         cards.append(
             f'<div class="source-card" id="source-{n}">'
             f'<div class="source-head"><span class="source-n">[{n}]</span>'
@@ -170,7 +208,8 @@ def hits_html(
             f'<div class="source-why">{html.escape(" · ".join(extra))} · '
             f"{html.escape(_why_ranked(hit))}{html.escape(badge)}"
             f'<span class="source-cited">{html.escape(cited)}</span></div>'
-            f'<details><summary class="source-why">show more</summary></details>'
+            f"<details{' open' if quoted.get(n) else ''}>"
+            '<summary class="source-why">show more</summary></details>'
             f'<div class="source-text">{body}</div>{_mark_buttons(n) if marks else ""}</div>'
         )
     return "\n".join(cards)
