@@ -14,7 +14,7 @@ def _hit(n: int, text: str, title: str = "SB 72-61-009 Bracket", heading: str = 
 def test_cards_escape_documents_mark_quotes_and_terms():
     text = (
         "## 7. Fleet status\n\n**All 13** affected propellers are modified <script>x</script>.\n"
-        "Fleet 707 carries SB 72-61-009 since March."
+        "Fleet 707 carries SB 72-61-009\nsince March."
     )
     out = hits_html(
         [_hit(1, text), _hit(2, "Nothing here about it.")],
@@ -25,7 +25,11 @@ def test_cards_escape_documents_mark_quotes_and_terms():
     assert "<script>" not in out and "&lt;script&gt;" in out  # document HTML never renders
     assert "&amp;gt;" not in out and "&gt;" not in out.split("&lt;script&gt;")[0]
     assert "##" not in out and "**" not in out  # Markdown marks are not shown raw
-    assert '<mark class="quoted">Fleet 707 carries SB <b class="term">72-61-009</b>' in out
+    # matched across the PDF-style line break inside the quoted sentence
+    assert (
+        '<mark class="quoted">Fleet 707 carries SB <span class="term">72-61-009</span>\nsince'
+        in out
+    )
     assert out.count('<div class="source-card"') == 2 and 'id="source-2"' in out
     assert "<details open>" in out  # the quoted card opens whole
     assert "the answer quotes “Fleet 707 carries SB 72-61-009 since March.”" in out

@@ -64,17 +64,18 @@ def hits_markdown(
 
 CARD_CSS = """
 #sources .source-card {border: 1px solid var(--border-color-primary); border-radius: 8px;
-  padding: 8px 10px; margin: 0 0 8px 0; font-size: var(--text-md); font-weight: normal;}
+  padding: 8px 10px; margin: 0 0 8px 0; font-size: var(--text-md); font-weight: normal;
+  font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;}
 #sources .source-head {display: flex; gap: 8px; align-items: baseline; flex-wrap: wrap;}
 #sources .source-n {font-weight: 600; color: var(--color-accent);}
-#sources .source-where {font-weight: 600; font-size: var(--text-md); overflow-wrap: anywhere;}
+#sources .source-where {font-weight: 700; font-size: var(--text-md); overflow-wrap: anywhere;}
 #sources .source-why, #sources .source-note {color: var(--body-text-color-subdued);
   font-size: var(--text-sm);}
 #sources .source-text {margin: 4px 0 0 0; white-space: pre-wrap; overflow-wrap: anywhere;
   max-height: 7.5em; overflow: hidden; font-size: var(--text-lg); font-weight: normal;}
 #sources details[open] + .source-text {max-height: none;}
 #sources mark.quoted {background: #fff3b0; color: inherit;}
-#sources b.term {font-weight: 600;}
+#sources .term {font-weight: 700; font-size: inherit; font-family: inherit;}
 #sources .source-cited {font-size: var(--text-sm);}
 #sources .mark-btn {font-size: var(--text-sm); padding: 1px 8px; margin-right: 6px;
   border: 1px solid var(--border-color-primary); border-radius: 6px; cursor: pointer;
@@ -132,13 +133,13 @@ def term_pattern(query: str) -> re.Pattern[str] | None:
 
 
 def _escaped(text: str, terms: re.Pattern[str] | None) -> str:
-    """`text` HTML-escaped, with the query's terms in <b class="term">."""
+    """`text` HTML-escaped, with the query's terms in <span class="term">."""
     if terms is None:
         return html.escape(text)
     out, cursor = [], 0
     for match in terms.finditer(text):
         out.append(html.escape(text[cursor : match.start()]))
-        out.append(f'<b class="term">{html.escape(match.group())}</b>')
+        out.append(f'<span class="term">{html.escape(match.group())}</span>')
         cursor = match.end()
     out.append(html.escape(text[cursor:]))
     return "".join(out)
@@ -150,10 +151,13 @@ def _highlight(text: str, quoted: list[str], terms: re.Pattern[str] | None = Non
     spans: list[tuple[int, int]] = []
     for piece in quoted:
         for line in piece.splitlines():
-            line = line.strip()
-            start = text.find(line) if line else -1
-            if start >= 0:
-                spans.append((start, start + len(line)))
+            words = line.split()
+            if not words:
+                continue
+            # the quote's whitespace was normalised: a PDF line break inside it still matches
+            found = re.search(r"\s+".join(re.escape(w) for w in words), text)
+            if found:
+                spans.append(found.span())
     out, cursor = [], 0
     for start, end in sorted(spans):
         if start < cursor:
