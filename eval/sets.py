@@ -58,7 +58,13 @@ class EvalSet:
 
 
 def norm_query(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+    """The leak guard's key for a question: the synthetic filters' normaliser
+    (`finetune.query_filters.normalise`: lower case, Unicode words only), so a training
+    question in any script is caught (the ASCII-only key made every non-Latin question
+    empty, and none was caught)."""
+    from finetune.query_filters import normalise
+
+    return normalise(text)
 
 
 def iter_jsonl(path: Path) -> Iterable[dict[str, Any]]:

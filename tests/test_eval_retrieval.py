@@ -210,3 +210,16 @@ def test_document_level_eval_on_workspace_chunks(tmp_path):
     assert ranking[0] == "guides/pump.md"
     assert len(ranking) == len(set(ranking))  # each document once, at its best chunk
     assert res.configs["bm25"].mean["mrr@10"] == pytest.approx(1.0)
+
+
+def test_the_leak_guard_key_keeps_non_latin_questions():
+    """A training question in Cyrillic or Greek must still match its eval copy (the ASCII-only
+    key turned every such question into "" and the guard caught none of them)."""
+    from eval.sets import norm_query
+
+    ru = "Какой момент затяжки гайки оси?"
+    assert norm_query(ru) == norm_query("какой  момент затяжки гайки оси") != ""
+    assert norm_query("Πίεση ελαστικών;") != norm_query(ru)
+    assert norm_query("What torque, for the AXLE nut?") == norm_query(
+        "what torque for the axle nut"
+    )
