@@ -51,7 +51,7 @@ def load_prompts(dataset: Path, n: int, styles: list[str]):
     """Synth's prompts for the first `n` passages, grouped as synth's `generate_many` calls
     (`synth.batch_size` chunks x styles each), with the seeds synth gives them."""
     from finetune.prompts import PromptSet
-    from finetune.synth import batch_seed
+    from finetune.synth import chunk_seed
     from rag_app.config import load_settings
 
     settings = load_settings()
@@ -63,7 +63,7 @@ def load_prompts(dataset: Path, n: int, styles: list[str]):
             rows.append(json.loads(line))
             if len(rows) == n:
                 break
-    calls: list[tuple[list, int]] = []  # (messages, seed) of each generate_many call
+    calls: list[tuple[list, list[int]]] = []  # (messages, seeds) of each generate_many call
     for start in range(0, len(rows), cfg.batch_size):
         batch = rows[start : start + cfg.batch_size]
         messages = [
@@ -71,7 +71,10 @@ def load_prompts(dataset: Path, n: int, styles: list[str]):
             for row in batch
             for style in styles
         ]
-        calls.append((messages, batch_seed(settings.seed, batch[0]["_id"])))
+        seeds = [
+            chunk_seed(settings.seed, row["_id"]) + j for row in batch for j in range(len(styles))
+        ]
+        calls.append((messages, seeds))
     return calls
 
 
@@ -85,8 +88,9 @@ def timed(fn: Callable[[], list[str]], counters: Callable[[], dict] | None):
 
 
 def per_prompt(calls):
-    """(messages, seed) of every prompt: a call's seed plus the prompt's place in it."""
-    return [(m, seed + i) for messages, seed in calls for i, m in enumerate(messages)]
+    """(messages, seed) of every prompt: each prompt has its own seed (synth's per chunk
+    and style seeds)."""
+    return [(m, seeds[i]) for messages, seeds in calls for i, m in enumerate(messages)]
 
 
 def llamacpp_paths(args, calls):

@@ -173,11 +173,12 @@ def real_examples(settings: Settings, chunks: Sequence[Chunk]) -> list[tuple[str
     return list(picked.values())
 
 
-def batch_seed(seed: int, first_chunk_id: str) -> int:
-    """The sampling seed of one LLM batch: fixed by the run's seed and the batch's first
-    chunk, so the same corpus and settings give the same synthetic queries."""
-    digest = hashlib.sha256(f"{seed}:{first_chunk_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
+def chunk_seed(seed: int, chunk_id: str) -> int:
+    """The sampling seed of one chunk's prompts (its styles add 0, 1, ...): fixed by the
+    run's seed and the chunk, so the same corpus and settings give the same synthetic
+    queries whatever batch a chunk falls in."""
+    digest = hashlib.sha256(f"{seed}:{chunk_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 2
 
 
 def _styles_for(cfg, n: int) -> list[str]:
@@ -230,7 +231,10 @@ def generate(
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             stop=["\n"],
-            seed=batch_seed(settings.seed, batch[0].id),
+            # one seed per chunk and style, not per batch: a chunk asked again after a
+            # crash (in another batch) gets the reply an uninterrupted run gave it, on
+            # backends that answer one prompt at a time (llama.cpp, OpenAI-compatible)
+            seed=[chunk_seed(settings.seed, c.id) + j for c in batch for j in range(n)],
         )
         seconds += time.perf_counter() - began
         if len(outputs) != len(messages):

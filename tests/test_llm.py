@@ -88,6 +88,11 @@ def test_llamacpp_backend_generates_streams_and_seeds(settings_factory):
     sampled = llm.generate_many(prompts, max_new_tokens=SHORT, temperature=1.0, seed=7)
     assert len(sampled) == 2 and all(sampled)
     assert sampled == llm.generate_many(prompts, max_new_tokens=SHORT, temperature=1.0, seed=7)
+    # per-prompt seeds: a prompt's reply does not depend on the batch it is in (a resumed
+    # synth run asks a chunk in another batch than the run that crashed)
+    together = llm.generate_many(prompts, max_new_tokens=SHORT, temperature=1.0, seed=[11, 29])
+    alone = llm.generate_many(prompts[1:], max_new_tokens=SHORT, temperature=1.0, seed=[29])
+    assert together[1] == alone[0]
 
 
 def test_unknown_generator_is_an_llm_error(settings_factory):

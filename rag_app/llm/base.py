@@ -9,7 +9,7 @@ prompt to the model: ``context_window`` (tokens), ``max_new_tokens`` and a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from rag_app.errors import RagAppError
@@ -58,11 +58,27 @@ class LLM(Protocol):
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
-        seed: int | None = None,
+        seed: Seeds = None,
     ) -> list[str]:
         """One reply per conversation. A `seed` makes sampled replies repeatable: the same
-        batch with the same seed gives the same replies, so a synth run can be reproduced."""
+        batch with the same seed gives the same replies, so a synth run can be reproduced.
+        A list gives each conversation its own seed, so backends that generate one
+        conversation at a time (llama.cpp, OpenAI-compatible servers) give a conversation
+        the same reply whatever batch it is in (a resumed synth run equals an uninterrupted
+        one); batched backends seed each sub-batch with its first conversation's seed."""
         ...
+
+
+Seeds = int | Sequence[int] | None
+
+
+def prompt_seed(seed: Seeds, i: int) -> int | None:
+    """The seed of conversation `i` of a batch: its own from a list, else `seed + i`."""
+    if seed is None:
+        return None
+    if isinstance(seed, int):
+        return seed + i
+    return int(seed[i])
 
 
 def check_messages(messages: list[Message]) -> list[Message]:

@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag_app.llm.base import LLMError, Message, StopFilter, check_messages, cut_at_stop
+from rag_app.llm.base import (
+    LLMError,
+    Message,
+    Seeds,
+    StopFilter,
+    check_messages,
+    cut_at_stop,
+    prompt_seed,
+)
 from rag_app.llm.prefix_cache import MIN_SHARED_TOKENS, PrefixCache, shared_prefix_len
 from rag_app.models import ResolvedModel, offline_env_for
 
@@ -334,7 +342,7 @@ class EmbeddedLLM:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
-        seed: int | None = None,
+        seed: Seeds = None,
     ) -> list[str]:
         """Padded batch generation, `batch_size` conversations at a time."""
         import torch
@@ -367,7 +375,7 @@ class EmbeddedLLM:
                 seeded = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
                 with self.loaded.lock, torch.inference_mode(), seeded:
                     if seed is not None:
-                        torch.manual_seed(seed + i)
+                        torch.manual_seed(prompt_seed(seed, i))
                     out = self.loaded.model.generate(**enc, **kwargs)
             except Exception as exc:
                 raise LLMError(f"generation failed: {exc}") from exc

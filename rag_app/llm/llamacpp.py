@@ -15,7 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rag_app.llm.base import LLMError, Message, StopFilter, check_messages, cut_at_stop
+from rag_app.llm.base import (
+    LLMError,
+    Message,
+    Seeds,
+    StopFilter,
+    check_messages,
+    cut_at_stop,
+    prompt_seed,
+)
 from rag_app.models import ResolvedModel
 
 INSTALL_HINT = (
@@ -167,7 +175,7 @@ class LlamaCppLLM:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
-        seed: int | None = None,
+        seed: Seeds = None,
     ) -> list[str]:
         """One sequence at a time (llama-cpp-python's high-level API), ordered for the cache.
 
@@ -189,7 +197,7 @@ class LlamaCppLLM:
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
                 stop=stop,
-                seed=None if seed is None else seed + i,
+                seed=prompt_seed(seed, i),
             )
         return replies
 

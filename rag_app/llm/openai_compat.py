@@ -21,10 +21,12 @@ from rag_app.llm.base import (
     LLMError,
     LLMUnavailableError,
     Message,
+    Seeds,
     StopFilter,
     approx_tokens,
     check_messages,
     cut_at_stop,
+    prompt_seed,
 )
 
 log = logging.getLogger(__name__)
@@ -270,7 +272,7 @@ class OpenAICompatLLM:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
-        seed: int | None = None,
+        seed: Seeds = None,
     ) -> list[str]:
         """Concurrent requests (`concurrency` at a time): servers batch them themselves."""
         if not batch:
@@ -283,7 +285,7 @@ class OpenAICompatLLM:
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
                 stop=stop,
-                seed=None if seed is None else seed + i,
+                seed=prompt_seed(seed, i),
             )
 
         items = list(enumerate(batch))
