@@ -77,7 +77,7 @@ def ingest_cmd(
         ingest={"chunk_size": chunk_size, "chunk_overlap": chunk_overlap},
     )
     try:
-        report = ingest.run(settings, rebuild=rebuild, progress=sys.stderr.isatty())
+        report = ingest.run(settings, rebuild=rebuild, progress=True)
     except (RagAppError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     typer.echo(

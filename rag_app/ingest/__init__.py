@@ -7,6 +7,7 @@ untouched; changed files replace only their own chunks; deleted files drop their
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,17 @@ def run(
 
     files_meta: dict[str, Any] = {}
     all_chunks: list[Chunk] = []
-    for item in tqdm(found, desc="ingest", unit="file", disable=not progress):
+    # in a log (stderr not a terminal) the bar still reports, every 10 s instead of 10 Hz
+    interactive = sys.stderr.isatty()
+    bar = tqdm(
+        found,
+        desc="ingest",
+        unit="file",
+        disable=not progress,
+        mininterval=0.1 if interactive else 10.0,
+        file=sys.stderr,
+    )
+    for item in bar:
         report.files += 1
         try:
             stat = item.path.stat()
