@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eval.answer_quality import answer_body, score_answer
 from eval.grounding import PROXY_LIMITS, THRESHOLDS, AnswerScores, GroundingScorer, llm_judge
 from eval.results import slug
 from eval.retrieval import config_pairs, prepare_run
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ANSWER_CONFIGS = ("hybrid-base", "hybrid-finetuned")
 ANSWER_METRICS = (
+    "key_fact_recall",
     "faithfulness",
     "citation_precision",
     "citation_recall",
@@ -106,6 +108,23 @@ def _default_answer_fn() -> Callable[..., Any]:
     return answer
 
 
+def _extractive_fn(retriever: Any, settings: Settings) -> Callable[..., Any]:
+    """Quoted-evidence answers as the chat gives them, scored with this retriever's own
+    embedder (the base or the fine-tuned one) and the workspace's BM25 statistics."""
+    from rag_app.answer_modes import extractive_answer
+    from rag_app.retrieve import embedder_of, load_corpus
+
+    embedder = embedder_of(retriever)
+    index = load_corpus(settings).bm25
+
+    def answer(question: str, hits: Any, _llm: Any = None) -> Any:
+        return extractive_answer(
+            question, hits, embedder, index, abstain_below=settings.answer.abstain_below
+        )
+
+    return answer
+
+
 def _llm_name(llm: Any) -> str:
     return str(getattr(llm, "name", None) or type(llm).__name__)
 
@@ -125,6 +144,7 @@ def run_answer_eval(
     judge_runs: int = 0,
     scorer: GroundingScorer | None = None,
     answer_fn: Callable[..., Any] | None = None,
+    mode: str | None = None,
     out_dir: str | Path | None = None,
     save: bool = True,
     index: bool = True,
@@ -137,11 +157,21 @@ def run_answer_eval(
     ``llm`` defaults to ``rag_app.llm.factory.build_llm(settings)``. ``k`` defaults to
     ``settings.retrieval.top_k`` (the passages the chat would use). ``limit`` defaults to 50
     queries, since generation dominates the cost (pass None for all). ``answer_fn(question,
-    hits, llm)`` defaults to ``rag_app.answer.answer``.
+    hits, llm)`` defaults to the answer ``mode`` (``extractive``, ``generative``, ``auto``;
+    default ``answer.mode``) as the chat resolves it: quoted evidence scored with each
+    configuration's own embedder, or ``rag_app.answer.answer``. Answers are also scored
+    for correctness against reference answers where the dataset has them
+    (``eval.answer_quality``: key-fact recall, polarity errors).
     """
+    from rag_app.answer_modes import needs_llm, resolve_mode
+
     say = echo or (lambda line: log.info("%s", line))
     k = k or settings.retrieval.top_k
-    if llm is None:
+    served = settings.model_copy(
+        update={"answer": settings.answer.model_copy(update={"mode": mode or settings.answer.mode})}
+    )
+    extractive = answer_fn is None and not needs_llm(served)
+    if llm is None and not extractive:
         from rag_app.llm.factory import build_llm
 
         llm = build_llm(settings)
@@ -150,7 +180,12 @@ def run_answer_eval(
                 "the answer eval needs an LLM, but llm.backend is 'none'; set it to "
                 "'embedded', 'llamacpp' or 'openai'"
             )
+    if answer_fn is None and not extractive:
+        answer_mode, _ = resolve_mode(served, llm, None)
+        extractive = answer_mode == "extractive"
     answer_fn = answer_fn or _default_answer_fn()
+    mode_used = "extractive" if extractive else "generative"
+    say(f"answer mode: {mode_used}")
     prep = prepare_run(
         settings,
         dataset,
@@ -179,7 +214,11 @@ def run_answer_eval(
             mode=spec.mode,  # type: ignore[arg-type]
             rerank=spec.rerank,
         )
+        config_answer = answer_fn
+        if extractive:
+            config_answer = _extractive_fn(retriever, eval_set.settings)
         scores_by_q: dict[str, dict[str, float]] = {}
+        polarity_errors: list[str] = []
         errors = 0
         abstained = 0
         started = time.perf_counter()
@@ -187,7 +226,7 @@ def run_answer_eval(
             question = prep.queries[qid]
             hits = retriever.retrieve(question, k)
             try:
-                result = answer_fn(question, hits, llm)
+                result = config_answer(question, hits, llm)
                 text = getattr(result, "text", "") or ""
                 error = getattr(result, "error", None)
                 used = getattr(result, "hits", None) or hits
@@ -195,13 +234,31 @@ def run_answer_eval(
                 text, error, used = "", f"{type(exc).__name__}: {exc}", hits
             passages = [h.chunk.text for h in used]
             reference = eval_set.references.get(qid)
-            scored: AnswerScores = scorer.score(question, text, passages, reference)
+            graded = text
+            if extractive and getattr(result, "quotes", None):
+                # the quotes with their citations, not the source lines printed under them
+                # ("... 160 Nm [2]." : a marker after the full stop would open the next
+                # sentence for the grader's splitter)
+                graded = " ".join(
+                    f"{q.unit.text.rstrip().rstrip('.')} [{q.unit.passage}]." for q in result.quotes
+                )
+            scored: AnswerScores = scorer.score(question, graded, passages, reference)
             if judge_llm is not None and judge_runs > 0 and text.strip():
                 scored.judge = llm_judge(question, text, passages, judge_llm, runs=judge_runs)
             if error:
                 errors += 1
             abstained += scored.abstained
             metrics = {m: v for m, v in scored.metrics().items() if v is not None}
+            if reference and not error:
+                correct = score_answer(
+                    answer_body(result),
+                    reference,
+                    abstained=bool(getattr(result, "abstained", False)),
+                )
+                if correct.key_fact_recall is not None:
+                    metrics["key_fact_recall"] = correct.key_fact_recall
+                if correct.polarity_error:
+                    polarity_errors.append(qid)
             scores_by_q[qid] = metrics
             rows.append(
                 {
@@ -240,6 +297,8 @@ def run_answer_eval(
             "n_queries": len(scores_by_q),
             "errors": errors,
             "abstained": abstained,
+            "polarity_errors": polarity_errors,
+            "answer_mode": mode_used,
             "seconds": round(time.perf_counter() - started, 2),
             "judge_mean_std": (sum(judge_spread) / len(judge_spread)) if judge_spread else None,
         }

@@ -118,16 +118,22 @@ def register(app: typer.Typer) -> None:
         judge_runs: Annotated[
             int, typer.Option(help="Also ask the configured LLM to judge each answer N times.")
         ] = 0,
+        mode: Annotated[
+            str | None,
+            typer.Option(help="Answer mode: auto, extractive or generative (default answer.mode)."),
+        ] = None,
         out: OutOpt = None,
     ) -> None:
-        """Generate answers with each retriever's context and score grounding offline."""
+        """Answer with each retriever's context, as the chat does; score correctness against
+        reference answers (key facts) and grounding offline."""
         from eval.answers import run_answer_eval
+        from rag_app.answer_modes import needs_llm
 
-        settings = settings_or_exit(config, workspace=workspace)
+        settings = settings_or_exit(config, workspace=workspace, answer={"mode": mode})
         try:
             from rag_app.llm.factory import build_llm
 
-            llm = build_llm(settings)
+            llm = build_llm(settings) if needs_llm(settings) or judge_runs else None
             result = run_answer_eval(
                 settings,
                 dataset,

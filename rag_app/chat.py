@@ -331,15 +331,11 @@ class ChatService:
         """The embedder of a retriever choice (base or fine-tuned), which scores the
         sentences of an extractive answer; BM25-only search uses the choice's model too.
         None when it cannot be loaded (lexical scores alone then)."""
-        from rag_app.retrieve import DenseRetriever, HybridRetriever, RerankedRetriever
+        from rag_app.retrieve import embedder_of
 
-        retriever = self.retriever(key, mode, rerank, dim)
-        if isinstance(retriever, RerankedRetriever):
-            retriever = retriever.base
-        if isinstance(retriever, HybridRetriever):
-            retriever = retriever.dense
-        if isinstance(retriever, DenseRetriever):
-            return retriever.embedder
+        found = embedder_of(self.retriever(key, mode, rerank, dim))
+        if found is not None:
+            return found
         from rag_app.embedder import Embedder
 
         try:

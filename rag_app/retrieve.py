@@ -315,6 +315,16 @@ class RerankedRetriever:
         return self.reranker.rerank(query, hits)[:k]
 
 
+def embedder_of(retriever: Retriever) -> Embedder | None:
+    """The dense embedder a retriever searches with (through reranking and fusion), or None
+    for BM25 alone: what scores the sentences of an extractive answer."""
+    if isinstance(retriever, RerankedRetriever):
+        retriever = retriever.base
+    if isinstance(retriever, HybridRetriever):
+        retriever = retriever.dense
+    return retriever.embedder if isinstance(retriever, DenseRetriever) else None
+
+
 # --- factory --------------------------------------------------------------------------------
 def resolve_dim(settings: Settings, model: str | None = None) -> int | None:
     """The serving dimension of a model: `retrieval.model_dims` (by spec, or by the run's

@@ -161,11 +161,48 @@ def test_answer_eval_with_the_real_embedded_llm(evaluated):
     ws, _ = evaluated
     settings = load_settings(workspace=ws, llm={"max_new_tokens": 32, "temperature": 0.0})
     res = run_answer_eval(
-        settings, TINY, ["bm25"], build_llm(settings), k=2, limit=2, n_resamples=100
+        settings,
+        TINY,
+        ["bm25"],
+        build_llm(settings),
+        k=2,
+        limit=2,
+        n_resamples=100,
+        mode="generative",  # auto would quote: the bundled model is too small to write
     )
     scored = res.configs["bm25"]
+    assert scored["answer_mode"] == "generative"
     # The 135M model sometimes returns nothing; that is counted as an error (the answer
     # falls back to passages), never hidden.
     assert scored["n_queries"] == 2 and scored["errors"] < 2
     for name in ("faithfulness", "answer_relevance", "citation_precision"):
         assert 0.0 <= scored["mean"][name] <= 1.0
+
+
+def test_answer_eval_quotes_as_the_chat_does_without_an_llm(evaluated, finetuned_model):
+    """`answer.mode` auto with the bundled generator (or `--mode extractive`): no LLM is
+    needed, each configuration's answers quote with its own embedder, and correctness is
+    scored against the references."""
+    from eval.answers import run_answer_eval
+    from rag_app.config import load_settings
+
+    ws, _ = evaluated
+    settings = load_settings(workspace=ws, llm={"backend": "none"})
+    res = run_answer_eval(
+        settings,
+        TINY,
+        ["dense-base", "dense-finetuned"],
+        None,
+        k=3,
+        finetuned=finetuned_model,
+        limit=6,
+        n_resamples=200,
+        mode="extractive",
+    )
+    for name in ("dense-base", "dense-finetuned"):
+        scored = res.configs[name]
+        assert scored["answer_mode"] == "extractive" and scored["errors"] == 0
+        assert scored["n_queries"] == 6 and "correctness_f1" in scored["mean"]
+        assert scored["polarity_errors"] == []
+    rows = [r for r in res.rows if r["config"] == "dense-base"]
+    assert all("“" in r["answer"] or r["answer"].startswith("Not found") for r in rows)
