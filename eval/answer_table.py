@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from eval.answer_quality import answer_body, score_answer
 from rag_app import extractive
 from rag_app.ir.stats import compare
+from rag_app.types import SearchMode
 
 if TYPE_CHECKING:
     from rag_app.config import Settings
@@ -52,9 +53,9 @@ def answer_rows(
             reference = references.get(qid)
             if not reference:
                 continue
-            hits = service.search(text, key, "hybrid", True)
+            hits = service.search(text, key, SearchMode.HYBRID, True)
             started = time.perf_counter()
-            answer = service.answer(text, hits, key=key, mode="hybrid", rerank=True)
+            answer = service.answer(text, hits, key=key, mode=SearchMode.HYBRID, rerank=True)
             row.ms.append((time.perf_counter() - started) * 1000)
             row.mode = answer.mode
             score = score_answer(answer_body(answer), reference, abstained=answer.abstained)

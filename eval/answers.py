@@ -211,7 +211,7 @@ def run_answer_eval(
         retriever = build_retriever(
             eval_set.settings,
             model=model_spec,
-            mode=spec.mode,  # type: ignore[arg-type]
+            mode=spec.mode,
             rerank=spec.rerank,
         )
         config_answer = answer_fn

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from rag_app.chat import BASELINE, ChatService, Mode
 from rag_app.config import Settings
+from rag_app.types import SearchMode
 
 
 @dataclass
@@ -78,7 +79,7 @@ def play_feedback(
     qrels: Mapping[str, Mapping[str, int]],
     *,
     key: str = BASELINE,
-    mode: Mode = "hybrid",
+    mode: Mode = SearchMode.HYBRID,
     k: int | None = None,
     user: str = "simulated",
     service: ChatService | None = None,

@@ -359,7 +359,7 @@ def run_retrieval_eval(
         retriever = build_retriever(
             eval_set.settings,
             model=model_spec,
-            mode=spec.mode,  # type: ignore[arg-type]
+            mode=spec.mode,
             rerank=spec.rerank,
         )
         description = retriever.describe()

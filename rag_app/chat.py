@@ -19,18 +19,18 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from rag_app.access import AccessPolicy
 from rag_app.answer import Answer
 from rag_app.config import Settings
 from rag_app.errors import RagAppError
 from rag_app.feedback import FeedbackRecorder
-from rag_app.types import Hit
+from rag_app.types import Hit, SearchMode
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["hybrid", "dense", "bm25"]
+Mode = SearchMode  # the name callers used before the enum
 BASELINE = "baseline"
 
 
@@ -254,7 +254,7 @@ class ChatService:
         self,
         query: str,
         key: str = BASELINE,
-        mode: Mode = "hybrid",
+        mode: Mode = SearchMode.HYBRID,
         rerank: bool = True,
         filters=None,
         k: int | None = None,
@@ -362,7 +362,7 @@ class ChatService:
         history: list[tuple[str, str]] | None = None,
         *,
         key: str = BASELINE,
-        mode: Mode = "hybrid",
+        mode: Mode = SearchMode.HYBRID,
         rerank: bool = True,
         dim: int | None = None,
     ) -> Iterator[Answer]:

@@ -176,7 +176,7 @@ def search_cmd(
         retriever = build_retriever(
             settings,
             model=model,
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,
             rerank=rerank,
             dim=dim,
             rescore=rescore,
@@ -235,23 +235,26 @@ def ask_cmd(
     import time
 
     from rag_app.chat import ChatService
+    from rag_app.types import SearchMode
 
     overrides = {"answer": {"mode": answer_mode}} if answer_mode else {}
     settings = settings_or_exit(config, workspace=workspace, **overrides)
-    if mode not in ("hybrid", "dense", "bm25"):
-        fail(f"unknown mode {mode!r}; use hybrid, dense or bm25")
+    try:
+        search_mode = SearchMode.parse(mode)
+    except ValueError as exc:
+        fail(str(exc))
     service = ChatService(settings)
     try:
         t0 = time.perf_counter()
-        hits = service.search(question, retriever, mode, True)  # type: ignore[arg-type]
+        hits = service.search(question, retriever, search_mode, True)
         t1 = time.perf_counter()
-        final = service.answer(question, hits, key=retriever, mode=mode, rerank=True)
+        final = service.answer(question, hits, key=retriever, mode=search_mode, rerank=True)
         t2 = time.perf_counter()
     except KeyError as exc:
         fail(f"{exc.args[0]}; choose one of: {', '.join(o.key for o in service.options())}")
     except (RagAppError, ValueError) as exc:
         fail(str(exc))
-    note = service.search_note(question, retriever, mode, True)  # type: ignore[arg-type]
+    note = service.search_note(question, retriever, search_mode, True)
     out = {
         "question": question,
         "answer": final.text,

@@ -22,7 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from rag_app import chunkstore
 from rag_app.config import Settings
@@ -37,7 +37,7 @@ from rag_app.fusion import (
     resolve,
 )
 from rag_app.store.bm25 import BM25Index
-from rag_app.types import Chunk, Hit
+from rag_app.types import Chunk, Hit, SearchMode
 
 if TYPE_CHECKING:
     from rag_app.embedder import Embedder
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["bm25", "dense", "hybrid"]
+Mode = SearchMode  # the name callers used before the enum
 
 
 class RerankerUnavailableError(RagAppError, RuntimeError):
@@ -372,7 +372,7 @@ def exact_rule(settings: Settings) -> ExactMatchRule | None:
 def build_retriever(
     settings: Settings,
     model: str | None = None,
-    mode: Mode = "hybrid",
+    mode: SearchMode | str = SearchMode.HYBRID,
     rerank: bool | None = None,
     dim: int | None = None,
     rescore: bool | None = None,
@@ -386,12 +386,11 @@ def build_retriever(
     `dim` serves the embedder truncated to that (indexed) dimension (default: `resolve_dim`);
     `rescore` (default `retrieval.rescore`) re-orders its candidates at full dimension.
     """
-    if mode not in ("bm25", "dense", "hybrid"):
-        raise ValueError(f"unknown retrieval mode {mode!r}; use bm25, dense or hybrid")
+    mode = SearchMode.parse(mode)
     corpus = load_corpus(settings)
     notes: list[str] = []
     retriever: Retriever
-    if mode == "bm25":
+    if mode is SearchMode.BM25:
         retriever = BM25Retriever(corpus)
     else:
         dense = build_dense(settings, corpus, model, dim=dim, rescore=rescore)
@@ -404,7 +403,7 @@ def build_retriever(
             )
             log.warning(warning)
             notes.append(warning)
-        if mode == "dense":
+        if mode is SearchMode.DENSE:
             retriever = dense
         else:
             choice, why = fusion_for(settings, model)

@@ -7,6 +7,7 @@ LlamaIndex / LangChain adapters) can convert them without pulling in the others.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 
@@ -61,3 +62,22 @@ class Hit:
             if stage in self.scores:
                 return self.scores[stage]
         return 0.0
+
+
+class SearchMode(StrEnum):
+    """How a question is searched: BM25 and dense fused, or one of them alone. Defined once
+    and parsed once (`parse`) where a mode enters from outside (CLI, UI, API, eval specs);
+    a member is also its string ("hybrid"), so JSON, logs and caches see plain text."""
+
+    HYBRID = "hybrid"
+    DENSE = "dense"
+    BM25 = "bm25"
+
+    @classmethod
+    def parse(cls, value: str) -> SearchMode:
+        """The mode named by `value`, or a ValueError listing the modes."""
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise ValueError(f"unknown search mode {value!r}; use {names}") from None

@@ -5,19 +5,16 @@ service results turned into chat history pairs and API JSON. No Gradio import he
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from rag_app.retrieve import Mode
-from rag_app.types import Hit
+from rag_app.types import Hit, SearchMode
 
 DATE_FIELD = "effective_date"
 
 
-def parse_mode(value: str) -> Mode:
+def parse_mode(value: str) -> SearchMode:
     """A search mode from the browser or an API client, checked (the API takes any string)."""
-    if value not in ("hybrid", "dense", "bm25"):
-        raise ValueError(f"unknown search mode {value!r}; use hybrid, dense or bm25")
-    return cast(Mode, value)
+    return SearchMode.parse(value)
 
 
 def filter_specs(
