@@ -96,15 +96,21 @@ def tokenize(text: str) -> list[str]:
 def is_code(token: str) -> bool:
     """Whether a token is an identifier rather than a word or a quantity: it contains a digit
     and either a letter or a separator ("72-61-009", "nw-f-117", "pt220a"), or is a
-    number of four or more digits ("0436"); "5.5" and "160" are quantities."""
+    number of four or more digits ("0436"); "5.5", "160" and "20-100" are quantities."""
     if not any(ch.isdigit() for ch in token):
         return False
     if any(ch.isalpha() for ch in token):
         return True
     if _PART.fullmatch(token):  # digits only
         return len(token) >= 4
-    # digits joined by separators: "72-61-009" is a code, "5.5" (bar) a quantity
-    return "-" in token or "_" in token or len(_PART.findall(token)) > 2
+    # digits joined by separators: "72-61-009" and "2023-0188" are codes; "5.5" (bar) and
+    # "20-100" (Nm, a range) are quantities
+    parts = _PART.findall(token)
+    if len(parts) > 2:
+        return True
+    if "-" not in token and "_" not in token:
+        return False
+    return any(len(p) >= 4 or (len(p) > 1 and p.startswith("0")) for p in parts)
 
 
 def chunk_set_hash(chunks: Iterable[Chunk]) -> str:
@@ -262,12 +268,16 @@ class BM25Index:
         `rag_app.fusion.ExactMatchRule`: its identifiers (`is_code`), and, when the query
         is a keyword query of at most `short_words` words, those words too."""
         tokens = list(dict.fromkeys(tokenize(query)))
+        # a compound's joined form ("20100" of "20-100") stands or falls with the compound
+        joined = {"".join(_PART.findall(t)) for t in tokens if not _PART.fullmatch(t)}
         words = [t for t in tokens if _PART.fullmatch(t) and not is_code(t)]
         keyword = 0 < len(words) <= short_words
         return {
             term: self.ids_with(term)
             for term in tokens
-            if (is_code(term) or (keyword and term in words)) and self.doc_freq(term)
+            if term not in joined
+            and (is_code(term) or (keyword and term in words))
+            and self.doc_freq(term)
         }
 
     def codes_in(self, query: str) -> dict[str, set[str]]:
