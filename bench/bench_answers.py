@@ -19,7 +19,6 @@ of key-fact recall, extractive against generative. Metrics: `eval.answer_quality
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -49,6 +48,7 @@ def main() -> None:
 
     from eval.answer_quality import answer_body, score_answer
     from eval.feedback_play import split_by_document
+    from eval.sets import _references_from
     from rag_app.chat import BASELINE, ChatService
     from rag_app.config import load_settings
     from rag_app.ir.beir import load_beir
@@ -57,11 +57,7 @@ def main() -> None:
     base = load_settings(workspace=Path(args.workspace), corpus=Path(args.corpus))
     dataset = load_beir(Path(args.corpus) / "eval", split="test")
     split = split_by_document(dataset.qrels, 0.5, seed=base.seed)
-    references = {}
-    for line in (Path(args.corpus) / "eval" / "queries.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row["metadata"].get("answer"):
-            references[row["_id"]] = row["metadata"]["answer"]
+    references, _ = _references_from(dataset)
     wanted = set(args.splits.split(","))
     questions = [
         (qid, dataset.queries[qid], name)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import statistics
 import sys
@@ -138,26 +137,20 @@ def main() -> None:
         ingest.run(settings, progress=False)
         index.run(settings, progress=True)
         granularity = "doc"
+        from rag_app.ir.beir import load_beir
         from rag_app.store.bm25 import is_code, tokenize
 
-        for line in (Path(args.corpus) / "eval" / "queries.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            queries.append((row["text"], {}, row["metadata"].get("kind", "question"), row["_id"]))
-        judged_by: dict[str, dict[str, int]] = defaultdict(dict)
-        for line in (Path(args.corpus) / "eval/qrels/test.tsv").read_text().splitlines()[1:]:
-            qid, doc, score = line.split("\t")
-            if int(score) > 0:
-                judged_by[qid][doc] = 1
-        hand = []
-        for text, _, kind, qid in queries:
-            if not judged_by.get(qid):
+        hand = load_beir(Path(args.corpus) / "eval", split="test")
+        for qid, text in hand.queries.items():
+            judged = {d: 1 for d, score in hand.qrels.get(qid, {}).items() if score > 0}
+            if not judged:
                 continue
+            kind = hand.query_metadata.get(qid, {}).get("kind", "question")
             cls = {"question": "question", "keyword": "keyword"}.get(kind, "symptom / how-to")
-            split = split_of(min(judged_by[qid]))
-            hand.append((text, judged_by[qid], cls, split))
+            split = split_of(min(judged))
+            queries.append((text, judged, cls, split))
             if any(is_code(t) for t in tokenize(text)):
-                hand.append((text, judged_by[qid], "hand-written with a code", split))
-        queries = hand
+                queries.append((text, judged, "hand-written with a code", split))
         corpus = load_corpus(settings)
         for text, doc, _ in identifier_queries(corpus.chunks):
             queries.append((text, {doc: 1}, "identifier", split_of(doc)))

@@ -15,7 +15,6 @@ the share of out-of-domain questions (MedQuAD's, asked of this library) it turns
 from __future__ import annotations
 
 import itertools
-import json
 import statistics
 
 import numpy as np
@@ -31,6 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     from eval.answer_quality import key_facts, score_answer
     from eval.feedback_play import split_by_document
+    from eval.sets import _references_from
     from rag_app import extractive
     from rag_app.chat import BASELINE, ChatService
     from rag_app.config import load_settings
@@ -40,11 +40,7 @@ def main() -> None:
     settings = load_settings(workspace=REPO / "workspace", corpus=REPO / "corpus")
     dataset = load_beir(REPO / "corpus" / "eval", split="test")
     dev = split_by_document(dataset.qrels, 0.5, seed=settings.seed).feedback
-    refs = {}
-    for line in (REPO / "corpus/eval/queries.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row["metadata"].get("answer"):
-            refs[row["_id"]] = row["metadata"]["answer"]
+    refs, _ = _references_from(dataset)
     service = ChatService(settings, load_llm=False)
     embedder = service.embedder_for(BASELINE, "hybrid", False)
     index = load_corpus(settings).bm25

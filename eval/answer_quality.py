@@ -23,12 +23,11 @@ from collections import Counter
 from dataclasses import dataclass
 
 from rag_app.answer import CITATION
+from rag_app.answer_modes import polarity
 
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w])")
 _CODE = re.compile(r"\b[A-Z0-9]*\d[A-Z0-9]*(?:[-/][A-Z0-9]+)+\b|\b[A-Z]+[-/]?\d+[A-Z0-9]*\b")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_CITE = CITATION  # the product's citation grammar
-_POLARITY = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
 
 def _number(text: str) -> str:
@@ -38,9 +37,9 @@ def _number(text: str) -> str:
 def key_facts(reference: str) -> list[str]:
     """The facts an answer must carry: "num:270", "code:sb 72-54-015"-like, "polarity:no"."""
     facts: list[str] = []
-    polarity = _POLARITY.match(reference)
-    if polarity:
-        facts.append(f"polarity:{polarity.group(1).lower()}")
+    said = polarity(reference)
+    if said:
+        facts.append(f"polarity:{said}")
     codes = [c for c in _CODE.findall(reference) if any(ch.isdigit() for ch in c)]
     for code in codes:
         facts.append(f"code:{code.lower()}")
@@ -55,15 +54,14 @@ def key_facts(reference: str) -> list[str]:
 def fact_found(fact: str, answer: str) -> bool:
     kind, _, value = fact.partition(":")
     if kind == "polarity":
-        said = _POLARITY.match(answer)
-        return said is not None and said.group(1).lower() == value
+        return polarity(answer) == value
     if kind == "code":
         return value in answer.lower()
     return value in {_number(n) for n in _NUMBER.findall(answer)}
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(_CITE.sub(" ", text).lower())
+    return _WORD.findall(CITATION.sub(" ", text).lower())
 
 
 def token_f1(answer: str, reference: str) -> float:
@@ -88,9 +86,8 @@ def score_answer(body: str, reference: str, *, abstained: bool) -> AnswerScore:
     """`body` (the answer without its source lines) against `reference`."""
     facts = key_facts(reference)
     recall = sum(fact_found(f, body) for f in facts) / len(facts) if facts else None
-    ref_pol = _POLARITY.match(reference)
-    said = _POLARITY.match(body)
-    error = bool(ref_pol and said and ref_pol.group(1).lower() != said.group(1).lower())
+    expected, said = polarity(reference), polarity(body)
+    error = bool(expected and said and expected != said)
     return AnswerScore(recall, token_f1(body, reference), error, abstained, len(words(body)))
 
 
@@ -101,5 +98,5 @@ def answer_body(answer) -> str:
         return ""
     if getattr(answer, "mode", "") == "extractive":
         return "\n".join(q.unit.text for q in answer.quotes)
-    text = _CITE.sub("", answer.text)
+    text = CITATION.sub("", answer.text)
     return text.replace("⚠️ *(not found in the sources)*", "")

@@ -244,19 +244,11 @@ def _answer_table(
 ) -> None:
     """The chat's answers to the same held-out questions, scored against corpus/eval's
     reference answers (eval.answer_table), base and each fine-tuned run."""
-    import json
-
     from eval.answer_table import answer_rows, table_lines
-
-    references: dict[str, str] = {}
-    path = Path(settings.corpus) / "eval" / "queries.jsonl"
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line) if line.strip() else {}
-        answer = (row.get("metadata") or {}).get("answer")
-        if answer and row.get("_id") in split.qrels:
-            references[row["_id"]] = answer
+    from eval.sets import _references_from
     from rag_app.ir.beir import load_beir
 
+    references, _ = _references_from(load_beir(Path(settings.corpus) / "eval", split="test"))
     held_out = load_beir(split.test, split="test").queries  # the retrieval table's questions
     questions = {q: text for q, text in held_out.items() if q in references}
     if not questions:

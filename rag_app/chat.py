@@ -166,10 +166,10 @@ class ChatService:
         """How this query was searched, for the sources panel: the fusion a hybrid search
         used and why ("weighted, dense weight 0.7, chosen on 812 synthetic validation
         questions", or "exact match on 72-61-009: keyword-led ...")."""
-        from rag_app.retrieve import HybridRetriever, RerankedRetriever
+        from rag_app.retrieve import HybridRetriever, RerankedRetriever, warnings_in
 
         retriever = self.retriever(key, mode, rerank, dim)
-        warnings = [n for n in retriever.notes if "holds" in n and "chunks" in n]
+        warnings = warnings_in(retriever.notes)
         base = retriever.base if isinstance(retriever, RerankedRetriever) else retriever
         note = (
             f"hybrid: {base.fusion_note(query)}"
@@ -408,14 +408,3 @@ class ChatService:
             pass
         assert final is not None  # answer_turn always yields
         return final
-
-    def stream_answer(
-        self, question: str, hits: list[Hit], history: list[tuple[str, str]] | None = None
-    ) -> Iterator[str]:
-        """Yield the answer text as it grows; falls back to passages when the LLM fails."""
-        from rag_app.answer import stream_answer
-
-        text = ""
-        for piece in stream_answer(question, hits, self.llm(), history=history):
-            text += piece
-            yield text

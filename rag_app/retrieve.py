@@ -315,6 +315,15 @@ class RerankedRetriever:
         return self.reranker.rerank(query, hits)[:k]
 
 
+PARTIAL_INDEX = "chunks: dense search misses the rest"  # in the warning build_retriever notes
+
+
+def warnings_in(notes: Sequence[str]) -> list[str]:
+    """The notes that warn of a partial dense index (the others say why reranking is off,
+    which the chat's status line already shows)."""
+    return [note for note in notes if PARTIAL_INDEX in note]
+
+
 def embedder_of(retriever: Retriever) -> Embedder | None:
     """The dense embedder a retriever searches with (through reranking and fusion), or None
     for BM25 alone: what scores the sentences of an extractive answer."""
@@ -398,8 +407,8 @@ def build_retriever(
         if indexed < len(corpus.chunks):  # an interrupted `rag-app index`, or chunks added
             warning = (
                 f"the dense index of {dense.embedder.name} holds {indexed:,} of "
-                f"{len(corpus.chunks):,} chunks: dense search misses the rest until "
-                f"`rag-app index --model {dense.embedder.spec}` completes"
+                f"{len(corpus.chunks):,} {PARTIAL_INDEX}"
+                f" until `rag-app index --model {dense.embedder.spec}` completes"
             )
             log.warning(warning)
             notes.append(warning)

@@ -40,7 +40,7 @@ def test_a_code_typed_without_its_prefix_matches_the_whole_code():
         ]
     )
     assert index.search("TC-32-411", 1)[0][0] == "a"
-    assert set(index.codes_in("what does TC-32-411 say")) == {"tc-32-411"}  # "32-411": a range?
+    assert set(index.exact_terms("what does TC-32-411 say")) == {"tc-32-411"}  # "32-411": a range?
 
 
 def test_keyword_led_puts_bm25s_best_exact_hit_first_and_keeps_the_rest_fused():

@@ -280,10 +280,6 @@ class BM25Index:
             and self.doc_freq(term)
         }
 
-    def codes_in(self, query: str) -> dict[str, set[str]]:
-        """The query's identifiers (`is_code`) that the index holds, with their chunks."""
-        return self.exact_terms(query, 0)
-
     def _rows(self, ids: Iterable[str]) -> list[int]:
         if self._row_of is None:  # built on first use: a filtered search needs it
             self._row_of = {cid: i for i, cid in enumerate(self.ids)}

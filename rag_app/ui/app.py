@@ -180,16 +180,21 @@ def build_app(settings: Settings, service: ChatService | None = None):
             history = [*history, {"role": "user", "content": message}]
             specs = filter_specs(dict(zip(filters, filter_args, strict=True)), date_lo, date_hi)
             started = time.perf_counter()
-            try:
-                hits = service.search(
+
+            def search_with(retriever_key: str) -> list[Any]:
+                return service.search(
                     message,
-                    key,
-                    parse_mode(search_mode),
+                    retriever_key,
+                    search,
                     use_rerank,
                     filters=build_filter(specs),
                     user=user_of(request),
                     dim=dim_value,
                 )
+
+            try:
+                search = parse_mode(search_mode)
+                hits = search_with(key)
             except Exception as exc:  # shown to the user, the session stays usable
                 log.exception("retrieval failed")
                 history.append({"role": "assistant", "content": f"⚠️ Retrieval failed: {exc}"})
@@ -202,7 +207,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
             turn = service.record_turn(
                 message,
                 key,
-                parse_mode(search_mode),
+                search,
                 use_rerank,
                 dim_value,
                 hits,
@@ -210,20 +215,11 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 session=session_of(request),
             )
             session_turns.append(turn)
-            note = service.search_note(message, key, parse_mode(search_mode), use_rerank, dim_value)
+            note = service.search_note(message, key, search, use_rerank, dim_value)
             moved: dict[int, str] = {}
             if key != BASELINE:  # what fine-tuning changed for this question
                 try:
-                    base_hits = service.search(
-                        message,
-                        BASELINE,
-                        parse_mode(search_mode),
-                        use_rerank,
-                        filters=build_filter(specs),
-                        user=user_of(request),
-                        dim=dim_value,
-                    )
-                    moved = rank_moves(base_hits, hits)
+                    moved = rank_moves(search_with(BASELINE), hits)
                 except Exception:  # the baseline's index may be gone: no badges then
                     log.exception("baseline search for rank changes failed")
             title = f"Sources · {label}"
@@ -240,7 +236,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 hits,
                 pairs,
                 key=key,
-                mode=parse_mode(search_mode),
+                mode=search,
                 rerank=use_rerank,
                 dim=dim_value,
             ):
