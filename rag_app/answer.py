@@ -58,7 +58,6 @@ class Answer:
 # --- citations ------------------------------------------------------------------------------
 # The one citation grammar: the product serves it and the eval grades it (eval.claim_text).
 CITATION = re.compile(r"\[\s*(\d+(?:\s*(?:[,;]|[-–]|and)\s*\d+)*)\s*\]")
-_CITE = CITATION
 
 
 def parse_citations(text: str, n_passages: int | None) -> list[int]:
@@ -66,7 +65,7 @@ def parse_citations(text: str, n_passages: int | None) -> list[int]:
     mention. Numbers outside 1..n_passages (the model inventing a passage) are ignored;
     `n_passages=None` keeps every number (for graders that check ranges themselves)."""
     found: list[int] = []
-    for match in _CITE.finditer(text):
+    for match in CITATION.finditer(text):
         for part in re.split(r"\s*(?:[,;]|and)\s*", match.group(1)):
             bounds = [int(x) for x in re.split(r"\s*[-–]\s*", part) if x.strip().isdigit()]
             if len(bounds) == 2 and 0 <= bounds[1] - bounds[0] <= 20:
@@ -88,11 +87,17 @@ def _content_words(text: str) -> set[str]:
 
 
 def attribute_sentences(text: str, passages: list[str], min_overlap: float = 0.5) -> list[int]:
-    """For each sentence of `text`, the passage (1-based) that best covers its content words,
-    or 0 when none covers at least `min_overlap` of them (too little to call it support)."""
+    """For each piece of `text` split at sentence ends (the whitespace between sentences
+    included, as 0), the passage (1-based) that best covers its content words, or 0 when
+    none covers at least `min_overlap` of them (too little to call it support)."""
+    return support_of(_SENTENCE_END.split(text), passages, min_overlap)
+
+
+def support_of(sentences: list[str], passages: list[str], min_overlap: float = 0.5) -> list[int]:
+    """For each of `sentences`, as `attribute_sentences` judges one."""
     vocab = [_content_words(p) for p in passages]
     found: list[int] = []
-    for sentence in _SENTENCE_END.split(text):
+    for sentence in sentences:
         words = _content_words(sentence)
         if len(words) < 2 or not vocab:
             found.append(0)

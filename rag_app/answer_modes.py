@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rag_app import prompts
-from rag_app.answer import Answer, attribute_sentences, display_path, passage_source
+from rag_app.answer import Answer, display_path, passage_source, support_of
 from rag_app.extractive import ABSTAIN_BELOW, Quote, extract, split_sentences
 from rag_app.types import Hit
 
@@ -150,11 +150,11 @@ def check_generated(
         return answer
     passages = [h.chunk.text for h in answer.hits]
     sentences = split_sentences(answer.text)
-    support = attribute_sentences(" ".join(sentences), passages)
+    support = support_of(sentences, passages)
     kept: list[str] = []
     flags: list[str] = []
     unsupported = 0
-    for sentence, source in zip(sentences, support, strict=False):
+    for sentence, source in zip(sentences, support, strict=True):
         if source or len(sentence.split()) < 3:
             kept.append(sentence)
             continue

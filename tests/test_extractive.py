@@ -87,13 +87,17 @@ def test_generated_sentences_are_checked_and_a_contradicted_yes_is_flagged():
         ),
     ]
     generated = Answer(
-        "Yes, you can leave it overnight at GRY [1]. The moon is made of green cheese today.",
+        "Yes, you can leave it overnight at GRY [1]. The moon is made of green cheese today. "
+        "Tell MCC about the open DI by 16:00.",
         [1],
         hits,
         mode="generative",
     )
     checked = check_generated(generated, "can we leave a DI open overnight at GRY", None, None)
     assert "green cheese today. ⚠️" in checked.text
+    # each sentence is judged on its own: the supported one after it stays unmarked
+    assert checked.text.endswith("Tell MCC about the open DI by 16:00.")
+    assert checked.flags[0].startswith("1 sentence(s)")
     assert any("unsupported" in f or "no source supports" in f for f in checked.flags)
     assert any("“Yes”" in f and "may not be left overnight" in f for f in checked.flags)
     dropped = check_generated(generated, "q", None, None, drop_unsupported=True)
