@@ -42,20 +42,21 @@ def answer_rows(
     retrievers: dict[str, str],
 ) -> list[AnswerRow]:
     """One row per retriever (label -> key as the chat lists it: "baseline" or a run name)."""
-    from rag_app.chat import ChatService
+    from rag_app.chat import ChatService, RetrieverChoice
 
     service = ChatService(settings)
     rows = []
     for label, key in retrievers.items():
         extractive.clear_cache()  # each row's times from a cold sentence-vector cache
         row = AnswerRow(label, "", {})
+        choice = RetrieverChoice(key, SearchMode.HYBRID, True)
         for qid, text in questions.items():
             reference = references.get(qid)
             if not reference:
                 continue
-            hits = service.search(text, key, SearchMode.HYBRID, True)
+            hits = service.search(text, choice)
             started = time.perf_counter()
-            answer = service.answer(text, hits, key=key, mode=SearchMode.HYBRID, rerank=True)
+            answer = service.answer(text, hits, choice=choice)
             row.ms.append((time.perf_counter() - started) * 1000)
             row.mode = answer.mode
             score = score_answer(answer_body(answer), reference, abstained=answer.abstained)

@@ -19,7 +19,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rag_app.chat import BASELINE, ChatService, Mode
+from rag_app.chat import BASELINE, ChatService, Mode, RetrieverChoice
 from rag_app.config import Settings
 from rag_app.types import SearchMode
 
@@ -87,19 +87,11 @@ def play_feedback(
     """Ask each question through the chat service and mark what it shows (module docstring)."""
     service = service or ChatService(settings, load_llm=False)
     report = PlayReport()
+    choice = RetrieverChoice.of(key, mode, rerank=False)
     for qid, text in queries.items():
         judged = {d for d, g in qrels.get(qid, {}).items() if g > 0}
-        hits = service.search(text, key, mode, rerank=False, k=k)
-        turn = service.record_turn(
-            text,
-            key,
-            mode,
-            False,
-            None,
-            hits,
-            user=user,
-            endpoint="play",
-        )
+        hits = service.search(text, choice, k=k)
+        turn = service.record_turn(text, choice, hits, user=user, endpoint="play")
         report.questions += 1
         hit_any = False
         for record in turn["hits"]:

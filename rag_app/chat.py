@@ -18,7 +18,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag_app.access import AccessPolicy
@@ -41,6 +41,44 @@ class RetrieverOption:
     key: str  # "baseline" or the run name
     label: str  # shown in the UI
     model: str  # spec or path given to build_retriever
+
+
+@dataclass(frozen=True)
+class RetrieverChoice:
+    """What a session chose to search with: the embedder (`key`: "baseline" or a run name),
+    the search mode, reranking and the embedding dimension (None: `retrieval.dim` or the
+    model's own).
+
+    One value instead of four loose parameters, so every `ChatService` call that builds,
+    describes or logs a retriever sees the same, already checked choice. Frozen and
+    hashable: it is also the key of the service's retriever cache. Build it from outside
+    input (CLI, UI, API, eval specs) with `of`, which parses a string mode."""
+
+    key: str = BASELINE
+    mode: SearchMode = SearchMode.HYBRID
+    rerank: bool = True
+    dim: int | None = None
+
+    def __post_init__(self) -> None:
+        # however it was built (untyped callers may pass "dense"), a choice holds a
+        # checked mode, and a 0 / "" / "384" dimension becomes None / 384, so equal
+        # choices share one cached retriever
+        if not isinstance(self.mode, SearchMode):
+            object.__setattr__(self, "mode", SearchMode.parse(self.mode))
+        object.__setattr__(self, "rerank", bool(self.rerank))
+        object.__setattr__(self, "dim", int(self.dim) if self.dim else None)
+
+    @classmethod
+    def of(
+        cls,
+        key: str = BASELINE,
+        mode: SearchMode | str = SearchMode.HYBRID,
+        rerank: bool = True,
+        dim: int | None = None,
+    ) -> RetrieverChoice:
+        """The choice named by outside input: `mode` may be a string ("dense"); an unknown
+        one raises a ValueError listing the modes (`SearchMode.parse`)."""
+        return cls(key, SearchMode.parse(mode), rerank, dim)
 
 
 @dataclass
@@ -98,7 +136,7 @@ class ChatService:
     def __init__(self, settings: Settings, *, load_llm: bool = True) -> None:
         self.settings = settings
         self._load_llm = load_llm and settings.llm.backend != "none"
-        self._retrievers: dict[tuple[str, str, bool, int | None], object] = {}
+        self._retrievers: dict[RetrieverChoice, object] = {}
         self.access = AccessPolicy.from_settings(settings)
         self._lock = threading.Lock()
         self._llm = None
@@ -144,58 +182,62 @@ class ChatService:
         return self._has_reranker, self._reranker_reason or ""
 
     # --- retrieval ---------------------------------------------------------------------
-    def retriever(self, key: str, mode: Mode, rerank: bool, dim: int | None = None):
+    def runnable(self, choice: RetrieverChoice) -> RetrieverChoice:
+        """`choice` as it runs here: without reranking when no reranker can be loaded."""
+        if choice.rerank and not self.reranker_status()[0]:
+            return replace(choice, rerank=False)
+        return choice
+
+    def retriever(self, choice: RetrieverChoice):
         """Build (once) and return the retriever for a choice of model, mode, rerank and
-        embedding dimension (None: `retrieval.dim` or the model's own)."""
-        rerank = rerank and self.reranker_status()[0]
-        dim = int(dim) if dim else None
-        cache_key = (key, mode, rerank, dim)
+        embedding dimension."""
+        choice = self.runnable(choice)
         with self._lock:
-            if cache_key not in self._retrievers:
+            if choice not in self._retrievers:
                 from rag_app.retrieve import build_retriever
 
-                model = self.option(key).model or None
-                self._retrievers[cache_key] = build_retriever(
-                    self.settings, model=model, mode=mode, rerank=rerank, dim=dim
+                model = self.option(choice.key).model or None
+                self._retrievers[choice] = build_retriever(
+                    self.settings,
+                    model=model,
+                    mode=choice.mode,
+                    rerank=choice.rerank,
+                    dim=choice.dim,
                 )
-            return self._retrievers[cache_key]
+            return self._retrievers[choice]
 
-    def search_note(
-        self, query: str, key: str, mode: Mode, rerank: bool, dim: int | None = None
-    ) -> str:
+    def search_note(self, query: str, choice: RetrieverChoice) -> str:
         """How this query was searched, for the sources panel: the fusion a hybrid search
         used and why ("weighted, dense weight 0.7, chosen on 812 synthetic validation
         questions", or "exact match on 72-61-009: keyword-led ...")."""
         from rag_app.retrieve import HybridRetriever, RerankedRetriever, warnings_in
 
-        retriever = self.retriever(key, mode, rerank, dim)
+        retriever = self.retriever(choice)
         warnings = warnings_in(retriever.notes)
         base = retriever.base if isinstance(retriever, RerankedRetriever) else retriever
         note = (
             f"hybrid: {base.fusion_note(query)}"
             if isinstance(base, HybridRetriever)
-            else f"{mode} only"
+            else f"{choice.mode} only"
         )
         return " · ".join([note, *(f"⚠️ {w}" for w in warnings)])
 
-    def describe(self, key: str, mode: Mode, rerank: bool, dim: int | None) -> dict:
+    def describe(self, choice: RetrieverChoice) -> dict:
         """The retriever behind an answer, as the feedback and query logs record it."""
-        option = self.option(key)
+        option = self.option(choice.key)
+        choice = self.runnable(choice)
         return {
-            "key": key,
+            "key": choice.key,
             "model": option.model or self.settings.models.embedder,
-            "mode": mode,
-            "rerank": bool(rerank and self.reranker_status()[0]),
-            "dim": int(dim) if dim else None,
+            "mode": choice.mode,
+            "rerank": choice.rerank,
+            "dim": choice.dim,
         }
 
     def record_turn(
         self,
         query: str,
-        key: str,
-        mode: Mode,
-        rerank: bool,
-        dim: int | None,
+        choice: RetrieverChoice,
         hits: list[Hit],
         *,
         user: str | None = None,
@@ -211,7 +253,7 @@ class ChatService:
         turn: dict[str, Any] = {
             "turn": uuid.uuid4().hex,
             "query": query,
-            "retriever": self.describe(key, mode, rerank, dim),
+            "retriever": self.describe(choice),
             "hits": [hit_record(h, i) for i, h in enumerate(hits, start=1)],
         }
         try:
@@ -253,21 +295,18 @@ class ChatService:
     def search(
         self,
         query: str,
-        key: str = BASELINE,
-        mode: Mode = SearchMode.HYBRID,
-        rerank: bool = True,
+        choice: RetrieverChoice = RetrieverChoice(),
         filters=None,
         k: int | None = None,
         *,
         user: str | None = None,
-        dim: int | None = None,
     ) -> list[Hit]:
         """Top-k hits for `query`, only among chunks `user` may read. A question over
         `server.max_question_chars` is refused (`QuestionTooLong`)."""
         query = clean_question(query, self.settings.server.max_question_chars)
         if not query:
             return []
-        retriever = self.retriever(key, mode, rerank, dim)
+        retriever = self.retriever(choice)
         flt = self.access_filter(user, filters)
         hits = retriever.retrieve(query, k=k or self.settings.retrieval.top_k, filters=flt)
         if self.access.enforced:
@@ -327,20 +366,20 @@ class ChatService:
         self.llm()
         return self._llm_error or f"LLM: {getattr(self._llm, 'name', '?')}"
 
-    def embedder_for(self, key: str, mode: Mode, rerank: bool, dim: int | None = None):
+    def embedder_for(self, choice: RetrieverChoice):
         """The embedder of a retriever choice (base or fine-tuned), which scores the
         sentences of an extractive answer; BM25-only search uses the choice's model too.
         None when it cannot be loaded (lexical scores alone then)."""
         from rag_app.retrieve import embedder_of
 
-        found = embedder_of(self.retriever(key, mode, rerank, dim))
+        found = embedder_of(self.retriever(choice))
         if found is not None:
             return found
         from rag_app.embedder import Embedder
 
         try:
             return Embedder.load(
-                self.option(key).model or self.settings.models.embedder,
+                self.option(choice.key).model or self.settings.models.embedder,
                 device=self.settings.models.device,
                 trust_remote_code=self.settings.models.trust_remote_code,
             )
@@ -361,10 +400,7 @@ class ChatService:
         hits: list[Hit],
         history: list[tuple[str, str]] | None = None,
         *,
-        key: str = BASELINE,
-        mode: Mode = SearchMode.HYBRID,
-        rerank: bool = True,
-        dim: int | None = None,
+        choice: RetrieverChoice = RetrieverChoice(),
     ) -> Iterator[Answer]:
         """The answer as it grows (generative) or at once (extractive); the last one yielded
         is final and says which mode answered and why. An LLM that fails gives way to an
@@ -376,7 +412,7 @@ class ChatService:
         cfg = self.settings.answer
         answer_mode, why = self.answer_mode()
         index = load_corpus(self.settings).bm25
-        embedder = self.embedder_for(key, mode, rerank, dim)
+        embedder = self.embedder_for(choice)
 
         def extractive(reason: str) -> Answer:
             return extractive_answer(
@@ -401,10 +437,17 @@ class ChatService:
             final, question, embedder, index, drop_unsupported=cfg.unsupported == "drop"
         )
 
-    def answer(self, question: str, hits: list[Hit], **choice: Any) -> Answer:
+    def answer(
+        self,
+        question: str,
+        hits: list[Hit],
+        history: list[tuple[str, str]] | None = None,
+        *,
+        choice: RetrieverChoice = RetrieverChoice(),
+    ) -> Answer:
         """The final answer of `answer_turn` (for scripts, the CLI and the eval)."""
         final = None
-        for final in self.answer_turn(question, hits, **choice):  # noqa: B007
+        for final in self.answer_turn(question, hits, history, choice=choice):  # noqa: B007
             pass
         assert final is not None  # answer_turn always yields
         return final

@@ -234,27 +234,26 @@ def ask_cmd(
     wrote it and why, its quotes and citations, the sources and the stage times."""
     import time
 
-    from rag_app.chat import ChatService
-    from rag_app.types import SearchMode
+    from rag_app.chat import ChatService, RetrieverChoice
 
     overrides = {"answer": {"mode": answer_mode}} if answer_mode else {}
     settings = settings_or_exit(config, workspace=workspace, **overrides)
     try:
-        search_mode = SearchMode.parse(mode)
+        choice = RetrieverChoice.of(retriever, mode, True)
     except ValueError as exc:
         fail(str(exc))
     service = ChatService(settings)
     try:
         t0 = time.perf_counter()
-        hits = service.search(question, retriever, search_mode, True)
+        hits = service.search(question, choice)
         t1 = time.perf_counter()
-        final = service.answer(question, hits, key=retriever, mode=search_mode, rerank=True)
+        final = service.answer(question, hits, choice=choice)
         t2 = time.perf_counter()
     except KeyError as exc:
         fail(f"{exc.args[0]}; choose one of: {', '.join(o.key for o in service.options())}")
     except (RagAppError, ValueError) as exc:
         fail(str(exc))
-    note = service.search_note(question, retriever, search_mode, True)
+    note = service.search_note(question, choice)
     out = {
         "question": question,
         "answer": final.text,

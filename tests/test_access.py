@@ -11,7 +11,7 @@ import pytest
 
 from rag_app import index, ingest
 from rag_app.access import AccessPolicy
-from rag_app.chat import BASELINE, ChatService
+from rag_app.chat import BASELINE, ChatService, RetrieverChoice
 from rag_app.filters import Filter, parse_filter
 from rag_app.types import Chunk, Hit
 from rag_app.ui.app import check_access_config, free_port, launch
@@ -144,8 +144,9 @@ def access_server(access_settings):
 def test_service_filters_before_retrieval(access_settings):
     service = ChatService(access_settings, load_llm=False)
     for mode in ("bm25", "dense", "hybrid"):
-        ana = service.search(SECRET, BASELINE, mode, False, user="ana", k=10)
-        bo = service.search(SECRET, BASELINE, mode, False, user="bo", k=10)
+        choice = RetrieverChoice.of(BASELINE, mode, False)
+        ana = service.search(SECRET, choice, user="ana", k=10)
+        bo = service.search(SECRET, choice, user="bo", k=10)
         assert ana[0].chunk.doc_id == "engines/gasket-bulletin.md"
         assert "engines/gasket-bulletin.md" not in {h.chunk.doc_id for h in bo}
         if mode != "bm25":  # BM25 returns only documents sharing a term
@@ -231,7 +232,7 @@ def test_the_policy_travels_with_the_workspace(access_settings, tmp_path, monkey
     assert not elsewhere.server.access_policy
     service = ChatService(elsewhere, load_llm=False)
     assert service.access.enforced
-    hits = service.search(SECRET, BASELINE, "hybrid", False, user=None, k=10)
+    hits = service.search(SECRET, RetrieverChoice.of(BASELINE, "hybrid", False), user=None, k=10)
     assert "engines/gasket-bulletin.md" not in {h.chunk.doc_id for h in hits}
     with pytest.raises(ValueError, match=r"access-policy\.json"):
         launch(elsewhere, block=False)

@@ -142,18 +142,19 @@ def test_key_facts_recall_f1_and_polarity():
 
 @pytest.mark.slow
 def test_shipped_corpus_questions_are_answered_with_their_facts(shipped):
-    from rag_app.chat import BASELINE, ChatService
+    from rag_app.chat import BASELINE, ChatService, RetrieverChoice
 
     service = ChatService(shipped)
+    choice = RetrieverChoice.of(BASELINE, "hybrid", False)
     for question, fact in [
         ("Which aircraft are affected by SB 72-61-009?", "SB 72-61-009"),
         ("main tyre pressure psi", "125 psi"),
     ]:
-        hits = service.search(question, BASELINE, "hybrid", False)
-        final = list(service.answer_turn(question, hits, rerank=False))[-1]
+        hits = service.search(question, choice)
+        final = list(service.answer_turn(question, hits, choice=choice))[-1]
         assert final.mode == "extractive" and not final.abstained, final.text
         assert final.quotes and final.citations
         assert fact in final.text or fact in hits[0].chunk.title, (question, final.text)
     off = "What are the symptoms of glaucoma?"
-    final = list(service.answer_turn(off, service.search(off, BASELINE, "hybrid", False)))[-1]
+    final = list(service.answer_turn(off, service.search(off, choice)))[-1]
     assert final.abstained and final.text.startswith(NOT_FOUND)

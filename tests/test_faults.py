@@ -139,11 +139,11 @@ def test_chat_api_refuses_a_retriever_that_is_not_a_listed_run(settings_factory,
     """`/search` and `/ask` take the retriever key from the client: only the baseline and
     the registry's runs are accepted, so a client cannot make the server load a model from
     an arbitrary path or hub id."""
-    from rag_app.chat import ChatService
+    from rag_app.chat import ChatService, RetrieverChoice
 
     service = ChatService(settings_factory())
     with pytest.raises(KeyError, match="unknown retriever"):
-        service.search("axle nut torque", key=key, mode="bm25", rerank=False)
+        service.search("axle nut torque", RetrieverChoice.of(key, "bm25", rerank=False))
     with pytest.raises(KeyError, match="unknown retriever"):
         service.dims(key)
     assert not service._retrievers

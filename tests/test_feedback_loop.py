@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from eval.feedback_play import play_feedback, split_by_document
 from rag_app import index, ingest
-from rag_app.chat import ChatService
+from rag_app.chat import ChatService, RetrieverChoice
 from rag_app.cli import app
 from rag_app.ir.beir import load_beir
 
@@ -70,7 +70,7 @@ def test_feedback_export_finetune_then_chat_serves_the_run(settings_factory, tmp
     run_name = runs[0].parent.name
     assert service.default_finetuned().key == run_name
     question = dataset.queries[split.test[0]]
-    hits = service.search(question, run_name, "dense", rerank=False)
+    hits = service.search(question, RetrieverChoice.of(run_name, "dense", rerank=False))
     assert hits and all(h.ranks.get("dense") for h in hits)
 
     # the export is also an eval set: judged per chunk of this workspace

@@ -70,7 +70,7 @@ def test_recorded_choice_is_served_until_the_chunks_change(tmp_path):
 def test_finetune_measures_fusion_on_real_questions_and_the_chat_serves_it(tiny_settings):  # noqa: F811
     from conftest import FIXTURES
 
-    from rag_app.chat import ChatService
+    from rag_app.chat import ChatService, RetrieverChoice
     from rag_app.index import run as build_index
     from rag_app.retrieve import HybridRetriever, build_retriever, fusion_for
 
@@ -124,6 +124,7 @@ def test_finetune_measures_fusion_on_real_questions_and_the_chat_serves_it(tiny_
     assert explicit.choice == FusionChoice("rrf") and "retrieval.fusion" in explicit.why
 
     service = ChatService(settings, load_llm=False)
-    note = service.search_note("q", "baseline", "hybrid", rerank=False)
+    note = service.search_note("q", RetrieverChoice.of("baseline", "hybrid", rerank=False))
     assert note == f"hybrid: {fusion_for(settings)[1]}" and "held-out real" in note
-    assert service.search_note("q", "baseline", "dense", rerank=False) == "dense only"
+    dense = RetrieverChoice.of("baseline", "dense", rerank=False)
+    assert service.search_note("q", dense) == "dense only"

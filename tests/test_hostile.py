@@ -143,7 +143,7 @@ def test_a_partial_dense_index_is_served_with_a_visible_warning(settings_factory
     """After an interrupted `rag-app index`, search says how much of the corpus dense
     retrieval can see instead of quietly serving a part of it."""
     from rag_app import index
-    from rag_app.chat import BASELINE, ChatService
+    from rag_app.chat import BASELINE, ChatService, RetrieverChoice
     from rag_app.retrieve import build_dense, load_corpus
 
     corpus = tmp_path / "corpus"
@@ -156,7 +156,7 @@ def test_a_partial_dense_index_is_served_with_a_visible_warning(settings_factory
     dense = build_dense(settings, load_corpus(settings))
     dense.store.collection.delete(ids=[c.id for c in load_corpus(settings).chunks[:2]])
     service = ChatService(settings, load_llm=False)
-    note = service.search_note("torque", BASELINE, "hybrid", False)
+    note = service.search_note("torque", RetrieverChoice.of(BASELINE, "hybrid", False))
     assert "holds 4 of 6 chunks" in note and "rag-app index" in note
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rag_app import index, ingest
-from rag_app.chat import BASELINE, ChatService
+from rag_app.chat import BASELINE, ChatService, RetrieverChoice
 from rag_app.models import resolve_embedder
 from rag_app.ui.app import exposure_warning, free_port, launch
 
@@ -122,7 +122,7 @@ def test_service_lists_baseline_and_finetuned(ui_settings):
     service = ChatService(ui_settings, load_llm=False)
     keys = [o.key for o in service.options()]
     assert keys == [BASELINE, "ui-test-run"]
-    hits = service.search("axle nut torque", BASELINE, "hybrid", rerank=False)
+    hits = service.search("axle nut torque", RetrieverChoice.of(BASELINE, "hybrid", rerank=False))
     assert hits[0].chunk.doc_id == "task_cards/wheel-pos1.md"
     assert {"bm25", "dense", "fused"} <= set(hits[0].ranks)
 

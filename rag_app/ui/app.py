@@ -18,9 +18,10 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
-from rag_app.chat import BASELINE, ChatService
+from rag_app.chat import BASELINE, ChatService, RetrieverChoice
 from rag_app.config import Settings
 from rag_app.ui.inputs import (
     DATE_FIELD,
@@ -30,7 +31,6 @@ from rag_app.ui.inputs import (
     hit_json,
     mark_context,
     message_text,
-    parse_mode,
     session_of,
     split_extra,
     user_of,
@@ -181,20 +181,14 @@ def build_app(settings: Settings, service: ChatService | None = None):
             specs = filter_specs(dict(zip(filters, filter_args, strict=True)), date_lo, date_hi)
             started = time.perf_counter()
 
-            def search_with(retriever_key: str) -> list[Any]:
+            def search_with(with_choice: RetrieverChoice) -> list[Any]:
                 return service.search(
-                    message,
-                    retriever_key,
-                    search,
-                    use_rerank,
-                    filters=build_filter(specs),
-                    user=user_of(request),
-                    dim=dim_value,
+                    message, with_choice, filters=build_filter(specs), user=user_of(request)
                 )
 
             try:
-                search = parse_mode(search_mode)
-                hits = search_with(key)
+                choice = RetrieverChoice.of(key, search_mode, use_rerank, dim_value)
+                hits = search_with(choice)
             except Exception as exc:  # shown to the user, the session stays usable
                 log.exception("retrieval failed")
                 history.append({"role": "assistant", "content": f"⚠️ Retrieval failed: {exc}"})
@@ -205,21 +199,14 @@ def build_app(settings: Settings, service: ChatService | None = None):
             label = service.option(key).label
             t0 = time.perf_counter()
             turn = service.record_turn(
-                message,
-                key,
-                search,
-                use_rerank,
-                dim_value,
-                hits,
-                user=user_of(request),
-                session=session_of(request),
+                message, choice, hits, user=user_of(request), session=session_of(request)
             )
             session_turns.append(turn)
-            note = service.search_note(message, key, search, use_rerank, dim_value)
+            note = service.search_note(message, choice)
             moved: dict[int, str] = {}
             if key != BASELINE:  # what fine-tuning changed for this question
                 try:
-                    moved = rank_moves(search_with(BASELINE), hits)
+                    moved = rank_moves(search_with(replace(choice, key=BASELINE)), hits)
                 except Exception:  # the baseline's index may be gone: no badges then
                     log.exception("baseline search for rank changes failed")
             title = f"Sources · {label}"
@@ -231,15 +218,7 @@ def build_app(settings: Settings, service: ChatService | None = None):
             history.append({"role": "assistant", "content": "⏳ Answering…"})
             yield history, "", gr.skip(), gr.skip()
             final = None
-            for final in service.answer_turn(
-                message,
-                hits,
-                pairs,
-                key=key,
-                mode=search,
-                rerank=use_rerank,
-                dim=dim_value,
-            ):
+            for final in service.answer_turn(message, hits, pairs, choice=choice):
                 history[-1] = {"role": "assistant", "content": final.text}
                 yield history, "", gr.skip(), gr.skip()
             if final is None:
@@ -356,23 +335,10 @@ def build_app(settings: Settings, service: ChatService | None = None):
                 user = user_of(request)
                 try:
                     flt = build_filter(specs)
-                    base_hits = service.search(
-                        query,
-                        BASELINE,
-                        parse_mode(search_mode),
-                        use_rerank,
-                        flt,
-                        user=user,
-                        dim=dim_value,
-                    )
+                    choice = RetrieverChoice.of(BASELINE, search_mode, use_rerank, dim_value)
+                    base_hits = service.search(query, choice, flt, user=user)
                     tuned_hits = service.search(
-                        query,
-                        tuned.key,
-                        parse_mode(search_mode),
-                        use_rerank,
-                        flt,
-                        user=user,
-                        dim=dim_value,
+                        query, replace(choice, key=tuned.key), flt, user=user
                     )
                 except Exception as exc:
                     log.exception("compare failed")
@@ -405,12 +371,9 @@ def build_app(settings: Settings, service: ChatService | None = None):
             """
             hits = service.search(
                 query,
-                key,
-                parse_mode(search_mode),
-                use_rerank,
+                RetrieverChoice.of(key, search_mode, use_rerank, dim),
                 filters=build_filter(list(filters or [])),
                 user=user_of(request),
-                dim=dim,
             )
             return [hit_json(h) for h in hits]
 

@@ -1,20 +1,16 @@
 """What the chat's handlers share: browser and API inputs turned into `ChatService`
-arguments (search mode, filter specs, extra inputs, the logged-in user and session), and
-service results turned into chat history pairs and API JSON. No Gradio import here.
+arguments (filter specs, extra inputs, the logged-in user and session; the search mode is
+checked by `RetrieverChoice.of`), and service results turned into chat history pairs and
+API JSON. No Gradio import here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rag_app.types import Hit, SearchMode
+from rag_app.types import Hit
 
 DATE_FIELD = "effective_date"
-
-
-def parse_mode(value: str) -> SearchMode:
-    """A search mode from the browser or an API client, checked (the API takes any string)."""
-    return SearchMode.parse(value)
 
 
 def filter_specs(
