@@ -167,12 +167,11 @@ def one_point(ns, scorer, dataset, args, *, subset, seed, size, synthetic, weigh
         shutil.rmtree(settings.models_dir / name, ignore_errors=True)
         trainer = train.train_embedder if args.method == "full" else adapter.train_adapter
         trained = trainer(settings, data, name=name, progress=False)
-        record = json.loads((trained.path / "run.json").read_text())
         point.update(
             {
                 "recommended": trained.recommended,
                 "verified": trained.verified,
-                "guard_queries": record["guard"]["queries"],
+                "guard_queries": trained.record.guard["queries"],
                 "train_pairs": trained.train_pairs,
                 "train_seconds": round(trained.train_seconds, 1),
             }

@@ -52,8 +52,10 @@ def train_matryoshka(dataset: Path, out: Path, base: str, dims: list[int], epoch
     from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
 
+    from finetune.run_store import write_record
     from rag_app.ir.beir import load_beir
     from rag_app.models import resolve_embedder
+    from rag_app.runs import RunKind, RunRecord
 
     train = load_beir(dataset, split="train", on_duplicate_query="disambiguate")
     anchors, positives = [], []
@@ -84,18 +86,16 @@ def train_matryoshka(dataset: Path, out: Path, base: str, dims: list[int], epoch
     started = time.perf_counter()
     SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss).train()
     model.save(str(out))
-    (out / "run.json").write_text(
-        json.dumps(
-            {
-                "name": out.name,
-                "kind": "embedder",
-                "base_model": base,
-                "train_data": [str(dataset / "qrels" / "train.tsv")],
-                "matryoshka_dims": dims,
-                "train_seconds": round(time.perf_counter() - started, 1),
-            },
-            indent=2,
-        )
+    write_record(
+        out,
+        RunRecord(
+            kind=RunKind.EMBEDDER,
+            name=out.name,
+            base_model=base,
+            train_seconds=round(time.perf_counter() - started, 1),
+            train_data=[str(dataset / "qrels" / "train.tsv")],
+            matryoshka_dims=dims,
+        ),
     )
     return out
 

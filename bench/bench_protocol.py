@@ -51,6 +51,7 @@ from _common import REPO, RESULTS
 from _protocol_corpora import EvalCorpus, load_corpus
 
 from rag_app.config import updated_finetune
+from rag_app.runs import RunKind, read_record
 
 SOURCES = (
     "GARD",
@@ -213,18 +214,18 @@ def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) 
     if not data.train:
         return {"error": "no training pairs", "synth": report.as_dict()}
     fp = data_mod.data_fingerprint(settings, data, "adapter")
-    found = runs.existing_run(settings, fp, "embedder")
+    found = runs.existing_run(settings, fp, RunKind.EMBEDDER)
     if found is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         found = adapter.train_adapter(settings, data, name=f"{name}-{stamp}", progress=progress)
-    record = json.loads((found.path / "run.json").read_text(encoding="utf-8"))
+    record = found.record
     return {
         "run": str(found.path),
-        "train_pairs": record.get("train_pairs"),
-        "val_pairs": record.get("val_pairs"),
-        "sources": {k: v for k, v in record.get("data", {}).items() if k.startswith("source ")},
-        "best_epoch": record.get("best_epoch"),
-        "recommended": record.get("recommended"),
+        "train_pairs": record.train_pairs,
+        "val_pairs": record.val_pairs,
+        "sources": {k: v for k, v in record.data.items() if k.startswith("source ")},
+        "best_epoch": (record.model_extra or {}).get("best_epoch"),
+        "recommended": record.recommended,
         "llm_replies_new": report.as_dict().get("llm_replies"),
         "seconds": round(time.perf_counter() - began, 1),
     }
@@ -259,7 +260,8 @@ def fusion_rows(report: dict[str, Any], split: str = "test") -> list[str]:
         run = (row["recipes"].get("default") or {}).get("run")
         if not per_query or not run:
             continue
-        recorded = json.loads((Path(run) / "run.json").read_text()).get("fusion") or {}
+        found = read_record(Path(run))
+        recorded = found.fusion if found is not None else {}
         dev = (row.get("per_query") or {}).get("dev")
         for model, role in (("base", "base"), ("default", "finetuned")):
             scores = per_query[model]

@@ -47,8 +47,10 @@ def train_supervised(dataset: Path, out: Path, base: str, epochs: int, batch: in
     )
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
+    from finetune.run_store import write_record
     from rag_app.ir.beir import load_beir
     from rag_app.models import resolve_embedder
+    from rag_app.runs import RunKind, RunRecord
 
     train = load_beir(dataset, split="train", on_duplicate_query="disambiguate")
     anchors, positives = [], []
@@ -86,23 +88,19 @@ def train_supervised(dataset: Path, out: Path, base: str, epochs: int, batch: in
     train_file.write_text(
         "".join(json.dumps({"query": q}) + "\n" for q in dict.fromkeys(anchors)), encoding="utf-8"
     )
-    (out / "run.json").write_text(
-        json.dumps(
-            {
-                "run_id": out.name,
-                "kind": "embedder",
-                "base": base,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "train_file": str(train_file),
-                "train_source": f"{dataset}/qrels/train.tsv",
-                "pairs": len(anchors),
-                "epochs": epochs,
-                "batch_size": batch,
-                "seconds": round(time.perf_counter() - started, 1),
-            },
-            indent=2,
+    write_record(
+        out,
+        RunRecord(
+            kind=RunKind.EMBEDDER,
+            name=out.name,
+            base_model=base,
+            train_file=str(train_file),
+            train_pairs=len(anchors),
+            train_seconds=round(time.perf_counter() - started, 1),
+            train_source=f"{dataset}/qrels/train.tsv",
+            epochs=epochs,
+            batch_size=batch,
         ),
-        encoding="utf-8",
     )
     return out
 

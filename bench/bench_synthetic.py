@@ -136,6 +136,7 @@ def train_variant(ns, name: str, spec: Variant, dataset: Path, guard: Path, prog
     """Synthesise (cached LLM replies), filter and train one variant; returns its record."""
     from finetune import adapter, runs, synth, train
     from finetune import data as data_mod
+    from rag_app.runs import RunKind
 
     method, source = spec.method, spec.source
     synth_cfg = ns.synth.model_copy(update=spec.synth)
@@ -154,26 +155,28 @@ def train_variant(ns, name: str, spec: Variant, dataset: Path, guard: Path, prog
     if spec.select is not None:
         data = _selected(settings, data, spec.select)
     job = "adapter" if method == "adapter" else "embedder"
-    found = runs.existing_run(settings, data_mod.data_fingerprint(settings, data, job), "embedder")
+    found = runs.existing_run(
+        settings, data_mod.data_fingerprint(settings, data, job), RunKind.EMBEDDER
+    )
     if found is None:
         trainer = adapter.train_adapter if method == "adapter" else train.train_embedder
         found = trainer(
             settings, data, name=f"{name}-{datetime.now(UTC):%Y%m%d%H%M%S}", progress=progress
         )
     print(f"[{name}] {found.summary()}")
-    record = json.loads((found.path / "run.json").read_text(encoding="utf-8"))
+    record = found.record
     return {
         "run": str(found.path),
         "method": method,
         "source": source,
-        "train_pairs": record.get("train_pairs"),
-        "val_pairs": record.get("val_pairs"),
-        "train_seconds": record.get("train_seconds"),
-        "pairs_per_s": record.get("pairs_per_s"),
+        "train_pairs": record.train_pairs,
+        "val_pairs": record.val_pairs,
+        "train_seconds": record.train_seconds,
+        "pairs_per_s": record.pairs_per_s,
         "synth": synth_report.as_dict() if synth_report else None,
-        "guard_mrr@10": record["metrics"].get("labelled_mrr@10"),
-        "guard_mrr@10_base": record["metrics"].get("labelled_mrr@10_base"),
-        "recommended": record.get("recommended"),
+        "guard_mrr@10": record.metrics.get("labelled_mrr@10"),
+        "guard_mrr@10_base": record.metrics.get("labelled_mrr@10_base"),
+        "recommended": record.recommended,
         "prepare_and_train_seconds": round(time.perf_counter() - began, 1),
         "note": spec.note,
     }

@@ -136,15 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         report = train.train_embedder(ns, data, name=f"bench-train-{stamp}-{repeat}")
         total = time.perf_counter() - began
-        record = json.loads((report.path / "run.json").read_text(encoding="utf-8"))
-        ours.append(record["pairs_per_s"])
-        ours_with_eval.append(record["steps"] * ns.finetune.batch_size / record["train_seconds"])
+        record = report.record
+        ours.append(record.pairs_per_s)
+        ours_with_eval.append(record.steps * ns.finetune.batch_size / record.train_seconds)
         records.append(
             {
-                "train_seconds": record["train_seconds"],
-                "eval_seconds": record.get("eval_seconds"),
+                "train_seconds": record.train_seconds,
+                "eval_seconds": record.eval_seconds,
                 "end_to_end_seconds": round(total, 1),
-                "steps": record["steps"],
+                "steps": record.steps,
             }
         )
         print(f"pass {repeat + 1}: bare {bare[-1]:.2f} pairs/s, ours {ours[-1]:.2f}", flush=True)

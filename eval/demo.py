@@ -105,9 +105,9 @@ def _with_finetune(settings: Settings, **update: Any) -> Any:
 
 
 def _newest_embedder(settings: Settings) -> str | None:
-    from rag_app.registry import latest
+    from rag_app.runs import RunKind, latest
 
-    run = latest(settings, "embedder")
+    run = latest(settings, RunKind.EMBEDDER)
     return str(run.path) if run is not None else None
 
 
@@ -270,11 +270,11 @@ def _answer_table(
 
 def _embedder_runs(settings: Settings) -> dict[str, str]:
     """The newest run trained without and with real labelled pairs."""
-    from rag_app.registry import list_runs
+    from rag_app.runs import RunKind, list_runs
 
     found: dict[str, str] = {}
-    for run in list_runs(settings, kind="embedder"):
-        sources = (run.record.get("data") or {}).keys()
+    for run in list_runs(settings, kind=RunKind.EMBEDDER):
+        sources = run.record.data.keys()
         labelled = any(str(k).startswith("source labelled:") for k in sources)
         found["feedback" if labelled else "synthetic"] = str(run.path)
     return found

@@ -7,13 +7,13 @@ renamed key cannot switch the guard off silently.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from eval.sets import norm_query, synth_file, synth_records
 from rag_app.errors import RagAppError
+from rag_app.runs import RunKind, latest, read_record
 
 if TYPE_CHECKING:
     from rag_app.config import Settings
@@ -26,24 +26,9 @@ class TrainingOverlapError(RagAppError, RuntimeError):
 
 
 def find_finetuned(settings: Settings) -> Path | None:
-    """The newest usable fine-tuned embedder in the workspace (`rag_app.registry.latest`)."""
-    from rag_app.registry import latest
-
-    run = latest(settings, "embedder")
+    """The newest usable fine-tuned embedder in the workspace (`rag_app.runs.latest`)."""
+    run = latest(settings, RunKind.EMBEDDER)
     return run.path if run is not None else None
-
-
-def run_record(model_dir: Path | None) -> dict[str, Any]:
-    if model_dir is None:
-        return {}
-    path = Path(model_dir) / "run.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def training_queries(settings: Settings, model_dir: Path | None) -> tuple[set[str], list[str]]:
@@ -56,11 +41,10 @@ def training_queries(settings: Settings, model_dir: Path | None) -> tuple[set[st
     texts: set[str] = set()
     sources: list[str] = []
     files = [synth_file(settings, ("train",))]
-    record = run_record(model_dir)
-    name = record.get("train_file")
-    if model_dir is not None and isinstance(name, str) and name:
-        files.append(Path(model_dir) / name)
-    elif model_dir is not None and record:
+    record = read_record(model_dir) if model_dir is not None else None
+    if model_dir is not None and record is not None and record.train_file:
+        files.append(Path(model_dir) / record.train_file)
+    elif model_dir is not None and record is not None:
         log.warning(
             "%s/run.json names no train_file: only the workspace's synth train split "
             "guards this eval against training queries",

@@ -55,7 +55,7 @@ from eval.configs import (
     parse_config,
 )
 from eval.embedding_map import labels_for, pca_map
-from eval.leak import TrainingOverlapError, find_finetuned, run_record, training_queries
+from eval.leak import TrainingOverlapError, find_finetuned, training_queries
 from eval.results import (
     PRIMARY_METRIC,
     ConfigResult,
@@ -69,6 +69,7 @@ from eval.sets import EvalSet, ingest_beir_corpus, load_eval_set, norm_query, re
 from rag_app.ir.beir import BeirDataset
 from rag_app.ir.metrics import evaluate
 from rag_app.ir.stats import compare
+from rag_app.runs import read_record
 
 if TYPE_CHECKING:
     from rag_app.config import Settings
@@ -135,12 +136,11 @@ def _model_info(spec: str | None) -> dict[str, Any] | None:
         return None
     info: dict[str, Any] = {"spec": spec}
     path = Path(spec)
-    card = run_record(path) if path.is_dir() else {}
-    if card:
+    record = read_record(path) if path.is_dir() else None
+    if record is not None:
+        card = record.model_dump(mode="json")
         info["run"] = {k: v for k, v in card.items() if not isinstance(v, list | dict)}
-        for key in ("metrics", "eval", "config", "train"):
-            if isinstance(card.get(key), dict):
-                info["run"][key] = card[key]
+        info["run"]["metrics"] = card["metrics"]
     readme = path / "README.md" if path.is_dir() else None
     if readme is not None and readme.is_file():
         info["model_card"] = readme.read_text(encoding="utf-8", errors="replace")[:4000]

@@ -53,6 +53,7 @@ from rag_app import query_adapter
 from rag_app.config import Settings
 from rag_app.fusion import Measured
 from rag_app.ir.stats import paired_bootstrap
+from rag_app.runs import Method, RunKind
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +437,7 @@ def train_adapter(
         settings,
         data,
         name=name,
-        kind="embedder",
+        kind=RunKind.EMBEDDER,
         base=base,
         resolved=resolved,
         fingerprint=fingerprint,
@@ -446,7 +447,7 @@ def train_adapter(
         verified=verified,
         validation="labelled + synthetic" if verified else "synthetic",
         train_pairs=fitted.examples,
-        method="adapter",
+        method=Method.ADAPTER,
         adapter_kind=kind,
         **guard_record(guard_set),
         recipe=recipe,
@@ -480,16 +481,9 @@ def train_adapter(
             extra={"run": name, "best_epoch": best_epoch},
         )
         # measured on the staged run, before run.json (which records it) is written
-        record["fusion"], found = select_fusion(settings, str(folder), name, real)
+        record.fusion, found = select_fusion(settings, str(folder), name, real)
         fusions.extend(found)
 
     path = publish(settings, record, data, save)
     record_choices(settings, fusions)
-    return report(
-        record,
-        path,
-        kind="adapter",
-        began=began,
-        train_seconds=train_seconds,
-        batch_size=cfg.batch_size,
-    )
+    return report(record, path, began=began, batch_size=cfg.batch_size)

@@ -2,7 +2,7 @@
 
 Each command parses options, calls one function and prints:
 `synth` -> `finetune.synth.run`, `finetune` -> `finetune.job.run` /
-`finetune.reranker.train_reranker`, `models` -> `finetune.run_store.list_runs`.
+`finetune.reranker.train_reranker`, `models` -> `rag_app.runs.list_runs`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import typer
 
 from rag_app.cli_common import ConfigOpt, WorkspaceOpt, fail, settings_or_exit
 from rag_app.errors import RagAppError
+from rag_app.runs import RunKind, RunRecord
 
 
 def synth_cmd(
@@ -164,16 +165,16 @@ def finetune_cmd(
             found = None
             if not force and name is None:
                 fingerprint = data_mod.data_fingerprint(settings, data, job)
-                found = runs.existing_run(settings, fingerprint, "embedder")
+                found = runs.existing_run(settings, fingerprint, RunKind.EMBEDDER)
             trainer = adapter_mod.train_adapter if adapter else train.train_embedder
             report = found or trainer(settings, data, name=name, progress=progress)
             typer.echo(report.summary())
-            record = json.loads((report.path / "run.json").read_text(encoding="utf-8"))
-            guard = record.get("guard") or {}
-            if guard.get("queries"):
+            record = report.record
+            if record.guard.get("queries"):
+                guard = record.guard
                 typer.echo(f"guard: {guard['queries']} real questions ({guard.get('source')})")
-            if record.get("selection"):
-                typer.echo(f"recipe: {record['selection']}")
+            if record.selection:
+                typer.echo(f"recipe: {record.selection}")
             for line in fusion_lines(record):
                 typer.echo(line)
             if adapter:
@@ -202,43 +203,33 @@ def models_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
 ) -> None:
     """List the base models and the trained runs in the workspace, with their metrics."""
-    from finetune import run_store
+    from rag_app.runs import list_runs
 
     settings = settings_or_exit(config, workspace=workspace)
-    runs = run_store.list_runs(settings, kind=kind)
+    runs = list_runs(settings, kind=kind)
     if as_json:
-        rows = [{"name": r.name, "kind": r.kind, "path": str(r.path), **r.record} for r in runs]
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        rows = [
+            {**r.record.model_dump(mode="json"), "name": r.name, "path": str(r.path)} for r in runs
+        ]
+        typer.echo(json.dumps(rows, indent=2))
         return
     typer.echo(f"base embedder: {settings.models.embedder}")
     if not runs:
         typer.echo(f"no trained runs in {settings.models_dir} (train one: rag-app finetune)")
     for run in runs:
         rec = run.record
-        verdict = (
-            "recommended"
-            if rec.get("recommended") and rec.get("verified")
-            else "unverified"
-            if rec.get("recommended")
-            else "not recommended"
-        )
         shown = {
             k: v
             for k, v in run.metrics.items()
             if isinstance(v, int | float) and ("mrr@10" in k or "ndcg@10" in k)
         }
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(shown.items()))
-        kind = (
-            f"{run.kind} {rec['adapter_kind']} adapter"
-            if rec.get("method") == "adapter"
-            else run.kind
-        )
-        typer.echo(f"{run.name}  [{kind}, {verdict}]  {run.created}\n    {metrics}")
-        guard = rec.get("guard") or {}
+        typer.echo(f"{run.name}  [{rec.label}, {rec.verdict_text}]  {run.created}\n    {metrics}")
+        guard = rec.guard
         if guard.get("queries"):
             typer.echo(f"    guard: {guard['queries']} questions ({guard.get('source')})")
-        for cand in rec.get("candidates") or []:
-            won = "  <- served" if cand["recipe"] == rec.get("recipe") else ""
+        for cand in rec.candidates:
+            won = "  <- served" if cand["recipe"] == rec.recipe else ""
             low, high = cand["ci"]
             typer.echo(
                 f"    recipe {cand['recipe']}: guard nDCG@10 {cand['gain'] * 100:+.2f} "
@@ -248,12 +239,12 @@ def models_cmd(
             typer.echo(f"    {line}")
 
 
-def fusion_lines(record: dict) -> list[str]:
+def fusion_lines(record: RunRecord) -> list[str]:
     """What run.json says about the fusion chosen for the base model and for the run."""
     from rag_app.fusion import Measured
 
     lines = []
-    for role, data in (record.get("fusion") or {}).items():
+    for role, data in record.fusion.items():
         if role == "note":
             lines.append(f"hybrid search: {data}")
         elif not isinstance(data, dict):

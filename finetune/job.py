@@ -11,6 +11,7 @@ from finetune.data import data_fingerprint, prepare
 from finetune.runs import TrainReport, existing_run
 from finetune.train import train_embedder
 from rag_app.config import Settings
+from rag_app.runs import RunKind
 
 
 def run(
@@ -25,7 +26,7 @@ def run(
     data = prepare(settings)
     job = "adapter" if settings.finetune.method == "adapter" else "embedder"
     if not force and name is None:
-        found = existing_run(settings, data_fingerprint(settings, data, job), "embedder")
+        found = existing_run(settings, data_fingerprint(settings, data, job), RunKind.EMBEDDER)
         if found is not None:
             return found
     if job == "adapter":

@@ -12,6 +12,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from rag_app.runs import RunRecord, Verdict
+
 TEMPLATE = Path(__file__).with_name("model_card_template.md")
 
 
@@ -34,63 +36,64 @@ def metrics_rows(metrics: dict[str, Any]) -> list[str]:
     return rows or ["| (none) | | | |"]
 
 
-def render(record: dict[str, Any]) -> str:
+_VERDICTS = {
+    Verdict.RECOMMENDED: "**Recommended**: it beats the base model on the labelled set.",
+    Verdict.UNVERIFIED: (
+        "**Unverified**: better than the base model on synthetic validation only; no "
+        "labelled queries were available to confirm it on real questions."
+    ),
+}
+
+
+def render(record: RunRecord) -> str:
     """The card text for a run record (see the trainers `finetune.train`, `finetune.adapter`, `finetune.reranker` for the fields)."""
-    data = record.get("data") or {}
-    data_rows = [f"| {k} | {v} |" for k, v in data.items() if isinstance(v, int | float)]
-    recommended = record.get("recommended")
-    verified = record.get("verified")
-    if recommended and verified:
-        verdict = "**Recommended**: it beats the base model on the labelled set."
-    elif recommended:
-        verdict = (
-            "**Unverified**: better than the base model on synthetic validation only; no "
-            "labelled queries were available to confirm it on real questions."
-        )
-    else:
-        verdict = "**Not recommended**: it does not beat the base model on validation."
-    guard = record.get("guard") or {}
-    labelled = guard.get("source") if guard.get("queries") else record.get("labelled_eval")
+    data_rows = [f"| {k} | {v} |" for k, v in record.data.items() if isinstance(v, int | float)]
+    verdict = _VERDICTS.get(
+        record.verdict,
+        f"**Not recommended**: it does not beat the base model on {record.evidence}.",
+    )
+    guard = record.guard
+    labelled = guard.get("source") if guard.get("queries") else record.labelled_eval
     note = (
         f"Guardrail: also scored on {guard.get('queries', 'the')} labelled queries from "
         f"{labelled} (never trained on)."
         if labelled
         else "No labelled queries were available; the numbers below are synthetic."
     )
-    if record.get("candidates"):
+    if record.candidates:
         rows = [
             f"| {c['recipe']} | {c['train_pairs']} | {c['gain'] * 100:+.2f} "
             f"[{c['ci'][0] * 100:+.2f}, {c['ci'][1] * 100:+.2f}] |"
-            for c in record["candidates"]
+            for c in record.candidates
         ]
         note += (
-            f"\n\nRecipe chosen on the guard: {record.get('selection')}.\n\n"
+            f"\n\nRecipe chosen on the guard: {record.selection}.\n\n"
             "| recipe | train pairs | guard nDCG@10 gain, points [95% CI] |\n|---|---:|---|\n"
             + "\n".join(rows)
         )
-    settings = record.get("settings") or {}
+    settings = record.settings
     return Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
-        name=record.get("name", ""),
-        kind=record.get("kind", ""),
-        base_model=record.get("base_model", ""),
-        base_fingerprint=record.get("base_fingerprint", ""),
-        created=record.get("created", ""),
-        corpus=record.get("corpus", ""),
+        name=record.name,
+        kind=record.label,
+        base_model=record.base_model,
+        base_fingerprint=record.base_fingerprint,
+        created=record.created,
+        corpus=record.corpus,
         verdict=verdict,
-        validation_source=record.get("validation", "synthetic"),
+        validation_source=record.validation,
         validation_note=note,
-        metrics_table="\n".join(metrics_rows(record.get("metrics") or {})),
+        metrics_table="\n".join(metrics_rows(record.metrics)),
         data_table="\n".join(data_rows) or "| (none) | |",
-        llm=record.get("llm") or "none",
-        prompt_version=record.get("prompt_version") or "-",
+        llm=record.llm or "none",
+        prompt_version=record.prompt_version or "-",
         split_by=settings.get("split_by", "document"),
         hyperparameters=json.dumps(settings, indent=2, sort_keys=True, default=str),
-        path_hint=f"workspace/models/{record.get('name', '')}",
-        seed=record.get("seed", ""),
-        device=record.get("device", ""),
-        train_seconds=f"{record.get('train_seconds', 0):.0f}",
+        path_hint=f"workspace/models/{record.name}",
+        seed=record.seed if record.seed is not None else "",
+        device=record.device,
+        train_seconds=f"{record.train_seconds:.0f}",
     )
 
 
-def write(folder: Path, record: dict[str, Any]) -> None:
+def write(folder: Path, record: RunRecord) -> None:
     (Path(folder) / "README.md").write_text(render(record), encoding="utf-8")

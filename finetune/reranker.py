@@ -30,6 +30,7 @@ from finetune.runs import TrainReport, existing_run, publish, report, run_record
 from finetune.trainer_args import seen_examples, shared_training_args, validation_seconds
 from rag_app.config import Settings
 from rag_app.models import resolve_device, resolve_embedder
+from rag_app.runs import RunKind
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def train_reranker(
         settings,
         data,
         name=name,
-        kind="reranker",
+        kind=RunKind.RERANKER,
         base=base,
         resolved=resolved,
         fingerprint=data_fingerprint(settings, data, "reranker"),
@@ -214,15 +215,7 @@ def train_reranker(
     )
     if args.output_dir:  # the trainer's checkpoints; the run folder holds the model
         shutil.rmtree(args.output_dir, ignore_errors=True)
-    return report(
-        record,
-        path,
-        kind="reranker",
-        began=began,
-        train_seconds=train_seconds,
-        batch_size=cfg.reranker.batch_size,
-        eval_seconds=eval_seconds,
-    )
+    return report(record, path, began=began, batch_size=cfg.reranker.batch_size)
 
 
 def run(
@@ -236,7 +229,9 @@ def run(
     """Prepare the data (unless given) and train the reranker; reuses an identical run."""
     data = data if data is not None else prepare(settings)
     if not force and name is None:
-        found = existing_run(settings, data_fingerprint(settings, data, "reranker"), "reranker")
+        found = existing_run(
+            settings, data_fingerprint(settings, data, "reranker"), RunKind.RERANKER
+        )
         if found is not None:
             return found
     return train_reranker(settings, data, name=name, progress=progress)

@@ -4,14 +4,14 @@ A run is ``models_dir/<name>/``: the saved model (sentence-transformers or Cross
 layout, so `rag-app index --model <dir>` and the reranker load it as is), ``run.json``
 and a model card ``README.md``. `staged_run` builds all of it in a temporary folder beside
 the workspace's cache and renames it into place only once complete: a killed training
-leaves no folder that looks like a model (and `rag_app.registry`, which the UI reads, never
-lists a half-written run).
+leaves no folder that looks like a model (and `rag_app.runs`, which the UI reads, never
+lists a half-written run). `write_record` is the one writer of ``run.json``;
+`rag_app.runs.read_record` its one reader.
 
 Example:
     >>> with staged_run(settings, "minilm-ft-20261125") as tmp:
     ...     model.save(str(tmp))
-    ...     write_record(tmp, {...})
-    >>> resolve_run(settings, "latest").path
+    ...     write_record(tmp, RunRecord(kind=RunKind.EMBEDDER, name="minilm-ft-20261125"))
 """
 
 from __future__ import annotations
@@ -24,23 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from rag_app.config import Settings
-from rag_app.fsutil import atomic_write_json
-from rag_app.registry import Run, find_run, latest, list_runs
-
-__all__ = [
-    "Run",
-    "latest",
-    "list_runs",
-    "new_run_name",
-    "resolve_run",
-    "staged_run",
-    "write_record",
-]
-
-RUN_FILE = "run.json"
+from rag_app.fsutil import atomic_write_text
+from rag_app.runs import RUN_FILE, RunRecord
 
 
 def now_iso() -> str:
@@ -91,23 +78,9 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def write_record(folder: Path, record: dict[str, Any]) -> None:
+def write_record(folder: Path, record: RunRecord) -> None:
     """Write ``run.json`` (the last file of a staged run)."""
-    record = dict(record)
-    record.setdefault("created", now_iso())
-    record.setdefault("run_id", record.get("name"))
-    atomic_write_json(Path(folder) / RUN_FILE, record)
-
-
-def resolve_run(settings: Settings, name: str, kind: str | None = None) -> Run:
-    """A run by name or folder name; "latest" / "newest" picks the newest (of `kind`)."""
-    if name in ("latest", "newest"):
-        run = latest(settings, kind)
-        if run is None:
-            what = f"{kind} runs" if kind else "runs"
-            raise KeyError(f"no {what} in {settings.models_dir}; train one with `rag-app finetune`")
-        return run
-    run = find_run(settings, name)
-    if kind is not None and run.kind != kind:
-        raise KeyError(f"run {name!r} is a {run.kind}, not a {kind}")
-    return run
+    record = record.model_copy(
+        update={"created": record.created or now_iso(), "run_id": record.run_id or record.name}
+    )
+    atomic_write_text(Path(folder) / RUN_FILE, record.model_dump_json(indent=2) + "\n")

@@ -19,6 +19,7 @@ from finetune import model_card, run_store
 from finetune.data import GUARD_METRIC, TrainData, settings_record, write_pairs
 from rag_app.config import Settings
 from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
+from rag_app.runs import RunKind, RunRecord, list_runs
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +29,55 @@ VAL_FILE = "val.jsonl"
 
 @dataclass
 class TrainReport:
-    name: str
-    kind: str
-    path: Path
-    metrics: dict[str, float]
-    recommended: bool
-    verified: bool
-    train_pairs: int
-    val_pairs: int
-    seconds: float
-    train_seconds: float
-    steps: int
+    """What a trainer returns: the published run's record, where it is, and the timing of
+    this invocation (zero when an identical earlier run was reused)."""
 
+    record: RunRecord
+    path: Path
+    seconds: float
     batch_size: int = 16
     reused: bool = False  # an identical earlier run was found; nothing was trained
-    eval_seconds: float = 0.0  # of train_seconds, spent validating inside the training loop
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def kind(self) -> RunKind:
+        return self.record.kind
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.record.metrics
+
+    @property
+    def recommended(self) -> bool:
+        return self.record.recommended
+
+    @property
+    def verified(self) -> bool:
+        return self.record.verified
+
+    @property
+    def train_pairs(self) -> int:
+        return self.record.train_pairs
+
+    @property
+    def val_pairs(self) -> int:
+        return self.record.val_pairs
+
+    @property
+    def steps(self) -> int:
+        return self.record.steps
+
+    @property
+    def train_seconds(self) -> float:
+        return self.record.train_seconds
+
+    @property
+    def eval_seconds(self) -> float:
+        """Of `train_seconds`, spent validating inside the training loop (0: not timed)."""
+        return self.record.eval_seconds
 
     @property
     def pairs_per_s(self) -> float:
@@ -58,24 +93,17 @@ class TrainReport:
 
         keys = (f"val_{GUARD_METRIC}", f"labelled_{GUARD_METRIC}", "val_rerank_ndcg@10")
         parts = [p for p in map(pair, keys) if p]
-        verdict = (
-            "recommended"
-            if self.recommended and self.verified
-            else "unverified (synthetic validation only)"
-            if self.recommended
-            else "NOT recommended (no gain on the labelled set)"
-            if self.verified
-            else "NOT recommended (no gain on validation)"
-        )
+        what = f"{self.record.label} {self.name}"
+        verdict = self.record.verdict_text
         if self.reused:
             return (
-                f"{self.kind} {self.name}: already trained on the same data and settings "
+                f"{what}: already trained on the same data and settings "
                 f"(use --force to retrain); {'; '.join(parts)}; {verdict} -> {self.path}"
             )
         # Only trainers that time their in-loop validation apart report it (not the adapter).
         validating = f", {self.eval_seconds:.0f}s of it validation" if self.eval_seconds else ""
         return (
-            f"{self.kind} {self.name}: {self.train_pairs} train / {self.val_pairs} val pairs, "
+            f"{what}: {self.train_pairs} train / {self.val_pairs} val pairs, "
             f"{self.steps} steps in {self.train_seconds:.0f}s{validating} "
             f"({self.pairs_per_s:.1f} pairs/s); "
             f"{'; '.join(parts)}; {verdict} -> {self.path}"
@@ -100,27 +128,12 @@ def open_run(settings: Settings, name: str | None, job: str):
     return resolved, device, name, base
 
 
-def existing_run(settings: Settings, fingerprint: str, kind: str) -> TrainReport | None:
+def existing_run(settings: Settings, fingerprint: str, kind: RunKind) -> TrainReport | None:
     """The report of a finished run of the same job, so re-running does not retrain."""
-    for found in reversed(run_store.list_runs(settings, kind=kind)):
-        record = found.record
-        if record.get("data_fingerprint") == fingerprint:
-            return TrainReport(
-                name=found.name,
-                kind=kind,
-                path=found.path,
-                metrics=dict(found.metrics),
-                recommended=bool(record.get("recommended")),
-                verified=bool(record.get("verified")),
-                train_pairs=int(record.get("train_pairs", 0)),
-                val_pairs=int(record.get("val_pairs", 0)),
-                seconds=0.0,
-                train_seconds=float(record.get("train_seconds", 0.0)),
-                steps=int(record.get("steps", 0)),
-                batch_size=int((record.get("settings") or {}).get("batch_size", 16)),
-                reused=True,
-                eval_seconds=float(record.get("eval_seconds", 0.0)),
-            )
+    for found in reversed(list_runs(settings, kind=kind)):
+        if found.record.data_fingerprint == fingerprint:
+            batch_size = int(found.record.settings.get("batch_size", 16))
+            return TrainReport(found.record, found.path, 0.0, batch_size, reused=True)
     return None
 
 
@@ -136,7 +149,7 @@ def run_record(
     /,
     *,
     name: str,
-    kind: str,
+    kind: RunKind,
     base: Any,
     resolved: Any,
     fingerprint: str,
@@ -147,43 +160,43 @@ def run_record(
     validation: str,
     train_pairs: int,
     **fields: Any,
-) -> dict[str, Any]:
+) -> RunRecord:
     """``run.json`` as every trainer writes it: the shared fields, then the trainer's own.
 
     `resolved` is the base model as `rag_app.models.resolve_embedder` found it and `base`
     the `Embedder` loaded from it; `fingerprint` identifies the training job
     (`finetune.data.data_fingerprint`); the eval's leak guard reads ``train_file``.
     """
-    return {
-        "name": name,
-        "run_id": name,
-        "kind": kind,
-        "base_model": settings.models.embedder,
-        "base_fingerprint": base.fingerprint,
-        "base_weights": weights_fingerprint(resolved),
-        "created": run_store.now_iso(),
-        "corpus": str(settings.corpus),
-        "metrics": metrics,
-        "recommended": recommended,
-        "verified": verified,
-        "validation": validation,
-        "train_pairs": train_pairs,
-        "val_pairs": len(data.val),
-        "train_file": TRAIN_FILE,
-        "val_file": VAL_FILE,
-        "llm": data.synth_meta.get("llm"),
-        "prompt_version": data.synth_meta.get("prompt_version"),
-        "data_fingerprint": fingerprint,
-        "device": device,
-        "seed": settings.seed,
-        "settings": settings_record(settings),
+    return RunRecord(
+        name=name,
+        run_id=name,
+        kind=kind,
+        base_model=settings.models.embedder,
+        base_fingerprint=base.fingerprint,
+        base_weights=weights_fingerprint(resolved),
+        created=run_store.now_iso(),
+        corpus=str(settings.corpus),
+        metrics=metrics,
+        recommended=recommended,
+        verified=verified,
+        validation=validation,
+        train_pairs=train_pairs,
+        val_pairs=len(data.val),
+        train_file=TRAIN_FILE,
+        val_file=VAL_FILE,
+        llm=data.synth_meta.get("llm"),
+        prompt_version=data.synth_meta.get("prompt_version"),
+        data_fingerprint=fingerprint,
+        device=device,
+        seed=settings.seed,
+        settings=settings_record(settings),
         **fields,
-    }
+    )
 
 
 def publish(
     settings: Settings,
-    record: dict[str, Any],
+    record: RunRecord,
     data: TrainData,
     save: Callable[[Path], None],
     *,
@@ -192,7 +205,7 @@ def publish(
     """Write a run atomically: `save(folder)` writes the model, then the training and
     validation pairs, the model card and ``run.json`` (last). With `workspace_split`, the
     pairs are also copied to the synth folder, where the eval looks for the latest split."""
-    name = record["name"]
+    name = record.name
     with run_store.staged_run(settings, name) as folder:
         save(folder)
         write_pairs(folder / TRAIN_FILE, data.train)
@@ -205,29 +218,6 @@ def publish(
     return settings.models_dir / name
 
 
-def report(
-    record: dict[str, Any],
-    path: Path,
-    *,
-    kind: str,
-    began: float,
-    train_seconds: float,
-    batch_size: int,
-    eval_seconds: float = 0.0,
-) -> TrainReport:
+def report(record: RunRecord, path: Path, *, began: float, batch_size: int) -> TrainReport:
     """What a trainer returns for the run it just published."""
-    return TrainReport(
-        name=record["name"],
-        kind=kind,
-        path=path,
-        metrics=record["metrics"],
-        recommended=bool(record["recommended"]),
-        verified=bool(record["verified"]),
-        train_pairs=int(record["train_pairs"]),
-        val_pairs=int(record["val_pairs"]),
-        seconds=time.perf_counter() - began,
-        train_seconds=train_seconds,
-        steps=int(record.get("steps", 0)),
-        batch_size=batch_size,
-        eval_seconds=eval_seconds,
-    )
+    return TrainReport(record, path, time.perf_counter() - began, batch_size)

@@ -46,7 +46,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from finetune import run_store
 from finetune.data import (
     GUARD_METRIC,
     TrainData,
@@ -67,6 +66,7 @@ from finetune.trainer_args import (
     validation_seconds,
 )
 from rag_app.config import Settings
+from rag_app.runs import RunKind, latest
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def train_embedder(
         settings,
         data,
         name=name,
-        kind="embedder",
+        kind=RunKind.EMBEDDER,
         base=base,
         resolved=resolved,
         fingerprint=data_fingerprint(settings, data, "embedder"),
@@ -297,15 +297,7 @@ def train_embedder(
     )
     if args.output_dir:  # the trainer's checkpoints; the run folder holds the model
         shutil.rmtree(args.output_dir, ignore_errors=True)
-    return report(
-        record,
-        path,
-        kind="embedder",
-        began=began,
-        train_seconds=train_seconds,
-        batch_size=cfg.batch_size,
-        eval_seconds=eval_seconds,
-    )
+    return report(record, path, began=began, batch_size=cfg.batch_size)
 
 
 def merge_weights(model, base_model, alpha: float) -> None:
@@ -329,7 +321,7 @@ def _cross_encoder(settings: Settings, device: str):
     if not spec:
         return None
     if spec.strip().lower() == "auto":
-        run = run_store.latest(settings, "reranker")
+        run = latest(settings, RunKind.RERANKER)
         if run is None:
             log.warning(
                 "finetune.negatives.cross_encoder = auto but no usable trained reranker; not used"

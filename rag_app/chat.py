@@ -26,6 +26,7 @@ from rag_app.answer import Answer
 from rag_app.config import Settings
 from rag_app.errors import RagAppError
 from rag_app.feedback import FeedbackRecorder
+from rag_app.runs import Method, Run, RunKind, Verdict, is_usable, list_runs
 from rag_app.types import Hit, SearchMode
 
 log = logging.getLogger(__name__)
@@ -91,23 +92,19 @@ class Turn:
     notes: list[str] = field(default_factory=list)
 
 
-def run_label(run) -> str:
+def run_label(run: Run) -> str:
     """ "Fine-tuned (<run>)" plus what is known of its quality, so nobody mistakes a model
     that lost on real questions, or was never checked on any, for an improvement."""
     record = run.record
-    method = " · query adapter" if record.get("method") == "adapter" else ""
+    method = " · query adapter" if record.method is Method.ADAPTER else ""
     after = run.metrics.get("labelled_mrr@10")
     before = run.metrics.get("labelled_mrr@10_base")
-    if (
-        record.get("verified")
-        and isinstance(after, int | float)
-        and isinstance(before, int | float)
-    ):
+    if record.verified and isinstance(after, int | float) and isinstance(before, int | float):
         verdict = f"labelled MRR@10 {before:.3f} → {after:.3f}"
-        if not record.get("recommended"):
+        if record.verdict is not Verdict.RECOMMENDED:
             verdict += ", not recommended"
     else:
-        verdict = "unverified: synthetic validation only"
+        verdict = record.verdict_text
     return f"Fine-tuned ({run.name}){method} — {verdict}"
 
 
@@ -148,14 +145,12 @@ class ChatService:
 
     # --- choices -----------------------------------------------------------------------
     def options(self) -> list[RetrieverOption]:
-        """The base embedder plus every usable fine-tuned embedder run (`registry.is_usable`:
+        """The base embedder plus every usable fine-tuned embedder run (`runs.is_usable`:
         a model in its folder). A full fine-tune not indexed yet is listed; choosing it says
         which `rag-app index --model` command builds its collection."""
-        from rag_app import registry
-
         opts = [RetrieverOption(BASELINE, f"Baseline ({self.settings.models.embedder})", "")]
-        for run in registry.list_runs(self.settings, kind="embedder"):
-            if not registry.is_usable(run):
+        for run in list_runs(self.settings, kind=RunKind.EMBEDDER):
+            if not is_usable(run):
                 continue
             opts.append(RetrieverOption(run.name, run_label(run), str(run.path)))
         return opts

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,10 +192,9 @@ def weights_fingerprint(model: ResolvedModel) -> str:
 def model_display_name(model: ResolvedModel) -> str:
     """A human name: the model card's run id for fine-tuned runs, else the spec."""
     if not model.is_hub:
-        card = model.path / "run.json"
-        if card.is_file():
-            try:
-                return json.loads(card.read_text())["run_id"]
-            except (ValueError, KeyError):
-                pass
+        from rag_app.runs import read_record
+
+        record = read_record(model.path)
+        if record is not None and (record.run_id or record.name):
+            return record.run_id or record.name
     return model.spec if model.kind != "local" else model.path.name

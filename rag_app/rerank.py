@@ -156,8 +156,10 @@ def _classifier_tensors(path: Path) -> dict[str, np.ndarray] | None:
     files = sorted(path.glob("*.safetensors"))
     if not files:
         # .bin weights cannot be inspected without unpickling; trust only a run record.
-        record = _run_record(path)
-        return {} if record.get("kind") == "reranker" else None
+        from rag_app.runs import RunKind, read_record
+
+        record = read_record(path)
+        return {} if record is not None and record.kind is RunKind.RERANKER else None
     from safetensors import safe_open
 
     found: dict[str, np.ndarray] = {}
@@ -169,24 +171,13 @@ def _classifier_tensors(path: Path) -> dict[str, np.ndarray] | None:
     return found or None
 
 
-def _run_record(path: Path) -> dict:
-    record = path / "run.json"
-    if not record.is_file():
-        return {}
-    try:
-        data = json.loads(record.read_text(encoding="utf-8"))
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def find_trained_reranker(settings: Settings) -> Path | None:
-    """The newest usable reranker run (`rag_app.registry.latest`): runs recorded as not
+    """The newest usable reranker run (`rag_app.runs.latest`): runs recorded as not
     beating the unreranked order (`"beats_no_rerank": false`) are skipped, so 'auto' never
     makes results worse. A path in `models.reranker` still uses such a run when asked."""
-    from rag_app.registry import latest
+    from rag_app.runs import RunKind, latest
 
-    run = latest(settings, "reranker")
+    run = latest(settings, RunKind.RERANKER)
     return run.path if run is not None else None
 
 
@@ -206,11 +197,9 @@ def load_reranker(settings: Settings) -> tuple[Reranker | None, str]:
     if spec.strip().lower() == "auto":
         found = find_trained_reranker(settings)
         if found is None:
-            rejected = [
-                p.parent.name
-                for p in settings.models_dir.glob("*/run.json")
-                if _run_record(p.parent).get("kind") == "reranker"
-            ]
+            from rag_app.runs import RunKind, list_runs
+
+            rejected = [r.name for r in list_runs(settings, kind=RunKind.RERANKER)]
             if rejected:
                 return None, (
                     "reranking off: the trained reranker(s) "

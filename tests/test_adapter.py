@@ -16,10 +16,12 @@ from test_train import tiny_chunks, tiny_settings  # noqa: F401  (fixture)
 
 from finetune import adapter
 from finetune import data as data_mod
+from finetune.runs import existing_run
 from finetune.split import Pair, Passages
 from rag_app import query_adapter
 from rag_app.config import updated_finetune
 from rag_app.query_adapter import AdapterError, QueryAdapter
+from rag_app.runs import RunKind
 
 
 def test_identity_adapter_changes_nothing_and_bad_files_are_refused(tmp_path):
@@ -79,14 +81,20 @@ def test_adapter_learns_what_the_base_model_cannot(settings_factory, kind):
     record = json.loads((report.path / "run.json").read_text())
     assert record["kind"] == "embedder" and record["method"] == "adapter"
     assert record["best_epoch"] >= 1 and record["history"][0]["epoch"] == 0
+    # the report names the run as run.json does, fresh or reused (issue 29)
+    fingerprint = data_mod.data_fingerprint(settings, data, "adapter")
+    again = existing_run(settings, fingerprint, RunKind.EMBEDDER)
+    assert again is not None and again.reused
+    assert report.summary().startswith(f"embedder ({kind} query adapter) memorise-{kind}:")
+    assert again.summary().startswith(f"embedder ({kind} query adapter) memorise-{kind}:")
 
 
 @pytest.mark.slow
 def test_adapter_run_serves_from_the_base_index_without_reindexing(tiny_settings):  # noqa: F811
     from rag_app.embedder import Embedder
     from rag_app.index import run as build_index
-    from rag_app.registry import list_runs
     from rag_app.retrieve import build_retriever
+    from rag_app.runs import list_runs
 
     settings = tiny_settings.model_copy(
         update={
@@ -143,20 +151,26 @@ def test_adapter_run_serves_from_the_base_index_without_reindexing(tiny_settings
 
 def test_ui_label_says_what_is_known_of_a_runs_quality(tmp_path):
     from rag_app.chat import run_label
-    from rag_app.registry import Run
+    from rag_app.runs import Run, RunRecord
 
     verified = Run(
-        "a1",
-        "embedder",
         tmp_path,
-        metrics={"labelled_mrr@10": 0.70, "labelled_mrr@10_base": 0.75},
-        record={"method": "adapter", "verified": True, "recommended": False},
+        RunRecord(
+            kind="embedder",
+            name="a1",
+            method="adapter",
+            metrics={"labelled_mrr@10": 0.70, "labelled_mrr@10_base": 0.75},
+            verified=True,
+            recommended=False,
+        ),
     )
     assert run_label(verified) == (
         "Fine-tuned (a1) · query adapter — labelled MRR@10 0.750 → 0.700, not recommended"
     )
-    synthetic_only = Run("f1", "embedder", tmp_path, record={"recommended": True})
-    assert run_label(synthetic_only) == "Fine-tuned (f1) — unverified: synthetic validation only"
+    synthetic_only = Run(tmp_path, RunRecord(kind="embedder", name="f1", recommended=True))
+    assert run_label(synthetic_only) == "Fine-tuned (f1) — unverified (synthetic validation only)"
+    lost = Run(tmp_path, RunRecord(kind="embedder", name="f2", recommended=False))
+    assert run_label(lost) == "Fine-tuned (f2) — not recommended (no gain on validation)"
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from eval import demo
-from rag_app.registry import list_runs
+from rag_app.runs import list_runs
 
 COMPONENTS = [
     ("main wheel", "axle nut", 410, "NW-TC-3241"),
@@ -108,7 +108,7 @@ def test_demo_runs_every_stage_then_skips_them(settings_factory, tmp_path):
     assert "sources marked relevant" in summaries["users' feedback (half of corpus/eval)"]
     runs = list_runs(settings, kind="embedder")
     assert len(runs) == 2
-    trained_on = [json.dumps(r.record["data"]) for r in runs]
+    trained_on = [json.dumps(r.record.data) for r in runs]
     assert sum("source labelled:feedback-beir" in t for t in trained_on) == 1
     assert (settings.workspace / "feedback" / "feedback.jsonl").is_file()
 
@@ -124,7 +124,7 @@ def test_demo_runs_every_stage_then_skips_them(settings_factory, tmp_path):
     # the default method trains a query adapter: it serves from the base model's index,
     # so the fine-tuned index stage has nothing to embed
     tuned = list_runs(settings, kind="embedder")[0]
-    assert tuned.record["method"] == "adapter"
+    assert tuned.record.method == "adapter"
     assert "already indexed" in dict((n, s) for n, _, s in first.times)["index (fine-tuned model)"]
 
 

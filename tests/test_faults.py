@@ -90,7 +90,7 @@ def _finetune(config: Path, max_steps: int, **kwargs):
 @pytest.mark.slow
 def test_killed_finetune_publishes_nothing_and_a_rerun_completes(tiny_workspace):
     from rag_app.embedder import Embedder
-    from rag_app.registry import list_runs
+    from rag_app.runs import list_runs
 
     settings, config = tiny_workspace
     tmp = settings.workspace / "tmp"
@@ -126,7 +126,7 @@ def test_killed_finetune_publishes_nothing_and_a_rerun_completes(tiny_workspace)
     runs = list_runs(settings)
     assert len(runs) == 1, out
     run = runs[0]
-    assert run.kind == "embedder" and run.record["steps"] == 1
+    assert run.kind == "embedder" and run.record.steps == 1
     assert (run.path / "run.json").is_file() and (run.path / "model.safetensors").is_file()
     assert str(run.path) in out
     assert not any(tmp.glob(f"{run.name}*")), "the completed run left staging behind"

@@ -17,6 +17,7 @@ from finetune import data as data_mod
 from finetune import job, model_card, run_store, synth, train
 from finetune.split import Pair, Passages, check_no_leak, load_labelled, split_pairs
 from rag_app import chunkstore
+from rag_app.runs import RunRecord
 from rag_app.types import Chunk
 
 TINY = FIXTURES / "beir_tiny"
@@ -118,7 +119,7 @@ def tiny_settings(settings_factory):
 @pytest.mark.slow
 def test_train_embedder_publishes_a_complete_run(tiny_settings):
     from rag_app.embedder import Embedder
-    from rag_app.registry import list_runs
+    from rag_app.runs import latest, list_runs
 
     settings = tiny_settings
     data = data_mod.prepare(settings)
@@ -156,7 +157,7 @@ def test_train_embedder_publishes_a_complete_run(tiny_settings):
     assert tuned.name == "tiny-ft" and tuned.fingerprint != base.fingerprint
     assert tuned.encode_queries(["asthma inhaler"]).shape == (1, 384)
     assert [r.name for r in list_runs(settings)] == ["tiny-ft"]
-    assert run_store.resolve_run(settings, "latest", kind="embedder").path == run_dir
+    assert latest(settings, "embedder").path == run_dir
     with pytest.raises(FileExistsError):
         train.train_embedder(settings, data, name="tiny-ft", progress=False)
     again = job.run(settings, progress=False)  # same data and settings: nothing retrained
@@ -193,7 +194,7 @@ def test_training_raises_mrr_on_its_own_pairs(settings_factory):
 
 
 def test_a_failed_run_leaves_nothing_behind(tiny_settings, monkeypatch):
-    from rag_app.registry import list_runs
+    from rag_app.runs import list_runs
 
     settings = tiny_settings
     with (
@@ -215,17 +216,17 @@ def test_a_failed_run_leaves_nothing_behind(tiny_settings, monkeypatch):
 
 
 def test_model_card_says_unverified_without_labelled_set():
-    record = {
-        "name": "x",
-        "kind": "embedder",
-        "metrics": {"val_mrr@10": 0.8, "val_mrr@10_base": 0.7},
-        "recommended": True,
-        "verified": False,
-        "settings": {"split_by": "document"},
-    }
+    record = RunRecord(
+        name="x",
+        kind="embedder",
+        metrics={"val_mrr@10": 0.8, "val_mrr@10_base": 0.7},
+        recommended=True,
+        verified=False,
+        settings={"split_by": "document"},
+    )
     text = model_card.render(record)
     assert "Unverified" in text and "| val_mrr@10 | 0.7000 | 0.8000 | +0.1000 |" in text
-    record.update(recommended=False)
+    record.recommended = False
     assert "Not recommended" in model_card.render(record)
 
 
