@@ -52,7 +52,7 @@ def train_matryoshka(dataset: Path, out: Path, base: str, dims: list[int], epoch
     from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
 
-    from finetune.run_store import write_record
+    from finetune.publish import write_record
     from rag_app.ir.beir import load_beir
     from rag_app.models import resolve_embedder
     from rag_app.runs import RunKind, RunRecord

@@ -188,7 +188,7 @@ def compare(base: list[float], tuned: list[float], seed: int = 0) -> dict[str, A
 # --- recipes ----------------------------------------------------------------------------------
 def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) -> dict[str, Any]:
     """Synthesise (cached LLM replies), keep, train the adapter; the run and its record."""
-    from finetune import adapter, runs, synth
+    from finetune import adapter, publish, synth
     from finetune import data as data_mod
 
     ns = corpus.settings
@@ -214,7 +214,7 @@ def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) 
     if not data.train:
         return {"error": "no training pairs", "synth": report.as_dict()}
     fp = data_mod.data_fingerprint(settings, data, "adapter")
-    found = runs.existing_run(settings, fp, RunKind.EMBEDDER)
+    found = publish.existing_run(settings, fp, RunKind.EMBEDDER)
     if found is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         found = adapter.train_adapter(settings, data, name=f"{name}-{stamp}", progress=progress)

@@ -47,7 +47,7 @@ def train_supervised(dataset: Path, out: Path, base: str, epochs: int, batch: in
     )
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    from finetune.run_store import write_record
+    from finetune.publish import write_record
     from rag_app.ir.beir import load_beir
     from rag_app.models import resolve_embedder
     from rag_app.runs import RunKind, RunRecord

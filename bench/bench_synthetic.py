@@ -134,7 +134,7 @@ def dev_guard(dataset: Path, root: Path) -> Path:
 
 def train_variant(ns, name: str, spec: Variant, dataset: Path, guard: Path, progress: bool) -> dict:
     """Synthesise (cached LLM replies), filter and train one variant; returns its record."""
-    from finetune import adapter, runs, synth, train
+    from finetune import adapter, publish, synth, train
     from finetune import data as data_mod
     from rag_app.runs import RunKind
 
@@ -155,7 +155,7 @@ def train_variant(ns, name: str, spec: Variant, dataset: Path, guard: Path, prog
     if spec.select is not None:
         data = _selected(settings, data, spec.select)
     job = "adapter" if method == "adapter" else "embedder"
-    found = runs.existing_run(
+    found = publish.existing_run(
         settings, data_mod.data_fingerprint(settings, data, job), RunKind.EMBEDDER
     )
     if found is None:

@@ -1,1 +1,1 @@
-"""Fine-tuning side: synthetic queries, hard negatives, training, model run_store."""
+"""Fine-tuning side: synthetic queries, hard negatives, training, publishing runs."""

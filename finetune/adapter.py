@@ -47,7 +47,7 @@ from finetune.data import (
     verdict,
 )
 from finetune.fusion_select import record_choices, select_fusion
-from finetune.runs import TrainReport, open_run, publish, report, run_record, throughput
+from finetune.publish import TrainReport, open_run, publish, report, run_record, throughput
 from finetune.split import Pair, Passages
 from rag_app import query_adapter
 from rag_app.config import Settings

@@ -119,8 +119,8 @@ def finetune_cmd(
     """Fine-tune the embedder (and the reranker) on synthetic / labelled pairs."""
     from finetune import adapter as adapter_mod
     from finetune import data as data_mod
+    from finetune import publish, train
     from finetune import reranker as reranker_mod
-    from finetune import runs, train
     from rag_app.chunkstore import CorruptWorkspaceError, NotIngestedError
     from rag_app.models import ModelNotFoundError
 
@@ -165,7 +165,7 @@ def finetune_cmd(
             found = None
             if not force and name is None:
                 fingerprint = data_mod.data_fingerprint(settings, data, job)
-                found = runs.existing_run(settings, fingerprint, RunKind.EMBEDDER)
+                found = publish.existing_run(settings, fingerprint, RunKind.EMBEDDER)
             trainer = adapter_mod.train_adapter if adapter else train.train_embedder
             report = found or trainer(settings, data, name=name, progress=progress)
             typer.echo(report.summary())

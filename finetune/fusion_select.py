@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from finetune import run_store
+from finetune.publish import now_iso
 from finetune.split import Pair
 from rag_app.config import Settings
 from rag_app.fusion import (
@@ -105,7 +105,7 @@ def measure(
         source,
         means,
         corpus_fingerprint(settings.manifest_path),
-        run_store.now_iso(),
+        now_iso(),
     )
 
 

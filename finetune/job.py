@@ -1,14 +1,14 @@
 """`rag-app finetune`'s embedder job: prepare the data, reuse or train by `finetune.method`.
 
 Lives apart from the trainers so that neither imports the other (the adapter and the full
-fine-tune both build on `finetune.data` and `finetune.runs`).
+fine-tune both build on `finetune.data` and `finetune.publish`).
 """
 
 from __future__ import annotations
 
 from finetune.adapter import train_adapter
 from finetune.data import data_fingerprint, prepare
-from finetune.runs import TrainReport, existing_run
+from finetune.publish import TrainReport, existing_run
 from finetune.train import train_embedder
 from rag_app.config import Settings
 from rag_app.runs import RunKind

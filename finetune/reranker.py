@@ -24,9 +24,17 @@ import shutil
 import time
 from collections import defaultdict
 
-from finetune import run_store
 from finetune.data import TrainData, data_fingerprint, prepare
-from finetune.runs import TrainReport, existing_run, publish, report, run_record, throughput
+from finetune.publish import (
+    TrainReport,
+    check_name,
+    existing_run,
+    new_run_name,
+    publish,
+    report,
+    run_record,
+    throughput,
+)
 from finetune.trainer_args import seen_examples, shared_training_args, validation_seconds
 from rag_app.config import Settings
 from rag_app.models import resolve_device, resolve_embedder
@@ -89,7 +97,7 @@ def train_reranker(
     set_seed(settings.seed)
     resolved = resolve_embedder(settings.models.embedder)
     device = resolve_device(settings.models.device)
-    name = run_store.check_name(name or run_store.new_run_name(resolved.spec, "reranker"))
+    name = check_name(name or new_run_name(resolved.spec, "reranker"))
     if (settings.models_dir / name).exists():
         raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
 

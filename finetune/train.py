@@ -28,7 +28,7 @@ exists (`finetune.labelled_eval`, else ``<corpus>/eval``) base and fine-tuned ar
 scored on it, never trained on: the run is "recommended" only when it does not lose there
 (and "unverified" when only synthetic validation exists).
 
-The result is a run folder ``models_dir/<name>/`` (see `finetune.run_store`), written
+The result is a run folder ``models_dir/<name>/`` (see `finetune.publish`), written
 atomically, with ``run.json``, a model card, and the train / validation queries.
 
 Example:
@@ -55,7 +55,7 @@ from finetune.data import (
     verdict,
     weighted,
 )
-from finetune.runs import TrainReport, open_run, publish, report, run_record, throughput
+from finetune.publish import TrainReport, open_run, publish, report, run_record, throughput
 from finetune.split import (
     Pair,
     Passages,

@@ -3,7 +3,7 @@
 A run is a directory `models_dir/<name>/` holding the saved model beside a `run.json`.
 `RunRecord` is that file's schema; `read_record` is the only code that parses it (the UI,
 CLI, eval, reranker loader and model names all go through `read_run` / `read_record`), and
-`finetune.run_store.write_record` the only code that writes it. `finetune` writes runs
+`finetune.publish.write_record` the only code that writes it. `finetune` writes runs
 atomically (a run directory only appears once complete); this module only reads them, so
 `rag_app` never depends on `finetune`.
 
@@ -54,7 +54,7 @@ class Verdict(StrEnum):
 
 
 class RunRecord(BaseModel):
-    """`run.json`: what every trainer writes (`finetune.runs.run_record`), typed.
+    """`run.json`: what every trainer writes (`finetune.publish.run_record`), typed.
 
     Fields default to "unknown" so a run written by hand or by an older version still reads;
     `kind` is the one field without which a folder is not a run.

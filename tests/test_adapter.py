@@ -16,7 +16,7 @@ from test_train import tiny_chunks, tiny_settings  # noqa: F401  (fixture)
 
 from finetune import adapter
 from finetune import data as data_mod
-from finetune.runs import existing_run
+from finetune.publish import existing_run
 from finetune.split import Pair, Passages
 from rag_app import query_adapter
 from rag_app.config import updated_finetune

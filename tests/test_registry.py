@@ -74,7 +74,7 @@ def test_run_json_has_one_typed_reader_and_writer(tmp_path, caplog):
     """`write_record` and `read_record` are the contract: enums come back as enums, a
     trainer's own fields survive, and a folder whose run.json is not a run is skipped with
     the reason (issue 29)."""
-    from finetune.run_store import write_record
+    from finetune.publish import write_record
 
     record = runs.RunRecord(
         kind="embedder", name="a1", method="adapter", adapter_kind="linear", best_epoch=3

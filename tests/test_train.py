@@ -14,7 +14,8 @@ import pytest
 from conftest import FIXTURES
 
 from finetune import data as data_mod
-from finetune import job, model_card, run_store, synth, train
+from finetune import job, model_card, synth, train
+from finetune.publish import staged_run
 from finetune.split import Pair, Passages, check_no_leak, load_labelled, split_pairs
 from rag_app import chunkstore
 from rag_app.runs import RunRecord
@@ -199,19 +200,19 @@ def test_a_failed_run_leaves_nothing_behind(tiny_settings, monkeypatch):
     settings = tiny_settings
     with (
         pytest.raises(RuntimeError, match="disk full"),
-        run_store.staged_run(settings, "broken") as folder,
+        staged_run(settings, "broken") as folder,
     ):
         (folder / "model.safetensors").write_bytes(b"half a model")
         raise RuntimeError("disk full")
     with (
         pytest.raises(RuntimeError, match=r"no run\.json"),
-        run_store.staged_run(settings, "no-record") as folder,
+        staged_run(settings, "no-record") as folder,
     ):
         (folder / "model.safetensors").write_bytes(b"weights, no record")
     assert not settings.models_dir.exists() or not any(settings.models_dir.iterdir())
     assert not any((settings.workspace / "tmp").iterdir())
     assert list_runs(settings) == []
-    with pytest.raises(ValueError, match="run name"), run_store.staged_run(settings, "../escape"):
+    with pytest.raises(ValueError, match="run name"), staged_run(settings, "../escape"):
         pass
 
 

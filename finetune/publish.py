@@ -1,27 +1,100 @@
-"""What every trainer shares about a run: its start, its report, and its reuse.
+"""Publishing trained runs: what every trainer shares, and the one writer of ``run.json``.
 
-`open_run` resolves the base model and a free run name; `run_record` writes the fields of
-``run.json`` every trainer shares, `publish` writes the run folder atomically and `report`
-is what a trainer returns (`existing_run` rebuilds it for a finished run of the same job,
-so an identical job is reused, not retrained).
+A run is ``models_dir/<name>/``: the saved model (sentence-transformers or CrossEncoder
+layout, so `rag-app index --model <dir>` and the reranker load it as is), ``run.json``
+(`rag_app.runs.RunRecord`), the training and validation pairs and a model card
+``README.md``. `staged_run` builds all of it in a temporary folder beside the workspace's
+cache and renames it into place only once complete: a killed training leaves no folder
+that looks like a model (and `rag_app.runs`, which the UI reads, never lists a
+half-written run). `write_record` is the one writer of ``run.json``;
+`rag_app.runs.read_record` its one reader.
+
+For the trainers: `open_run` resolves the base model and a free run name; `run_record`
+fills the fields every trainer shares, `publish` writes the run folder and `report` is
+what a trainer returns (`existing_run` rebuilds it for a finished run of the same job, so
+an identical job is reused, not retrained).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shutil
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from finetune import model_card, run_store
+from finetune import model_card
 from finetune.data import GUARD_METRIC, TrainData, settings_record, write_pairs
 from rag_app.config import Settings
+from rag_app.fsutil import atomic_write_text
 from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
-from rag_app.runs import RunKind, RunRecord, list_runs
+from rag_app.runs import RUN_FILE, RunKind, RunRecord, list_runs
 
 log = logging.getLogger(__name__)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def new_run_name(base: str, kind: str) -> str:
+    """`<base>-ft-<UTC timestamp>` for embedders, `<base>-reranker-<stamp>` for rerankers."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(base).name).strip("-.") or "model"
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{slug}-{'ft' if kind == 'embedder' else kind}-{stamp}"
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}", name):
+        raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' and '-' only")
+    return name
+
+
+@contextmanager
+def staged_run(settings: Settings, name: str) -> Iterator[Path]:
+    """A temporary folder that becomes ``models_dir/<name>`` when the block succeeds.
+
+    The folder is removed when the block raises. An existing run of that name is an error
+    (runs are immutable: the fingerprint of their weights names their Chroma collection).
+    """
+    check_name(name)
+    target = settings.models_dir / name
+    if target.exists():
+        raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
+    staging = settings.workspace / "tmp" / f"{name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if not (staging / RUN_FILE).is_file():
+            raise RuntimeError(f"run {name}: no {RUN_FILE} written; not publishing it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_tree(staging)
+        os.rename(staging, target)  # atomic on one filesystem; fails if target appeared
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def write_record(folder: Path, record: RunRecord) -> None:
+    """Write ``run.json`` (the last file of a staged run)."""
+    record = record.model_copy(
+        update={"created": record.created or now_iso(), "run_id": record.run_id or record.name}
+    )
+    atomic_write_text(Path(folder) / RUN_FILE, record.model_dump_json(indent=2) + "\n")
+
 
 TRAIN_FILE = "train.jsonl"  # a run's training pairs (the eval's leak guard reads them)
 VAL_FILE = "val.jsonl"
@@ -117,7 +190,7 @@ def open_run(settings: Settings, name: str | None, job: str):
 
     resolved = resolve_embedder(settings.models.embedder)
     device = resolve_device(settings.models.device)
-    name = run_store.check_name(name or run_store.new_run_name(resolved.spec, job))
+    name = check_name(name or new_run_name(resolved.spec, job))
     if (settings.models_dir / name).exists():
         raise FileExistsError(f"a run named {name!r} already exists in {settings.models_dir}")
     base = Embedder.load(
@@ -174,7 +247,7 @@ def run_record(
         base_model=settings.models.embedder,
         base_fingerprint=base.fingerprint,
         base_weights=weights_fingerprint(resolved),
-        created=run_store.now_iso(),
+        created=now_iso(),
         corpus=str(settings.corpus),
         metrics=metrics,
         recommended=recommended,
@@ -206,12 +279,12 @@ def publish(
     validation pairs, the model card and ``run.json`` (last). With `workspace_split`, the
     pairs are also copied to the synth folder, where the eval looks for the latest split."""
     name = record.name
-    with run_store.staged_run(settings, name) as folder:
+    with staged_run(settings, name) as folder:
         save(folder)
         write_pairs(folder / TRAIN_FILE, data.train)
         write_pairs(folder / VAL_FILE, data.val)
         model_card.write(folder, record)
-        run_store.write_record(folder, record)
+        write_record(folder, record)
     if workspace_split:
         write_pairs(settings.synth_dir / TRAIN_FILE, data.train)
         write_pairs(settings.synth_dir / VAL_FILE, data.val)
