@@ -49,7 +49,9 @@ def main() -> None:
     from eval.answer_quality import answer_body, score_answer
     from eval.feedback_play import split_by_document
     from eval.sets import _references_from
-    from rag_app.chat import BASELINE, ChatService
+    from rag_app.chat import BASELINE, ChatService, RetrieverChoice
+
+    PLAIN = RetrieverChoice.of(BASELINE, "hybrid", False)  # the served hybrid, no reranker
     from rag_app.config import load_settings
     from rag_app.ir.beir import load_beir
     from rag_app.ir.stats import compare
@@ -89,14 +91,14 @@ def main() -> None:
     retrieval = ChatService(base, load_llm=False)
     rows: dict[str, list[dict]] = {m: [] for m in modes}
     for i, (qid, text, name) in enumerate(questions):
-        hits = retrieval.search(text, BASELINE, "hybrid", False)
+        hits = retrieval.search(text, PLAIN)
         for mode, (service, key) in modes.items():
             if "generative" in mode and args.generative_limit:
                 done = sum(r["split"] == name for r in rows[mode])
                 if done >= args.generative_limit:
                     continue
             t0 = time.perf_counter()
-            final = service.answer(text, hits, key=key, mode="hybrid", rerank=False)
+            final = service.answer(text, hits, choice=RetrieverChoice.of(key, "hybrid", False))
             elapsed = (time.perf_counter() - t0) * 1000
             body = answer_body(final)
             score = score_answer(body, references[qid], abstained=final.abstained)
@@ -120,8 +122,10 @@ def main() -> None:
             continue
         n = 0
         for text in ood_questions:
-            hits = retrieval.search(text, BASELINE, "hybrid", False)
-            final = list(service.answer_turn(text, hits, key=key, mode="hybrid", rerank=False))[-1]
+            hits = retrieval.search(text, PLAIN)
+            final = list(
+                service.answer_turn(text, hits, choice=RetrieverChoice.of(key, "hybrid", False))
+            )[-1]
             n += final.abstained
         ood_abstained[mode] = n / max(len(ood_questions), 1)
 

@@ -32,7 +32,9 @@ def main() -> None:
     from eval.feedback_play import split_by_document
     from eval.sets import _references_from
     from rag_app import extractive
-    from rag_app.chat import BASELINE, ChatService
+    from rag_app.chat import BASELINE, ChatService, RetrieverChoice
+
+    PLAIN = RetrieverChoice.of(BASELINE, "hybrid", False)  # the served hybrid, no reranker
     from rag_app.config import load_settings
     from rag_app.ir.beir import load_beir
     from rag_app.retrieve import load_corpus
@@ -42,13 +44,13 @@ def main() -> None:
     dev = split_by_document(dataset.qrels, 0.5, seed=settings.seed).feedback
     refs, _ = _references_from(dataset)
     service = ChatService(settings, load_llm=False)
-    embedder = service.embedder_for(BASELINE, "hybrid", False)
+    embedder = service.embedder_for(PLAIN)
     index = load_corpus(settings).bm25
 
-    searched = {q: service.search(dataset.queries[q], BASELINE, "hybrid", False, k=8) for q in dev}
+    searched = {q: service.search(dataset.queries[q], PLAIN, k=8) for q in dev}
     ood = load_beir(DEFAULT_DATASET, split="dev", on_duplicate_query="drop")
     ood_texts = list(ood.queries.values())[:40]
-    ood_hits = [service.search(t, BASELINE, "hybrid", False, k=8) for t in ood_texts]
+    ood_hits = [service.search(t, PLAIN, k=8) for t in ood_texts]
 
     def prepared(text: str, hits, passages: int):
         units = [

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 from rag_app.answer import CITATION
 from rag_app.answer_modes import polarity
+from rag_app.text import words as text_words
 
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w])")
 _CODE = re.compile(r"\b[A-Z0-9]*\d[A-Z0-9]*(?:[-/][A-Z0-9]+)+\b|\b[A-Z]+[-/]?\d+[A-Z0-9]*\b")
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 def _number(text: str) -> str:
@@ -61,7 +61,7 @@ def fact_found(fact: str, answer: str) -> bool:
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(CITATION.sub(" ", text).lower())
+    return text_words(CITATION.sub(" ", text))
 
 
 def token_f1(answer: str, reference: str) -> float:

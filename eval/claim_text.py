@@ -12,6 +12,8 @@ from collections import Counter
 
 from rag_app.answer import CITATION, parse_citations
 from rag_app.ir import stopwords
+from rag_app.text import CONTRACTED
+from rag_app.text import split_sentences as text_sentences
 
 
 def _wordlist(text: str) -> list[str]:
@@ -38,21 +40,15 @@ ABSTENTION_PATTERNS = re.compile(
     re.IGNORECASE,
 )
 CITATION_RE = CITATION  # the product's grammar: [1], [1, 2], [1][3], [2-4], [1 and 2]
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
-_WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)?")
 
 
 # --- text utilities ------------------------------------------------------------------------
 def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``: split after . ! ? followed by a capital or digit, and at newlines.
-
-    Bullet markers are stripped; empty pieces are dropped. Good enough for generated answers
-    and encyclopaedic passages; abbreviations like "e.g. Foo" can split early.
-    """
-    pieces = _SENTENCE_END.split(text or "")
+    """The product's sentences of ``text`` (`rag_app.text.split_sentences`), without bullet
+    markers: the proxy grades the sentences the product checked and cited."""
     out = []
-    for piece in pieces:
+    for piece in text_sentences(text or ""):
         piece = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s+", "", piece).strip()
         if piece:
             out.append(piece)
@@ -89,7 +85,7 @@ def _stem(word: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    return _WORD_RE.findall(text.lower().replace("’", "'"))
+    return CONTRACTED.findall(text.lower().replace("’", "'"))
 
 
 def content_words(text: str) -> set[str]:

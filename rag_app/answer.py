@@ -18,6 +18,7 @@ from rag_app import prompts
 from rag_app.extractive import Quote
 from rag_app.ir import stopwords
 from rag_app.llm.base import LLM, LLMError, Message, approx_tokens
+from rag_app.text import sentence_spans, split_sentences, words
 from rag_app.types import Hit
 
 log = logging.getLogger(__name__)
@@ -78,19 +79,15 @@ def parse_citations(text: str, n_passages: int | None) -> list[int]:
     return found
 
 
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])(\s+)")
-
-
 def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in stopwords.ATTRIBUTION and len(w) > 1}
+    return {w for w in words(text) if w not in stopwords.ATTRIBUTION and len(w) > 1}
 
 
 def attribute_sentences(text: str, passages: list[str], min_overlap: float = 0.5) -> list[int]:
-    """For each piece of `text` split at sentence ends (the whitespace between sentences
-    included, as 0), the passage (1-based) that best covers its content words, or 0 when
-    none covers at least `min_overlap` of them (too little to call it support)."""
-    return support_of(_SENTENCE_END.split(text), passages, min_overlap)
+    """For each sentence of `text` (`rag_app.text.split_sentences`), the passage (1-based)
+    that best covers its content words, or 0 when none covers at least `min_overlap` of
+    them (too little to call it support)."""
+    return support_of(split_sentences(text), passages, min_overlap)
 
 
 def support_of(sentences: list[str], passages: list[str], min_overlap: float = 0.5) -> list[int]:
@@ -118,17 +115,18 @@ def attach_citations(text: str, passages: list[str], min_overlap: float = 0.5) -
     """
     if parse_citations(text, len(passages)):
         return text
-    parts = _SENTENCE_END.split(text)  # sentence, whitespace, sentence, ...
-    sources = attribute_sentences(text, passages, min_overlap)
+    spans = sentence_spans(text)
+    sources = support_of([text[a:b] for a, b in spans], passages, min_overlap)
     out: list[str] = []
-    for i, part in enumerate(parts):
-        n = sources[i] if i < len(sources) else 0
-        if i % 2 == 0 and n:
-            body = part.rstrip()
+    done = 0
+    for (start, end), n in zip(spans, sources, strict=True):
+        body = text[start:end]
+        if n:
             stripped = body.rstrip(".!?")
-            part = f"{stripped} [{n}]{body[len(stripped) :]}{part[len(body) :]}"
-        out.append(part)
-    return "".join(out)
+            body = f"{stripped} [{n}]{body[len(stripped) :]}"
+        out.append(text[done:start] + body)
+        done = end
+    return "".join(out) + text[done:]
 
 
 def tidy(text: str) -> str:
@@ -140,7 +138,7 @@ def tidy(text: str) -> str:
     kept: list[str] = []
     for line in text.splitlines():
         sentences = []
-        for sentence in re.split(r"(?<=[.!?])\s+", line):
+        for sentence in split_sentences(line):
             key = " ".join(sentence.lower().split())
             if key and key in seen:
                 continue

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 from rag_app import prompts
 from rag_app.answer import Answer, display_path, passage_source, support_of
-from rag_app.extractive import ABSTAIN_BELOW, Quote, extract, split_sentences
+from rag_app.extractive import ABSTAIN_BELOW, Quote, extract
+from rag_app.text import split_sentences
 from rag_app.types import Hit
 
 if TYPE_CHECKING:

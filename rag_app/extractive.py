@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rag_app.text import split_sentences
 from rag_app.types import Hit
 
 if TYPE_CHECKING:
@@ -54,12 +55,6 @@ ABSTAIN_BELOW = 0.45
 PASSAGES = 5  # units come from the top passages only (the chat shows 5)
 SCORE_SECTION = False  # scoring with the section heading did not help on dev (top 5)
 
-_ABBREVIATIONS = re.compile(
-    r"(?:\b(?:e\.g|i\.e|etc|approx|incl|no|nos|fig|ref|para|rev|max|min|vs|mr|mrs|dr|st|in|"
-    r"cf|p|pp)\.)$",
-    re.IGNORECASE,
-)
-_SENTENCE_GAP = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
 _UNIT_WORDS = (
     r"nm|n·m|bar|psi|kpa|mpa|fh|fc|hrs?|hours?|minutes?|mins?|days?|weeks?|months?|years?|"
     r"°c|°f|c|mm|cm|m|kg|g|l|ml|%|percent|v|a|amps?|volts?|ohms?|cycles?|litres?|liters?"
@@ -99,24 +94,6 @@ class Quote:
 
     unit: Unit
     score: float
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of running text. Splits after . ! ? before a capital or digit, except
-    after abbreviations ("e.g.", "No.", "approx.") and inside decimals ("5.5 bar")."""
-    text = " ".join(text.split())
-    if not text:
-        return []
-    out: list[str] = []
-    start = 0
-    for gap in _SENTENCE_GAP.finditer(text):
-        head = text[start : gap.start()].rstrip("\"')]")
-        if _ABBREVIATIONS.search(head) or len(head.split()) < 2:
-            continue
-        out.append(text[start : gap.start()].strip())
-        start = gap.end()
-    out.append(text[start:].strip())
-    return [s for s in out if s]
 
 
 def units_of(text: str, passage: int, section: str = "") -> list[Unit]:

@@ -8,8 +8,9 @@ from _llm_helpers import make_hit, tool_hits
 from eval.answer_quality import answer_body, key_facts, score_answer, token_f1
 from rag_app.answer import Answer
 from rag_app.answer_modes import NOT_FOUND, check_generated, extractive_answer, resolve_mode
-from rag_app.extractive import split_sentences, units_of
+from rag_app.extractive import units_of
 from rag_app.llm.base import LLMError
+from rag_app.text import split_sentences
 
 PROCEDURE = """# 5. Procedure
 

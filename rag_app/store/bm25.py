@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,6 +35,7 @@ import numpy as np
 from rag_app.chunkstore import CorruptWorkspaceError
 from rag_app.fsutil import atomic_write_bytes, atomic_write_json, atomic_writer, sha256_file
 from rag_app.ir import stopwords
+from rag_app.text import TOKEN, WORD
 from rag_app.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,10 @@ PARALLEL_MIN_TEXTS = 20_000
 # The base English list (`rag_app.ir.stopwords.ENGLISH`); changing it needs a TOKENIZER_VERSION bump.
 STOP_WORDS = stopwords.BM25
 
-# Runs of letters/digits, optionally joined by - _ . / into one compound ("nw-f-160").
-_TOKEN = re.compile(r"[^\W_]+(?:[-_./][^\W_]+)*")
-_PART = re.compile(r"[^\W_]+")
+# Runs of letters/digits, optionally joined by - _ . / into one compound ("nw-f-160"),
+# and the parts of a compound (`rag_app.text`, shared with the answer and eval code).
+_TOKEN = TOKEN
+_PART = WORD
 
 
 @lru_cache(maxsize=1)

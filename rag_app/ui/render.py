@@ -120,12 +120,9 @@ def term_pattern(query: str) -> re.Pattern[str] | None:
     """The query's words worth marking in a passage (3+ characters, not stop words, codes
     whole), as one case-insensitive whole-word pattern; None when nothing is left."""
     from rag_app.ir.stopwords import ENGLISH
+    from rag_app.text import TOKEN
 
-    words = {
-        w
-        for w in re.findall(r"[^\W_]+(?:[-/.][^\W_]+)*", query.lower())
-        if len(w) >= 3 and w not in ENGLISH
-    }
+    words = {w for w in TOKEN.findall(query.lower()) if len(w) >= 3 and w not in ENGLISH}
     if not words:
         return None
     alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
