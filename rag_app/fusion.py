@@ -207,9 +207,10 @@ class Measured:
 
 
 def model_key(spec: str) -> str:
-    """How a model is named in fusion.json: a run by its directory name, else its spec."""
-    path = Path(spec)
-    return path.name if path.is_dir() else spec
+    """How a model is named in fusion.json (`rag_app.models.model_name`)."""
+    from rag_app.models import model_name
+
+    return model_name(spec)
 
 
 def load_choices(workspace: Path) -> dict[str, Measured]:

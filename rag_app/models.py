@@ -189,12 +189,18 @@ def weights_fingerprint(model: ResolvedModel) -> str:
     return digest.hexdigest()[:12]
 
 
-def model_display_name(model: ResolvedModel) -> str:
-    """A human name: the model card's run id for fine-tuned runs, else the spec."""
-    if not model.is_hub:
-        from rag_app.runs import read_record
+def model_name(spec: str) -> str:
+    """The one short name of a model: a local folder (a trained run, any saved model) by
+    its folder name, anything else (a bundled name, a hub id) by its spec.
 
-        record = read_record(model.path)
-        if record is not None and (record.run_id or record.name):
-            return record.run_id or record.name
-    return model.spec if model.kind != "local" else model.path.name
+    fusion.json keys, `retrieval.model_dims` keys and the loaded models' names (the chat's
+    labels, the index's collection metadata) all use it, so a model is called the same
+    everywhere.
+    """
+    path = Path(spec).expanduser()
+    return path.name if path.is_dir() else spec
+
+
+def model_display_name(model: ResolvedModel) -> str:
+    """`model_name` of a resolved model (a bundled model keeps its spec)."""
+    return model.path.name if model.kind == "local" else model.spec

@@ -337,12 +337,13 @@ def embedder_of(retriever: Retriever) -> Embedder | None:
 # --- factory --------------------------------------------------------------------------------
 def resolve_dim(settings: Settings, model: str | None = None) -> int | None:
     """The serving dimension of a model: `retrieval.model_dims` (by spec, or by the run's
-    directory name), else `retrieval.dim`, else None (the model's full dimension)."""
-    from pathlib import Path
+    directory name, `rag_app.models.model_name`), else `retrieval.dim`, else None (the
+    model's full dimension)."""
+    from rag_app.models import model_name
 
     spec = model or settings.models.embedder
     dims = settings.retrieval.model_dims
-    for key in (spec, Path(spec).name):
+    for key in (spec, model_name(spec)):
         if key in dims:
             return dims[key]
     return settings.retrieval.dim
