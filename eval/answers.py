@@ -35,6 +35,7 @@ from rag_app.ir.stats import compare
 
 if TYPE_CHECKING:
     from rag_app.config import Settings
+    from rag_app.llm.base import LLM
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +134,14 @@ def run_answer_eval(
     settings: Settings,
     dataset: str | Path | BeirDataset | None = None,
     configs: Sequence[str] | None = None,
-    llm: Any = None,
+    llm: LLM | None = None,
     *,
     k: int | None = None,
     split: str = "test",
     finetuned: str | Path | None = None,
     on_overlap: str = "drop",
     limit: int | None = 50,
-    judge_llm: Any = None,
+    judge_llm: LLM | None = None,
     judge_runs: int = 0,
     scorer: GroundingScorer | None = None,
     answer_fn: Callable[..., Any] | None = None,

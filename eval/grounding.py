@@ -63,7 +63,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -84,6 +84,10 @@ from eval.claim_text import (  # noqa: F401 (re-exports)
     token_f1,
     words,
 )
+
+if TYPE_CHECKING:
+    from rag_app.embedder import Embedder
+    from rag_app.llm.base import LLM
 
 SIM_MIN = 0.5
 OVERLAP_MIN = 0.6
@@ -191,7 +195,7 @@ class GroundingScorer:
     configurations.
     """
 
-    def __init__(self, embedder: Any = None, *, cache_size: int = 50_000) -> None:
+    def __init__(self, embedder: Embedder | None = None, *, cache_size: int = 50_000) -> None:
         if embedder is None:
             from rag_app.embedder import Embedder
 
@@ -346,7 +350,7 @@ def llm_judge(
     question: str,
     answer: str,
     passages: Sequence[str],
-    llm: Any,
+    llm: LLM,
     *,
     runs: int = 3,
     temperature: float = 0.7,
@@ -383,7 +387,7 @@ def llm_judge(
     }
 
 
-def _generate(llm: Any, messages: list[dict[str, str]], **kwargs: Any) -> str:
+def _generate(llm: LLM, messages: list[dict[str, str]], **kwargs: Any) -> str:
     generate: Callable[..., str] = llm.generate
     try:
         return generate(messages, **kwargs)

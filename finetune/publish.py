@@ -28,14 +28,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune import model_card
 from finetune.data import GUARD_METRIC, TrainData, settings_record, write_pairs
 from rag_app.config import Settings
 from rag_app.fsutil import atomic_write_text
-from rag_app.models import resolve_device, resolve_embedder, weights_fingerprint
+from rag_app.models import ResolvedModel, resolve_device, resolve_embedder, weights_fingerprint
 from rag_app.runs import RUN_FILE, RunKind, RunRecord, list_runs
+
+if TYPE_CHECKING:
+    from rag_app.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +226,8 @@ def run_record(
     *,
     name: str,
     kind: RunKind,
-    base: Any,
-    resolved: Any,
+    base: Embedder,
+    resolved: ResolvedModel,
     fingerprint: str,
     device: str,
     metrics: dict[str, float],

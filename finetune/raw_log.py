@@ -11,7 +11,10 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rag_app.llm.base import LLM
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ def raw_key(chunk_id: str, prompt_version: str, generator: str = "") -> str:
     return f"{chunk_id}:{prompt_version}:{digest}"
 
 
-def generator_id(llm: Any, temperature: float, max_new_tokens: int, max_chunk_chars: int) -> str:
+def generator_id(llm: LLM, temperature: float, max_new_tokens: int, max_chunk_chars: int) -> str:
     """The generator's identity as the raw log keys it: backend and model (the LLM's name,
     e.g. "llamacpp:SmolLM2-135M-Instruct") and the sampling settings that change replies."""
     name = getattr(llm, "name", type(llm).__name__)

@@ -36,7 +36,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune import query_filters
 from finetune.prompts import PromptSet, load_prompts
@@ -47,6 +47,10 @@ from rag_app.chunkstore import load_chunks
 from rag_app.config import Settings
 from rag_app.fsutil import atomic_write_json, atomic_write_text
 from rag_app.types import Chunk
+
+if TYPE_CHECKING:
+    from rag_app.embedder import Embedder
+    from rag_app.llm.base import LLM
 
 log = logging.getLogger(__name__)
 
@@ -402,7 +406,13 @@ def filter_candidates(
     return final
 
 
-def run(settings: Settings, llm=None, progress: bool = True, *, embedder=None) -> SynthReport:
+def run(
+    settings: Settings,
+    llm: LLM | None = None,
+    progress: bool = True,
+    *,
+    embedder: Embedder | None = None,
+) -> SynthReport:
     """Generate, filter and save synthetic queries for the workspace's chunks.
 
     `llm` defaults to `rag_app.llm.factory.build_llm(settings)`; with
