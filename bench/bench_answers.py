@@ -50,11 +50,11 @@ def main() -> None:
     from eval.feedback_play import split_by_document
     from eval.sets import _references_from
     from rag_app.chat import BASELINE, ChatService, RetrieverChoice
-
-    PLAIN = RetrieverChoice.of(BASELINE, "hybrid", False)  # the served hybrid, no reranker
     from rag_app.config import load_settings
     from rag_app.ir.beir import load_beir
     from rag_app.ir.stats import compare
+
+    PLAIN = RetrieverChoice.of(BASELINE, "hybrid", False)  # the served hybrid, no reranker
 
     base = load_settings(workspace=Path(args.workspace), corpus=Path(args.corpus))
     dataset = load_beir(Path(args.corpus) / "eval", split="test")

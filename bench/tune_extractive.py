@@ -33,11 +33,11 @@ def main() -> None:
     from eval.sets import _references_from
     from rag_app import extractive
     from rag_app.chat import BASELINE, ChatService, RetrieverChoice
-
-    PLAIN = RetrieverChoice.of(BASELINE, "hybrid", False)  # the served hybrid, no reranker
     from rag_app.config import load_settings
     from rag_app.ir.beir import load_beir
     from rag_app.retrieve import load_corpus
+
+    PLAIN = RetrieverChoice.of(BASELINE, "hybrid", False)  # the served hybrid, no reranker
 
     settings = load_settings(workspace=REPO / "workspace", corpus=REPO / "corpus")
     dataset = load_beir(REPO / "corpus" / "eval", split="test")
