@@ -9,7 +9,7 @@ import random
 import re
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,25 @@ class EvalCorpus:
     splits: dict[str, list[str]]
     granularity: str  # "chunk" or "doc"
     structure: str
+    # document -> "dev" / "test": the half of every document with a question (the splits'
+    # questions are these halves' questions, capped); a MedQuAD source's document is a title
+    doc_split: dict[str, str] = field(default_factory=dict)
+
+
+def _document_halves(doc_of: dict[str, str], seed: int) -> dict[str, str]:
+    """Every document of `doc_of`'s questions in dev or test, half and half (seeded)."""
+    docs = sorted(set(doc_of.values()))
+    random.Random(seed).shuffle(docs)
+    dev_docs = set(docs[: len(docs) // 2])
+    return {doc: "dev" if doc in dev_docs else "test" for doc in docs}
 
 
 def _split_by_document(doc_of: dict[str, str], seed: int, cap: int) -> dict[str, list[str]]:
     """Questions split by their document, half and half (seeded), at most `cap` a split."""
-    docs = sorted(set(doc_of.values()))
-    random.Random(seed).shuffle(docs)
-    dev_docs = set(docs[: len(docs) // 2])
+    half = _document_halves(doc_of, seed)
     splits: dict[str, list[str]] = {"dev": [], "test": []}
     for qid in sorted(doc_of):
-        splits["dev" if doc_of[qid] in dev_docs else "test"].append(qid)
+        splits[half[doc_of[qid]]].append(qid)
     rng = random.Random(seed + 1)
     for key, qids in splits.items():
         if len(qids) > cap:
@@ -96,6 +105,7 @@ def medquad_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> E
         _split_by_document(doc_of, seed, cap),
         "chunk",
         f"{len(keep)} passages, one a chunk",
+        _document_halves(doc_of, seed),
     )
 
 
@@ -128,6 +138,7 @@ def shipped_corpus(root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
         _split_by_document(doc_of, seed, cap),
         "doc",
         f"{len({c.doc_id for c in chunks})} documents, {len(chunks)} chunks",
+        _document_halves(doc_of, seed),
     )
 
 
@@ -192,6 +203,7 @@ def long_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> Eval
         _split_by_document(doc_of, seed, cap),
         "chunk",
         f"{len(by_focus)} long documents, {len(chunks)} chunks",
+        _document_halves(doc_of, seed),
     )
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_query_classes.py                      # the shipped corpus
     .venv/bin/python bench/bench_query_classes.py --beir ../shared/datasets/medquad-small
+    .venv/bin/python bench/bench_query_classes.py --protocol      # bench_protocol's corpora
 
 The protocol's corpora hold natural-language questions only; users of a technical library
 also type identifiers ("SB 72-61-009"), codes, keywords and symptoms. This bench scores
@@ -14,6 +15,10 @@ every way of searching on each class separately:
 - the hand-written `corpus/eval` questions by their own `kind` (question, keyword,
   symptom / how-to), plus **hand-written with a code** (any of them naming an identifier).
 - `--beir`: a BEIR dataset's questions (natural), indexed in the eval harness's namespace.
+- `--protocol [CORPORA]`: every corpus of `bench_protocol.py` (default all ten), each with
+  its natural questions, titles, rare words and (where titles hold codes) identifiers,
+  split dev / test by the protocol's own document halves; served hybrid vs the better of
+  BM25 and dense, nothing chosen (`_query_protocol.py`).
 
 Queries are split dev / test by a hash of the judged document (one document's queries never
 straddle the split). The exact-match rule's thresholds (`retrieval.exact_max_df`,
@@ -27,95 +32,55 @@ collection, 50 each); every fusion is `rag_app.retrieve.HybridRetriever`'s own c
 from __future__ import annotations
 
 import argparse
-import hashlib
-import re
 import statistics
 import sys
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 from _common import REPO, write_results
-
-CODE_IN_TITLE = re.compile(r"(?:\b(?:SB|AD|SN|MSN)\s)?\b[A-Z0-9]*\d?[A-Z0-9]*(?:[-/][A-Z0-9]+)+\b")
-PHRASINGS = ("{c}", "what does {c} say", "{c} requirements", "tell me about {c}")
-K = 10
-
-
-def split_of(doc: str) -> str:
-    return "dev" if int(hashlib.sha1(doc.encode()).hexdigest(), 16) % 2 == 0 else "test"
-
-
-def identifier_queries(chunks) -> list[tuple[str, str, str]]:
-    """(query, owning doc, code) for every code that exactly one document's title holds."""
-    owners: dict[str, set[str]] = defaultdict(set)
-    for chunk in chunks:
-        for code in CODE_IN_TITLE.findall(chunk.title or ""):
-            if any(ch.isdigit() for ch in code):
-                owners[code.strip()].add(chunk.doc_id)
-    out = []
-    for code, docs in sorted(owners.items()):
-        if len(docs) == 1:
-            doc = next(iter(docs))
-            out.extend((p.format(c=code), doc, code) for p in PHRASINGS)
-    return out
-
-
-def keyword_queries(chunks, n: int = 150, seed: int = 0) -> list[tuple[str, dict, str, str]]:
-    """Two keyword classes for a corpus of natural-language passages: a document's title
-    typed alone (judged by every passage of that title), and a rare word typed alone (in
-    2-5 passages, judged by the passages holding it)."""
-    import random
-
-    rng = random.Random(seed)
-    by_title: dict[str, set[str]] = defaultdict(set)
-    holders: dict[str, set[str]] = defaultdict(set)
-    for chunk in chunks:
-        if chunk.title:
-            by_title[chunk.title].add(chunk.id)
-        for word in set(re.findall(r"[a-z]{7,}", chunk.text.lower())):
-            holders[word].add(chunk.id)
-    out = []
-    titles = sorted(t for t, ids in by_title.items() if len(ids) <= 20)
-    for title in rng.sample(titles, min(n, len(titles))):
-        judged = dict.fromkeys(by_title[title], 1)
-        out.append((title, judged, "keyword: a title (BEIR)", split_of(title)))
-    rare = sorted(w for w, ids in holders.items() if 2 <= len(ids) <= 5)
-    for word in rng.sample(rare, min(n, len(rare))):
-        out.append(
-            (word, dict.fromkeys(holders[word], 1), "keyword: a rare word (BEIR)", split_of(word))
-        )
-    return out
-
-
-def doc_ranking(hits) -> list[str]:
-    seen: list[str] = []
-    for hit in hits:
-        if hit.chunk.doc_id not in seen:
-            seen.append(hit.chunk.doc_id)
-    return seen
-
-
-def chunk_ranking(hits) -> list[str]:
-    return [h.chunk.id for h in hits]
+from _query_classes import (
+    Searches,
+    classes_of,
+    identifier_queries,
+    keyword_queries,
+    mean_of,
+    score,
+    split_of,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", default=str(REPO / "workspace"))
+    parser.add_argument("--workspace", default=None, help="(protocol: workspace/bench-protocol)")
     parser.add_argument("--corpus", default=str(REPO / "corpus"))
     parser.add_argument("--beir", default=None, help="A BEIR dataset (natural questions).")
     parser.add_argument("--split", default="test", help="The BEIR qrels split to read.")
     parser.add_argument("--limit", type=int, default=400, help="BEIR queries at most.")
+    parser.add_argument(
+        "--protocol",
+        nargs="?",
+        const="all",
+        default=None,
+        help="The cross-corpus protocol's corpora (bench_protocol.CORPORA, or a comma list): "
+        "natural questions, titles, rare words and identifiers on each, base model.",
+    )
+    parser.add_argument("--max-queries", type=int, default=500, help="protocol: a split")
+    parser.add_argument("--per-class", type=int, default=150, help="protocol: built queries")
+    parser.add_argument("--seed", type=int, default=42, help="protocol: its split seed")
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
+    if args.protocol:
+        from _query_protocol import run_protocol
+
+        run_protocol(args)
+        return
+    args.workspace = args.workspace or str(REPO / "workspace")
 
     from rag_app import index, ingest
     from rag_app.config import load_settings
     from rag_app.fusion import ExactMatchRule, FusionChoice
-    from rag_app.ir.metrics import hit_rate_at_k, ndcg_at_k
     from rag_app.ir.stats import compare
-    from rag_app.retrieve import BM25Retriever, HybridRetriever, build_dense, load_corpus
+    from rag_app.retrieve import load_corpus
 
     settings = load_settings(workspace=Path(args.workspace), corpus=Path(args.corpus))
     # (query, {judged id: 1}, class, split)
@@ -156,67 +121,26 @@ def main() -> None:
             queries.append((text, {doc: 1}, "identifier", split_of(doc)))
 
     corpus = load_corpus(settings)
-    bm25 = BM25Retriever(corpus)
-    dense = build_dense(settings, corpus)
-    cache: dict[tuple[str, str], list] = {}
-
-    class Cached:
-        """One retriever's candidates per query, computed once for every fusion tried."""
-
-        def __init__(self, name: str, inner) -> None:
-            self.name, self.inner, self.notes = name, inner, []
-
-        def describe(self) -> str:
-            return self.inner.describe()
-
-        def retrieve(self, query: str, k: int = 5, filters=None):
-            key = (self.name, query)
-            if key not in cache:
-                cache[key] = self.inner.retrieve(query, 50, filters)
-            from rag_app.types import Hit
-
-            return [Hit(h.chunk, dict(h.scores), dict(h.ranks)) for h in cache[key][:k]]
-
-    cb, cd = Cached("bm25", bm25), Cached("dense", dense)
-    cb.corpus = corpus  # HybridRetriever reads the BM25 index through it
-
-    def hybrid(choice: FusionChoice, rule: ExactMatchRule | None) -> HybridRetriever:
-        h = HybridRetriever(BM25Retriever(corpus), cd, fusion=choice, exact=rule)
-        h.bm25 = cb  # type: ignore[assignment]
-        return h
-
+    search = Searches(settings, corpus)
     weighted = FusionChoice("weighted", settings.retrieval.dense_weight)
     systems: dict[str, object] = {
-        "bm25": cb,
-        "dense": cd,
-        "rrf": hybrid(FusionChoice("rrf"), None),
-        f"weighted {weighted.dense_weight:g} (before)": hybrid(weighted, None),
+        "bm25": search.bm25,
+        "dense": search.dense,
+        "rrf": search.hybrid(FusionChoice("rrf"), None),
+        f"weighted {weighted.dense_weight:g} (before)": search.hybrid(weighted, None),
     }
     grid = [(df, pin, short) for df in (10, 50) for pin in (1, 5, 10) for short in (0, 1, 2)]
     for df, pin, short in grid:
-        systems[f"exact docs<={df} pin {pin} short {short}"] = hybrid(
+        systems[f"exact docs<={df} pin {pin} short {short}"] = search.hybrid(
             weighted, ExactMatchRule(df, pin, short)
         )
+    scores = score(systems, queries, granularity, log=lambda m: print(m, file=sys.stderr))
 
-    ranking = doc_ranking if granularity == "doc" else chunk_ranking
-    scores: dict[str, dict[str, dict[str, dict[int, float]]]] = {}
-    for name, system in systems.items():
-        per: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-        for i, (text, judged, cls, split) in enumerate(queries):
-            ranked = ranking(system.retrieve(text, 50 if granularity == "doc" else K))  # type: ignore[attr-defined]
-            key = f"{cls}|{split}"
-            per[key]["ndcg@10"][i] = ndcg_at_k(judged, ranked, K)
-            per[key]["hit@5"][i] = hit_rate_at_k(judged, ranked, 5)
-            per[key]["hit@1"][i] = hit_rate_at_k(judged, ranked, 1)
-        scores[name] = per
-        print(f"scored {name}", file=sys.stderr)
-
-    classes = sorted({q[2] for q in queries})
+    classes = classes_of(queries)
     before = f"weighted {weighted.dense_weight:g} (before)"
 
     def mean(name: str, cls: str, split: str, metric: str) -> float:
-        values = scores[name][f"{cls}|{split}"][metric]
-        return statistics.fmean(values.values()) if values else float("nan")
+        return mean_of(scores[name][f"{cls}|{split}"][metric])
 
     # choose the rule on dev
     tuned_classes = [c for c in classes if c != "hand-written with a code"]
