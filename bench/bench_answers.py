@@ -43,6 +43,12 @@ def main() -> None:
         "comparison uses those questions.",
     )
     parser.add_argument("--ood", type=int, default=40, help="Out-of-domain questions.")
+    parser.add_argument(
+        "--dense-units",
+        type=int,
+        default=None,
+        help="Override rag_app.extractive.DENSE_UNITS (0: encode every unit).",
+    )
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
 
@@ -55,6 +61,10 @@ def main() -> None:
     from rag_app.ir.stats import compare
 
     PLAIN = RetrieverChoice.of(BASELINE, "hybrid", False)  # the served hybrid, no reranker
+    if args.dense_units is not None:
+        from rag_app import extractive as extractive_mod
+
+        extractive_mod.DENSE_UNITS = args.dense_units or 10**9
 
     base = load_settings(workspace=Path(args.workspace), corpus=Path(args.corpus))
     dataset = load_beir(Path(args.corpus) / "eval", split="test")
