@@ -154,10 +154,11 @@ class RetrievalSettings(Section):
         description="An identifier counts as rare when at most this many documents hold it.",
     )
     exact_short_words: int = Field(
-        1,
+        3,
         ge=0,
-        description="A keyword query of at most this many words is keyword-led on its rare "
-        "words too (0: identifiers only).",
+        description="A keyword query (not phrased as a question) of at most this many words "
+        "is keyword-led on its rare words too, e.g. a document's title typed alone "
+        "(0: identifiers only; chosen on the protocol's dev halves: bench/tune_exact_rule.py).",
     )
     exact_pin: int = Field(
         10, ge=1, description="How many of BM25's hits holding the identifier lead the list."

@@ -132,21 +132,23 @@ class ExactMatchRule:
     """Keyword-led fusion for queries that name an identifier or type a rare word alone.
 
     A query holding a code ("SB 72-61-009", "NW-F-117", "MSN 0436": `rag_app.store.bm25
-    .is_code`), or a keyword query of at most `short_words` words ("mycosis"), whose term
-    at most `max_docs` documents contain is a lookup: BM25 is sure of its answer, and dense
+    .is_code`), or a keyword query of at most `short_words` words, not phrased as a question
+    ("mycosis", "McKusick Kaufman syndrome"), whose term at most `max_docs` documents
+    contain is a lookup: BM25 is sure of its answer, and dense
     retrieval, which sees "72-61-009" as a few sub-word pieces and a lone word without
     context, is not. Min-max weighted fusion at a high dense weight caps a BM25-only hit
     below almost any dense candidate, so such a query lost the document that owns the term.
     The rule puts BM25's best `pin` hits that contain the term first, in BM25 order; the
     rest of the list follows the measured fusion. Other queries are fused as before.
     Defaults chosen on the dev halves of the shipped corpus's identifier and hand-written
-    classes and MedQuAD's natural, title and rare-word classes (docs/BENCHMARKS.md,
-    "Query classes").
+    classes and MedQuAD's natural, title and rare-word classes; `short_words` (first 1) on
+    the dev halves of the protocol's ten corpora, where a title typed alone was not a
+    lookup at 1 (docs/BENCHMARKS.md, "Query classes").
     """
 
     max_docs: int = 50
     pin: int = 10
-    short_words: int = 1  # a keyword query of at most this many words: its rare words count too
+    short_words: int = 3  # a keyword query of at most this many words: its rare words count too
 
     def describe(self, terms: Sequence[str]) -> str:
         return f"exact match on {', '.join(terms)}: keyword-led (BM25's top {self.pin} first)"

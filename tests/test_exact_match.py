@@ -100,6 +100,10 @@ def test_a_rare_word_typed_alone_counts_as_an_exact_match():
         ]
     )
     assert set(index.exact_terms("mycosis", short_words=1)) == {"mycosi"}
-    assert index.exact_terms("symptoms of mycosis", short_words=1) == {}  # two words: a question
+    assert index.exact_terms("symptoms of mycosis", short_words=1) == {}  # two words
+    # a title typed alone is a lookup; the same words asked as a question are not
+    assert set(index.exact_terms("mycosis fungoides lymphoma", short_words=3)) >= {"mycosi"}
+    assert index.exact_terms("what is mycosis fungoides", short_words=3) == {}
+    assert index.exact_terms("mycosis fungoides skin lymphoma", short_words=3) == {}  # four
     assert index.exact_terms("mycosis", short_words=0) == {}  # identifiers only
     assert set(index.exact_terms("NW-F-117 mycosis", short_words=0)) == set()  # not indexed

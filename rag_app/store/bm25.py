@@ -94,6 +94,47 @@ def tokenize(text: str) -> list[str]:
     return stem_words(words) + extra if words else extra
 
 
+_QUESTION_WORDS = frozenset(
+    [
+        "what",
+        "how",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "is",
+        "are",
+        "was",
+        "were",
+        "can",
+        "could",
+        "do",
+        "does",
+        "did",
+        "should",
+        "shall",
+        "will",
+        "would",
+        "may",
+        "might",
+        "must",
+        "has",
+        "have",
+        "had",
+    ]
+)
+
+
+def is_question(query: str) -> bool:
+    """Whether `query` is phrased as a question ("what is ...", "can I ..."), not typed as
+    keywords: a keyword query of a few rare words is a lookup, a question about them is not."""
+    first = WORD.search(query.lower())
+    return first is not None and first.group() in _QUESTION_WORDS
+
+
 def is_code(token: str) -> bool:
     """Whether a token is an identifier rather than a word or a quantity: it contains a digit
     and either a letter or a separator ("72-61-009", "nw-f-117", "pt220a"), or is a
@@ -267,12 +308,13 @@ class BM25Index:
     def exact_terms(self, query: str, short_words: int = 0) -> dict[str, set[str]]:
         """The query terms BM25 can be sure of, each with the chunks that contain it, for
         `rag_app.fusion.ExactMatchRule`: its identifiers (`is_code`), and, when the query
-        is a keyword query of at most `short_words` words, those words too."""
+        is a keyword query (`is_question` false) of at most `short_words` words, those
+        words too."""
         tokens = list(dict.fromkeys(tokenize(query)))
         # a compound's joined form ("20100" of "20-100") stands or falls with the compound
         joined = {"".join(_PART.findall(t)) for t in tokens if not _PART.fullmatch(t)}
         words = [t for t in tokens if _PART.fullmatch(t) and not is_code(t)]
-        keyword = 0 < len(words) <= short_words
+        keyword = 0 < len(words) <= short_words and not is_question(query)
         return {
             term: self.ids_with(term)
             for term in tokens
