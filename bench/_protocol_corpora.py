@@ -56,15 +56,44 @@ def _split_by_document(doc_of: dict[str, str], seed: int, cap: int) -> dict[str,
 
 
 def _medquad_rows() -> tuple[list[dict], dict[str, dict], dict[str, dict[str, int]]]:
+    """MedQuAD's passages, queries and qrels (every split), with reused query ids resolved.
+
+    MedQuAD numbers questions per source, so 1,305 ids are written for two or more
+    different questions (10,977 rows, 9,002 ids), and a qrels row names only the id. A
+    judged passage belongs to the occurrence whose ``metadata.focus`` is the passage's
+    title, as `rag_app.ir.beir.load_beir(on_duplicate_query="disambiguate")` resolves it;
+    such occurrences become ``<id>#<n>``, and a pair no occurrence owns is dropped. (Before
+    this, the last occurrence won: a CDC question was judged by NIDDK, NINDS and
+    NIHSeniorHealth passages, half of NIDDK's judged questions named another focus.)
+    """
     with (MEDQUAD / "corpus.jsonl").open(encoding="utf-8") as handle:
         passages = [json.loads(line) for line in handle if line.strip()]
+    title = {p["_id"]: str(p.get("title") or "").strip().lower() for p in passages}
+    rows: dict[str, list[dict]] = defaultdict(list)
     with (MEDQUAD / "queries.jsonl").open(encoding="utf-8") as handle:
-        queries = {row["_id"]: row for row in map(json.loads, handle) if row}
+        for row in map(json.loads, handle):
+            if row and row not in rows[row["_id"]]:
+                rows[row["_id"]].append(row)
+    queries: dict[str, dict] = {}
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
     for split in ("train", "dev", "test"):
         for line in (MEDQUAD / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
             qid, pid, grade = line.split("\t")
-            qrels[qid][pid] = int(grade)
+            found = rows.get(qid) or []
+            if len(found) == 1:
+                key, row = qid, found[0]
+            else:
+                owners = [
+                    n
+                    for n, r in enumerate(found, start=1)
+                    if str((r.get("metadata") or {}).get("focus") or "").strip().lower()
+                    == title.get(pid)
+                ]
+                if len(owners) != 1:
+                    continue
+                key, row = f"{qid}#{owners[0]}", found[owners[0] - 1]
+            queries[key] = {**row, "_id": key}
+            qrels[key][pid] = int(grade)
     return passages, queries, qrels
 
 
@@ -85,13 +114,15 @@ def medquad_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> E
     doc_of = {q: title[min(rel)] for q, rel in judged.items()}
     if not (folder / "corpus.jsonl").is_file():
         (folder / "corpus.jsonl").write_text("".join(json.dumps(p) + "\n" for p in keep))
-        (folder / "queries.jsonl").write_text(
-            "".join(json.dumps(queries[q]) + "\n" for q in sorted(judged))
-        )
-        (folder / "qrels").mkdir(exist_ok=True)
-        lines = ["query-id\tcorpus-id\tscore\n"]
-        lines += [f"{q}\t{p}\t{g}\n" for q in sorted(judged) for p, g in judged[q].items()]
-        (folder / "qrels" / "test.tsv").write_text("".join(lines))
+    lines = ["query-id\tcorpus-id\tscore\n"]
+    lines += [f"{q}\t{p}\t{g}\n" for q in sorted(judged) for p, g in judged[q].items()]
+    (folder / "qrels").mkdir(exist_ok=True)
+    for path, text in (
+        (folder / "queries.jsonl", "".join(json.dumps(queries[q]) + "\n" for q in sorted(judged))),
+        (folder / "qrels" / "test.tsv", "".join(lines)),
+    ):  # rewritten when the judgements change (a folder written before the id fix)
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
     settings = base.model_copy(
         update={"workspace": root / "ws" / source, "corpus": folder / "docs"}
     )
@@ -164,6 +195,7 @@ def long_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> Eval
     docs = root / "data" / name / "docs"
     heading_of: dict[str, tuple[str, str]] = {}  # qid -> (doc id, heading)
     docs.mkdir(parents=True, exist_ok=True)
+    written: set[str] = set()
     for focus, items in sorted(by_focus.items()):
         doc_id = f"{_slug(focus)}-{hashlib.sha1(focus.encode()).hexdigest()[:6]}.md"
         lines = [f"# {focus}", ""]
@@ -177,8 +209,12 @@ def long_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> Eval
                 lines += [f"## {heading}", "", text[pid]["text"].strip(), ""]
             heading_of[qid] = (doc_id, section_of[pid])
         path = docs / doc_id
-        if not path.is_file():
+        written.add(path.name)
+        if not path.is_file() or path.read_text(encoding="utf-8") != "\n".join(lines):
             path.write_text("\n".join(lines), encoding="utf-8")
+    for stale in docs.glob("*.md"):  # documents of an earlier build (before the id fix)
+        if stale.name not in written:
+            stale.unlink()
     settings = base.model_copy(update={"workspace": root / "ws" / name, "corpus": docs})
     ingest.run(settings, progress=False)
     chunks = load_chunks(settings.chunks_path, settings.manifest_path)
