@@ -14,7 +14,9 @@ them it adds or removes, and why:
   `eval.grounding`);
 - `REPETITION`: words not counted when a synthetic query repeats itself
   (`finetune.query_filters`);
-- `KEYWORDS`: words never chosen as a structural query's keyword (`finetune.structural`).
+- `KEYWORDS`: words never chosen as a structural query's keyword (`finetune.structural`);
+- `QUESTION_START`: not stop words but the words a question starts with
+  (`rag_app.store.bm25.is_question`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ SCOPE = _words("every per via within")
 # Words encyclopaedic prose uses everywhere without saying what a claim is about: vague
 # quantity and frequency, "called", and "us" (ENGLISH has "we" but not "us").
 VAGUE = _words("many much often usually one ones called us")
+# Words a question starts with (interrogatives and the auxiliaries of yes/no questions): a
+# query starting with one is asked, not typed as keywords (`rag_app.store.bm25.is_question`).
+QUESTION_START = _words(
+    "what how which who whom whose when where why is are was were can could do does did "
+    "should shall will would may might must has have had"
+)
 
 # --- the sets each use reads ---------------------------------------------------------------
 # Persisted indexes depend on it: exactly the base list.

@@ -94,45 +94,11 @@ def tokenize(text: str) -> list[str]:
     return stem_words(words) + extra if words else extra
 
 
-_QUESTION_WORDS = frozenset(
-    [
-        "what",
-        "how",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "where",
-        "why",
-        "is",
-        "are",
-        "was",
-        "were",
-        "can",
-        "could",
-        "do",
-        "does",
-        "did",
-        "should",
-        "shall",
-        "will",
-        "would",
-        "may",
-        "might",
-        "must",
-        "has",
-        "have",
-        "had",
-    ]
-)
-
-
 def is_question(query: str) -> bool:
     """Whether `query` is phrased as a question ("what is ...", "can I ..."), not typed as
     keywords: a keyword query of a few rare words is a lookup, a question about them is not."""
     first = WORD.search(query.lower())
-    return first is not None and first.group() in _QUESTION_WORDS
+    return first is not None and first.group() in stopwords.QUESTION_START
 
 
 def is_code(token: str) -> bool:
