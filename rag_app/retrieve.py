@@ -263,7 +263,9 @@ class HybridRetriever:
         """How this query was fused and why, for the sources panel."""
         codes = self.exact_codes(query)
         if codes and self.exact is not None:
-            return self.exact.describe(list(codes))
+            # a code's indexed tails ("61-009" of "72-61-009") are not news to the reader
+            whole = [c for c in codes if not any(o != c and o.endswith(c) for o in codes)]
+            return self.exact.describe(whole)
         return self.why
 
     def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
