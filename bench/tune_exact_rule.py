@@ -28,7 +28,13 @@ from _query_protocol import protocol_queries
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--values", default="1,2,3,4,6", help="short_words values to try.")
+    parser.add_argument("--values", default="1,2,3,4,6", help="Values of --param to try.")
+    parser.add_argument(
+        "--param",
+        default="short_words",
+        choices=("short_words", "title_docs"),
+        help="The rule's parameter to vary (the others stay at the settings' defaults).",
+    )
     parser.add_argument("--half", default="dev", choices=("dev", "test"))
     parser.add_argument("--corpora", default="all")
     parser.add_argument("--per-class", type=int, default=150)
@@ -52,7 +58,7 @@ def main() -> None:
     base = load_settings(workspace=root / "ws" / "_", seed=args.seed)
     r = base.retrieval
     report: dict = {"half": args.half, "values": values, "corpora": {}}
-    lines = [f"exact_short_words on the {args.half} halves; max_docs {r.exact_max_docs}, "]
+    lines = [f"{args.param} on the {args.half} halves; max_docs {r.exact_max_docs}, "]
     lines[0] += f"pin {r.exact_pin}, weighted {r.dense_weight:g}"
     for name in names:
         corpus = load_eval_corpus(name, root, base, args.seed, args.max_queries)
@@ -65,7 +71,10 @@ def main() -> None:
         weighted = FusionChoice("weighted", r.dense_weight)
         systems: dict[str, object] = {"bm25": search.bm25, "dense": search.dense}
         for v in values:
-            rule = ExactMatchRule(max_docs=r.exact_max_docs, pin=r.exact_pin, short_words=v)
+            fixed = {"short_words": r.exact_short_words, "title_docs": r.exact_title_docs}
+            rule = ExactMatchRule(
+                max_docs=r.exact_max_docs, pin=r.exact_pin, **{**fixed, args.param: v}
+            )
             systems[f"sw{v}"] = search.hybrid(weighted, rule)
         scores = score(systems, queries, corpus.granularity)
         rows = {}
@@ -104,7 +113,8 @@ def main() -> None:
         print(line)
         lines.append(line)
     tag = f"-{args.tag}" if args.tag else ""
-    write_results(f"tune-exact-rule-{args.half}{tag}", report, ["    " + x for x in lines])
+    name = f"tune-exact-rule-{args.param}-{args.half}{tag}"
+    write_results(name, report, ["    " + x for x in lines])
     print(" ".join(sys.argv), file=sys.stderr)
 
 

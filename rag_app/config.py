@@ -160,6 +160,13 @@ class RetrievalSettings(Section):
         "is keyword-led on its rare words too, e.g. a document's title typed alone "
         "(0: identifiers only; chosen on the protocol's dev halves: bench/tune_exact_rule.py).",
     )
+    exact_title_docs: int = Field(
+        20,
+        ge=0,
+        description="A keyword query (not a question) all of whose words are in the titles "
+        "of at most this many documents is keyword-led on their chunks (0: off; chosen on "
+        "the protocol's dev halves: bench/tune_exact_rule.py --param title_docs).",
+    )
     exact_pin: int = Field(
         10, ge=1, description="How many of BM25's hits holding the identifier lead the list."
     )

@@ -139,7 +139,9 @@ class ExactMatchRule:
     context, is not. Min-max weighted fusion at a high dense weight caps a BM25-only hit
     below almost any dense candidate, so such a query lost the document that owns the term.
     The rule puts BM25's best `pin` hits that contain the term first, in BM25 order; the
-    rest of the list follows the measured fusion. Other queries are fused as before.
+    rest of the list follows the measured fusion. A keyword query whose every word is in
+    the titles of at most `title_docs` documents (a title typed alone, however long) is a
+    lookup of those documents the same way. Other queries are fused as before.
     Defaults chosen on the dev halves of the shipped corpus's identifier and hand-written
     classes and MedQuAD's natural, title and rare-word classes; `short_words` (first 1) on
     the dev halves of the protocol's ten corpora, where a title typed alone was not a
@@ -149,6 +151,8 @@ class ExactMatchRule:
     max_docs: int = 50
     pin: int = 10
     short_words: int = 3  # a keyword query of at most this many words: its rare words count too
+    title_docs: int = 20  # a keyword query all of whose words are in the titles of at most
+    # this many documents leads with their chunks (0: off)
 
     def describe(self, terms: Sequence[str]) -> str:
         return f"exact match on {', '.join(terms)}: keyword-led (BM25's top {self.pin} first)"

@@ -36,7 +36,7 @@ from rag_app.fusion import (
     keyword_led,
     resolve,
 )
-from rag_app.store.bm25 import BM25Index
+from rag_app.store.bm25 import BM25Index, is_question
 from rag_app.types import Chunk, Hit, SearchMode
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class Corpus:
     def __post_init__(self) -> None:
         self.by_id = {c.id: c for c in self.chunks}
         self._fields: list[dict] | None = None  # per chunk, built by the first filter
+        self._titles: list[tuple[frozenset[str], list[str]]] | None = None
 
     def allowed_ids(self, filters: Filter | None) -> set[str] | None:
         """Ids passing `filters` (None = no restriction); the last 64 filters are cached."""
@@ -102,6 +103,22 @@ class Corpus:
     def filter_values(self, keys: Sequence[str]) -> dict[str, list[str]]:
         """Distinct values per metadata key, for filter widgets."""
         return filter_values(self.chunks, keys)
+
+    def titled(self, query: str) -> set[str]:
+        """Ids of the chunks whose title holds every token of `query` (BM25's tokens), for
+        a title typed as keywords; empty for a query of fewer than two tokens."""
+        from rag_app.store.bm25 import tokenize
+
+        wanted = set(tokenize(query))
+        if len(wanted) < 2:
+            return set()
+        with self._lock:
+            if self._titles is None:  # title -> its chunks, built on first use
+                titles: dict[str, list[str]] = {}
+                for c in self.chunks:
+                    titles.setdefault(c.title, []).append(c.id)
+                self._titles = [(frozenset(tokenize(t)), ids) for t, ids in titles.items() if t]
+        return {cid for tokens, ids in self._titles if wanted <= tokens for cid in ids}
 
 
 _CORPORA: dict[tuple, Corpus] = {}
@@ -257,6 +274,11 @@ class HybridRetriever:
             docs = {corpus.by_id[c].doc_id for c in ids if c in corpus.by_id}
             if len(docs) <= self.exact.max_docs:
                 found[term] = ids
+        if self.exact.title_docs and not is_question(query):
+            ids = corpus.titled(query)
+            docs = {corpus.by_id[c].doc_id for c in ids}
+            if 0 < len(docs) <= self.exact.title_docs:
+                found[f"the title “{query.strip()}”"] = ids
         return found
 
     def fusion_note(self, query: str) -> str:
@@ -377,7 +399,10 @@ def exact_rule(settings: Settings) -> ExactMatchRule | None:
     if not r.exact_match:
         return None
     return ExactMatchRule(
-        max_docs=r.exact_max_docs, pin=r.exact_pin, short_words=r.exact_short_words
+        max_docs=r.exact_max_docs,
+        pin=r.exact_pin,
+        short_words=r.exact_short_words,
+        title_docs=r.exact_title_docs,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag_app.fusion import ExactMatchRule, keyword_led
+from rag_app.fusion import ExactMatchRule, FusionChoice, keyword_led
 from rag_app.store.bm25 import BM25Index, is_code, tokenize
 from rag_app.types import Chunk
 
@@ -107,3 +107,47 @@ def test_a_rare_word_typed_alone_counts_as_an_exact_match():
     assert index.exact_terms("mycosis fungoides skin lymphoma", short_words=3) == {}  # four
     assert index.exact_terms("mycosis", short_words=0) == {}  # identifiers only
     assert set(index.exact_terms("NW-F-117 mycosis", short_words=0)) == set()  # not indexed
+
+
+def test_a_title_typed_as_keywords_leads_with_that_documents_chunks():
+    """GARD's rare-disease titles typed alone lost to dense before (BENCHMARKS, "A title
+    typed alone"); a keyword query whose every token is in a few documents' titles leads
+    with their chunks, and the same words asked as a question do not."""
+    from rag_app.retrieve import Corpus, HybridRetriever
+
+    def chunk(cid: str, title: str, text: str) -> Chunk:
+        return Chunk(cid, f"{cid}.md", text, title=title)
+
+    chunks = [
+        chunk("t1", "Kenny-Caffey syndrome type 1", "A rare disorder of bone growth."),
+        chunk("t2", "Kenny-Caffey syndrome type 2", "A rare disorder of bone growth, type 2."),
+        chunk("g", "Glaucoma", "Glaucoma damages the optic nerve."),
+    ]
+    corpus = Corpus(chunks, BM25Index.build(chunks))
+    assert corpus.titled("Kenny-Caffey syndrome type 1") == {"t1"}
+    assert corpus.titled("Kenny-Caffey syndrome") == {"t1", "t2"}
+    assert corpus.titled("glaucoma") == set()  # one token: the rare-word rule's job
+
+    class _Dense:  # a dense retriever that prefers the wrong document
+        def retrieve(self, query, k=5, filters=None):
+            from rag_app.types import Hit
+
+            return [Hit(chunks[1], {"dense": 0.9}, {"dense": 1}), Hit(chunks[2], {"dense": 0.5})]
+
+        def describe(self) -> str:
+            return "dense"
+
+    from rag_app.retrieve import BM25Retriever
+
+    served = FusionChoice("weighted", 0.8)
+    hybrid = HybridRetriever(
+        BM25Retriever(corpus), _Dense(), fusion=served, exact=ExactMatchRule(title_docs=20)
+    )
+    assert hybrid.retrieve("Kenny-Caffey syndrome type 1", 2)[0].chunk.id == "t1"
+    assert "the title “Kenny-Caffey syndrome type 1”" in hybrid.fusion_note(
+        "Kenny-Caffey syndrome type 1"
+    )
+    assert "title" not in hybrid.fusion_note("what is Kenny-Caffey syndrome type 1")
+    off = ExactMatchRule(title_docs=0, short_words=0)
+    plain = HybridRetriever(BM25Retriever(corpus), _Dense(), fusion=served, exact=off)
+    assert plain.retrieve("Kenny-Caffey syndrome type 1", 2)[0].chunk.id == "t2"  # dense led
