@@ -79,7 +79,7 @@ class Corpus:
     def __post_init__(self) -> None:
         self.by_id = {c.id: c for c in self.chunks}
         self._fields: list[dict] | None = None  # per chunk, built by the first filter
-        self._titles: list[tuple[frozenset[str], list[str]]] | None = None
+        self._titles: dict[str, set[str]] | None = None
 
     def allowed_ids(self, filters: Filter | None) -> set[str] | None:
         """Ids passing `filters` (None = no restriction); the last 64 filters are cached."""
@@ -113,12 +113,18 @@ class Corpus:
         if len(wanted) < 2:
             return set()
         with self._lock:
-            if self._titles is None:  # title -> its chunks, built on first use
-                titles: dict[str, list[str]] = {}
+            if self._titles is None:  # title token -> chunks whose title holds it, built once
+                by_title: dict[str, list[str]] = {}
                 for c in self.chunks:
-                    titles.setdefault(c.title, []).append(c.id)
-                self._titles = [(frozenset(tokenize(t)), ids) for t, ids in titles.items() if t]
-        return {cid for tokens, ids in self._titles if wanted <= tokens for cid in ids}
+                    if c.title:
+                        by_title.setdefault(c.title, []).append(c.id)
+                titles: dict[str, set[str]] = {}
+                for title, ids in by_title.items():  # each distinct title tokenized once
+                    for token in set(tokenize(title)):
+                        titles.setdefault(token, set()).update(ids)
+                self._titles = titles
+        postings = sorted((self._titles.get(t, set()) for t in wanted), key=len)
+        return set(postings[0]).intersection(*postings[1:])
 
 
 _CORPORA: dict[tuple, Corpus] = {}
