@@ -139,26 +139,8 @@ class TrainReport:
         return self.record.train_pairs
 
     @property
-    def val_pairs(self) -> int:
-        return self.record.val_pairs
-
-    @property
-    def steps(self) -> int:
-        return self.record.steps
-
-    @property
     def train_seconds(self) -> float:
         return self.record.train_seconds
-
-    @property
-    def eval_seconds(self) -> float:
-        """Of `train_seconds`, spent validating inside the training loop (0: not timed)."""
-        return self.record.eval_seconds
-
-    @property
-    def pairs_per_s(self) -> float:
-        """Training examples processed a second of training steps (validation excluded)."""
-        return throughput(self.steps * self.batch_size, self.train_seconds, self.eval_seconds)
 
     def summary(self) -> str:
         def pair(key: str) -> str:
@@ -176,12 +158,15 @@ class TrainReport:
                 f"{what}: already trained on the same data and settings "
                 f"(use --force to retrain); {'; '.join(parts)}; {verdict} -> {self.path}"
             )
+        r = self.record
         # Only trainers that time their in-loop validation apart report it (not the adapter).
-        validating = f", {self.eval_seconds:.0f}s of it validation" if self.eval_seconds else ""
+        validating = f", {r.eval_seconds:.0f}s of it validation" if r.eval_seconds else ""
+        # examples a second of training steps, validation excluded
+        pairs_per_s = throughput(r.steps * self.batch_size, r.train_seconds, r.eval_seconds)
         return (
-            f"{what}: {self.train_pairs} train / {self.val_pairs} val pairs, "
-            f"{self.steps} steps in {self.train_seconds:.0f}s{validating} "
-            f"({self.pairs_per_s:.1f} pairs/s); "
+            f"{what}: {r.train_pairs} train / {r.val_pairs} val pairs, "
+            f"{r.steps} steps in {r.train_seconds:.0f}s{validating} "
+            f"({pairs_per_s:.1f} pairs/s); "
             f"{'; '.join(parts)}; {verdict} -> {self.path}"
         )
 
