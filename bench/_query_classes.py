@@ -128,12 +128,14 @@ class Searches:
         self.bm25.corpus = corpus  # HybridRetriever reads the BM25 index through it
         self.dense = Cached("dense", build_dense(settings, corpus), cache)
 
-    def hybrid(self, choice, rule):
-        """`rag_app.retrieve.HybridRetriever` (fusion `choice`, exact-match `rule`) over the
-        cached candidates."""
+    def hybrid(self, choice, rule, acronyms: str = "off"):
+        """`rag_app.retrieve.HybridRetriever` (fusion `choice`, exact-match `rule`, reading
+        `acronyms`) over the cached candidates."""
         from rag_app.retrieve import BM25Retriever, HybridRetriever
 
-        h = HybridRetriever(BM25Retriever(self.corpus), self.dense, fusion=choice, exact=rule)
+        h = HybridRetriever(
+            BM25Retriever(self.corpus), self.dense, fusion=choice, exact=rule, acronyms=acronyms
+        )
         h.bm25 = self.bm25  # type: ignore[assignment]
         return h
 
@@ -169,3 +171,99 @@ def mean_of(values: dict[int, float]) -> float:
 
 def classes_of(queries: Iterable[Query]) -> list[str]:
     return sorted({q[2] for q in queries})
+
+
+ACRONYM_DEFINED = re.compile(r"((?:[A-Za-z][\w'-]*\s+){1,8})\(([A-Z][A-Za-z]{1,7})\)")
+CLIP_MIN = 6  # a word of at least this many letters may be clipped ("accumulator" -> "acc")
+
+
+def acronyms(chunks) -> dict[str, str]:
+    """{long form (lower case): acronym} for every "long form (ACR)" in the corpus whose
+    words' initials spell the acronym ("main landing gear (MLG)"); the acronym a long form
+    is given most often wins."""
+    seen: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for chunk in chunks:
+        for before, acr in ACRONYM_DEFINED.findall(chunk.text):
+            words = before.split()[-len(acr) :]
+            if len(words) == len(acr) and all(
+                w[0].lower() == a.lower() for w, a in zip(words, acr, strict=True)
+            ):
+                seen[" ".join(w.lower() for w in words)][acr] += 1
+    return {long: max(accs, key=accs.__getitem__) for long, accs in seen.items()}
+
+
+def clip_one(text: str, rng: random.Random) -> str | None:
+    """`text` with one word of `CLIP_MIN`+ letters cut to its first three or four letters,
+    as people type "acc" for accumulator or "cal" for calibration (None: no such word,
+    or every cut is a stop word)."""
+    from rag_app.ir.stopwords import ENGLISH
+
+    words = list(re.finditer(r"[A-Za-z]+", text))
+    clippable = [m for m in words if len(m.group()) >= CLIP_MIN]
+    rng.shuffle(clippable)
+    for m in clippable:
+        cut = m.group()[: rng.choice((3, 4))]
+        if cut.lower() not in ENGLISH:
+            return text[: m.start()] + cut.lower() + text[m.end() :]
+    return None
+
+
+def jargon_queries(
+    chunks,
+    natural: list[Query],
+    n: int = 150,
+    seed: int = 0,
+    unit: Callable = lambda chunk: chunk.id,
+    split: Callable[[str, set[str]], str | None] | None = None,
+) -> list[Query]:
+    """Three jargon classes, judged like the queries they are made from:
+
+    - **jargon: acronym for a title**: a title holding a long form the corpus defines an
+      acronym for, typed with the acronym ("COPD", "MLG axle nut");
+    - **jargon: clipped title**: a title (2+ words) with one long word clipped to three or
+      four letters ("brake acc precharge");
+    - **jargon: clipped question**: a natural question (`natural`) with one clipped word,
+      on the same half as the question.
+
+    `split(query, judged)` as in `keyword_queries`; `n` of each class at most."""
+    rng = random.Random(seed)
+    split = split or (lambda text, _judged: split_of(text))
+    by_title: dict[str, set[str]] = defaultdict(set)
+    for chunk in chunks:
+        if chunk.title:
+            by_title[chunk.title].add(unit(chunk))
+    titles = [(t, ids) for t, ids in sorted(by_title.items()) if len(ids) <= 20]
+    defined = acronyms(chunks)
+    longest_first = sorted(defined, key=len, reverse=True)
+    out: list[Query] = []
+
+    def add(name: str, pool: list[tuple[str, set[str], str | None]]) -> None:
+        pool = [p for p in pool if p[2] is not None]
+        for text, ids, half in rng.sample(pool, min(n, len(pool))):
+            out.append((text, dict.fromkeys(ids, 1), name, half))  # type: ignore[arg-type]
+
+    abbreviated = []
+    for title, ids in titles:
+        low = title.lower()
+        for long in longest_first:
+            at = low.find(long)
+            if at >= 0 and (at == 0 or not low[at - 1].isalnum()):
+                end = at + len(long)
+                if end == len(low) or not low[end].isalnum():
+                    text = title[:at] + defined[long] + title[end:]
+                    abbreviated.append((text, ids, split(text, ids)))
+                    break
+    add("jargon: acronym for a title", abbreviated)
+    clipped = []
+    for title, ids in titles:
+        text = clip_one(title, rng) if len(title.split()) >= 2 else None
+        if text:
+            clipped.append((text, ids, split(text, ids)))
+    add("jargon: clipped title", clipped)
+    questions = []
+    for text, judged, _cls, half in natural:
+        cut = clip_one(text, rng)
+        if cut:
+            questions.append((cut, set(judged), half))
+    add("jargon: clipped question", questions)
+    return out

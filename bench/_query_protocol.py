@@ -38,6 +38,7 @@ from _query_classes import (
     Searches,
     classes_of,
     identifier_queries,
+    jargon_queries,
     keyword_queries,
     mean_of,
     score,
@@ -83,6 +84,8 @@ def protocol_queries(corpus, chunks, per_class: int, seed: int = 0) -> tuple[lis
     queries += keyword_queries(
         chunks, per_class, seed, unit=unit, split=split, names=("title", "rare word")
     )
+    natural = [q for q in queries if q[2] == "natural"]
+    queries += jargon_queries(chunks, natural, per_class, seed, unit=unit, split=split)
     found = identifier_queries(chunks, doc)
     codes = sorted({code for *_, code in found})
     left_out["codes"] = codes if len(codes) < MIN_CODES else len(codes)
@@ -180,6 +183,7 @@ def run_protocol(args) -> None:
         "served": {
             "fusion": f"weighted {base.retrieval.dense_weight:g}",
             "exact_rule": repr(exact_rule(base)),
+            "acronyms": base.retrieval.acronyms,
         },
         "corpora": {},
     }
@@ -196,7 +200,9 @@ def run_protocol(args) -> None:
             "bm25": search.bm25,
             "dense": search.dense,
             "served": search.hybrid(
-                FusionChoice("weighted", ns.retrieval.dense_weight), exact_rule(ns)
+                FusionChoice("weighted", ns.retrieval.dense_weight),
+                exact_rule(ns),
+                ns.retrieval.acronyms,
             ),
             "weighted, no rule": search.hybrid(
                 FusionChoice("weighted", ns.retrieval.dense_weight), None

@@ -1,7 +1,9 @@
-"""Choose `retrieval.exact_short_words` on the dev halves of the protocol's ten corpora.
+"""Choose `retrieval.exact_short_words` (or `exact_title_docs`, or `acronyms`) on the dev
+halves of the protocol's ten corpora.
 
     .venv/bin/python bench/tune_exact_rule.py                       # dev: choose
     .venv/bin/python bench/tune_exact_rule.py --half test --values 1,4   # report the choice
+    .venv/bin/python bench/tune_exact_rule.py --param acronyms --values off,append,replace
 
 The exact-match rule (`rag_app.fusion.ExactMatchRule`) makes a keyword query of at most
 `short_words` words (not phrased as a question: `rag_app.store.bm25.is_question`) that
@@ -32,8 +34,9 @@ def main() -> None:
     parser.add_argument(
         "--param",
         default="short_words",
-        choices=("short_words", "title_docs"),
-        help="The rule's parameter to vary (the others stay at the settings' defaults).",
+        choices=("short_words", "title_docs", "acronyms"),
+        help="The rule's parameter (or `retrieval.acronyms`) to vary; the others stay at "
+        "the settings' defaults.",
     )
     parser.add_argument("--half", default="dev", choices=("dev", "test"))
     parser.add_argument("--corpora", default="all")
@@ -53,7 +56,9 @@ def main() -> None:
     from rag_app.retrieve import load_corpus
 
     names = CORPORA if args.corpora == "all" else args.corpora.split(",")
-    values = [int(v) for v in args.values.split(",")]
+    values: list = args.values.split(",")
+    if args.param != "acronyms":
+        values = [int(v) for v in values]
     root = REPO / "workspace" / "bench-protocol"
     base = load_settings(workspace=root / "ws" / "_", seed=args.seed)
     r = base.retrieval
@@ -72,6 +77,10 @@ def main() -> None:
         systems: dict[str, object] = {"bm25": search.bm25, "dense": search.dense}
         for v in values:
             fixed = {"short_words": r.exact_short_words, "title_docs": r.exact_title_docs}
+            if args.param == "acronyms":
+                rule = ExactMatchRule(max_docs=r.exact_max_docs, pin=r.exact_pin, **fixed)
+                systems[f"sw{v}"] = search.hybrid(weighted, rule, acronyms=v)
+                continue
             rule = ExactMatchRule(
                 max_docs=r.exact_max_docs, pin=r.exact_pin, **{**fixed, args.param: v}
             )
@@ -92,7 +101,7 @@ def main() -> None:
                 + ("*" if c["below"] else "")
                 for v, c in cells.items()
             )
-            line = f"{name:18s} {cls:10s} n={len(per['bm25']):3d} vs {better:5s}: {shown}"
+            line = f"{name:18s} {cls:28s} n={len(per['bm25']):3d} vs {better:5s}: {shown}"
             print(line, flush=True)
             lines.append(line)
         report["corpora"][name] = rows

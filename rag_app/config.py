@@ -167,6 +167,12 @@ class RetrievalSettings(Section):
         "of at most this many documents is keyword-led on their chunks (0: off; chosen on "
         "the protocol's dev halves: bench/tune_exact_rule.py --param title_docs).",
     )
+    acronyms: Literal["off", "append", "replace"] = Field(
+        "append",
+        description="Hybrid search: read an acronym the documents define ('amyotrophic "
+        "lateral sclerosis (ALS)') in a query as its long form, after it (append) or in its "
+        "place (replace), for both BM25 and dense search (rag_app.ir.acronyms).",
+    )
     exact_pin: int = Field(
         10, ge=1, description="How many of BM25's hits holding the identifier lead the list."
     )

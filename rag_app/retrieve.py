@@ -36,6 +36,7 @@ from rag_app.fusion import (
     keyword_led,
     resolve,
 )
+from rag_app.ir.acronyms import Expansion, defined_acronyms, expand
 from rag_app.store.bm25 import BM25Index, is_question
 from rag_app.types import Chunk, Hit, SearchMode
 
@@ -80,6 +81,7 @@ class Corpus:
         self.by_id = {c.id: c for c in self.chunks}
         self._fields: list[dict] | None = None  # per chunk, built by the first filter
         self._titles: dict[str, set[str]] | None = None
+        self._acronyms: dict[str, str] | None = None
 
     def allowed_ids(self, filters: Filter | None) -> set[str] | None:
         """Ids passing `filters` (None = no restriction); the last 64 filters are cached."""
@@ -125,6 +127,14 @@ class Corpus:
                 self._titles = titles
         postings = sorted((self._titles.get(t, set()) for t in wanted), key=len)
         return set(postings[0]).intersection(*postings[1:])
+
+    def acronyms(self) -> dict[str, str]:
+        """{acronym: long form} the chunks define ("amyotrophic lateral sclerosis (ALS)"),
+        mined on first use (`rag_app.ir.acronyms`)."""
+        with self._lock:
+            if self._acronyms is None:
+                self._acronyms = defined_acronyms(c.text for c in self.chunks)
+            return self._acronyms
 
 
 _CORPORA: dict[tuple, Corpus] = {}
@@ -254,9 +264,11 @@ class HybridRetriever:
         candidates: int = 50,
         why: str = "",
         exact: ExactMatchRule | None = None,
+        acronyms: str = "off",
     ) -> None:
         self.notes: list[str] = []  # for the user; build_retriever fills them
         self.bm25 = bm25
+        self.acronyms = acronyms  # read the corpus's acronyms in queries: off, append, replace
         self.exact = exact  # keyword-led fusion for identifier lookups (None: off)
         self.dense = dense
         self.choice = (
@@ -270,8 +282,17 @@ class HybridRetriever:
     def describe(self) -> str:
         return f"hybrid({self.choice.describe()}; {self.bm25.describe()} + {self.dense.describe()})"
 
+    def read(self, query: str) -> tuple[str, list[Expansion]]:
+        """The query both retrievers search for: its acronyms read as the long forms the
+        corpus defines (`retrieval.acronyms`), and which were read."""
+        corpus = getattr(self.bm25, "corpus", None)
+        if self.acronyms == "off" or not isinstance(corpus, Corpus):
+            return query, []
+        return expand(query, corpus.acronyms(), self.acronyms)
+
     def exact_codes(self, query: str) -> dict[str, set[str]]:
-        """The query's identifiers that make this search keyword-led (empty: it is not)."""
+        """The query's identifiers that make this search keyword-led (empty: it is not);
+        `query` as `read` returns it."""
         corpus = getattr(self.bm25, "corpus", None)  # a BM25Retriever's chunks and index
         if self.exact is None or not isinstance(corpus, Corpus):
             return {}
@@ -288,16 +309,24 @@ class HybridRetriever:
         return found
 
     def fusion_note(self, query: str) -> str:
-        """How this query was fused and why, for the sources panel."""
+        """How this query was read and fused and why, for the sources panel."""
+        query, read = self.read(query)
         codes = self.exact_codes(query)
         if codes and self.exact is not None:
             # a code's indexed tails ("61-009" of "72-61-009") are not news to the reader
             whole = [c for c in codes if not any(o != c and o.endswith(c) for o in codes)]
-            return self.exact.describe(whole)
-        return self.why
+            note = self.exact.describe(whole)
+        else:
+            note = self.why
+        if read:
+            meant = "; ".join(f"{e.acronym} read as “{e.long_form}”" for e in read)
+            meant += " (defined in the documents)"
+            note = f"{meant}; {note}" if note else meant
+        return note
 
     def retrieve(self, query: str, k: int = 5, filters: Filter | None = None) -> list[Hit]:
         n = max(k, self.candidates)
+        query, _ = self.read(query)
         lexical = self.bm25.retrieve(query, n, filters)
         dense = self.dense.retrieve(query, n, filters)
         merged: dict[str, Hit] = {}
@@ -457,6 +486,7 @@ def build_retriever(
                 candidates=settings.retrieval.candidates,
                 why=why,
                 exact=exact_rule(settings),
+                acronyms=settings.retrieval.acronyms,
             )
     use_rerank = settings.retrieval.rerank if rerank is None else rerank
     if use_rerank:
