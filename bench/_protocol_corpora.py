@@ -16,6 +16,9 @@ from typing import Any
 from _common import REPO
 
 MEDQUAD = REPO.parent / "shared" / "datasets" / "medquad"
+# corpora the query-class benches add to bench_protocol.CORPORA: no people's questions, so
+# not the fine-tuning protocol's
+CLASS_CORPORA = ("ruff-rules",)
 
 
 @dataclass
@@ -32,6 +35,9 @@ class EvalCorpus:
     # document -> "dev" / "test": the half of every document with a question (the splits'
     # questions are these halves' questions, capped); a MedQuAD source's document is a title
     doc_split: dict[str, str] = field(default_factory=dict)
+    # what the corpus's own questions are, as a query class ("natural": people's questions)
+    question_class: str = "natural"
+    code_pattern: str | None = None  # codes in titles, when not CODE_IN_TITLE's (bench)
 
 
 def _document_halves(doc_of: dict[str, str], seed: int) -> dict[str, str]:
@@ -243,7 +249,80 @@ def long_corpus(source: str, root: Path, base: Any, seed: int, cap: int) -> Eval
     )
 
 
+RULE_CODE = r"\b[A-Z]{1,4}[0-9]{3,4}\b"  # a ruff rule code: F401, PLR0913, FURB101
+
+
+def ruff_rules_corpus(root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
+    """An identifier-rich technical corpus reachable offline: the documentation of every
+    rule of the installed ruff (`ruff rule --all`, MIT), one Markdown page a rule as on its
+    website ("# unused-import (F401)", the linter, fix availability, the explanation),
+    chunked by the product and judged per document. Its questions are each rule's message
+    as a user pastes it from ruff's output (placeholders such as `{name}` filled with
+    "x", without the code), class "pasted message"; the rule codes in the titles make the
+    identifier class. There are no people's questions."""
+    import subprocess
+    import sys
+
+    from rag_app import ingest
+    from rag_app.chunkstore import load_chunks
+
+    out = subprocess.run(
+        [sys.executable, "-m", "ruff", "rule", "--all", "--output-format", "json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rules = sorted((r for r in json.loads(out) if r.get("code")), key=lambda r: r["code"])
+    docs = root / "data" / "ruff-rules" / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    queries: dict[str, str] = {}
+    doc_of: dict[str, str] = {}
+    written = set()
+    for rule in rules:
+        page = (
+            f"# {rule['name']} ({rule['code']})\n\nDerived from the **{rule['linter']}** "
+            f"linter. {rule['fix']}\n\n{rule['explanation'].strip()}\n"
+        )
+        path = docs / f"{rule['code']}.md"
+        written.add(path.name)
+        if not path.is_file() or path.read_text(encoding="utf-8") != page:
+            path.write_text(page, encoding="utf-8")
+        message = re.sub(r"\{[^}]*\}", "x", (rule["message_formats"] or [rule["summary"]])[0])
+        qid = f"msg-{rule['code']}"
+        queries[qid] = message
+        doc_of[qid] = path.name
+    for stale in docs.glob("*.md"):  # a rule an older ruff had
+        if stale.name not in written:
+            stale.unlink()
+    settings = base.model_copy(update={"workspace": root / "ws" / "ruff-rules", "corpus": docs})
+    ingest.run(settings, progress=False)
+    chunks = load_chunks(settings.chunks_path, settings.manifest_path)
+    return EvalCorpus(
+        "ruff-rules",
+        settings,
+        queries,
+        {q: {d: 1} for q, d in doc_of.items()},
+        _split_by_document(doc_of, seed, cap),
+        "doc",
+        f"{len(rules)} rule pages of ruff {_ruff_version()}, {len(chunks)} chunks",
+        _document_halves(doc_of, seed),
+        question_class="pasted message",
+        code_pattern=RULE_CODE,
+    )
+
+
+def _ruff_version() -> str:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", "--version"], capture_output=True, text=True
+    ).stdout.split()[-1]
+
+
 def load_corpus(name: str, root: Path, base: Any, seed: int, cap: int) -> EvalCorpus:
+    if name == "ruff-rules":
+        return ruff_rules_corpus(root, base, seed, cap)
     if name == "shipped":
         return shipped_corpus(root, base, seed, cap)
     if name.endswith("-long"):

@@ -29,16 +29,18 @@ def split_of(key: str) -> str:
 
 
 def identifier_queries(
-    chunks, doc: Callable = lambda chunk: chunk.doc_id
+    chunks, doc: Callable = lambda chunk: chunk.doc_id, pattern: str | None = None
 ) -> list[tuple[str, str, str]]:
     """(query, owning doc, code) for every code that exactly one document's title holds
     (`doc`: a chunk's document).
 
-    A code is a run with a digit and an inner dash or slash ("SB 72-61-009", "CP-04"); a
-    match that starts at the dash ("-1" of "type-1") is a suffix, not a code."""
+    A code is a run with a digit and an inner dash or slash ("SB 72-61-009", "CP-04"), or a
+    match of `pattern` where a corpus names its codes otherwise ("F401"); a match that
+    starts at the dash ("-1" of "type-1") is a suffix, not a code."""
+    codes = re.compile(pattern) if pattern else CODE_IN_TITLE
     owners: dict[str, set[str]] = defaultdict(set)
     for chunk in chunks:
-        for code in CODE_IN_TITLE.findall(chunk.title or ""):
+        for code in codes.findall(chunk.title or ""):
             code = code.strip()
             if code[:1].isalnum() and any(ch.isdigit() for ch in code):
                 owners[code].add(doc(chunk))

@@ -80,13 +80,13 @@ def protocol_queries(corpus, chunks, per_class: int, seed: int = 0) -> tuple[lis
         for qid in corpus.splits[name]:
             judged = {u: 1 for u, grade in corpus.qrels[qid].items() if grade > 0}
             if judged:
-                queries.append((corpus.queries[qid], judged, "natural", name))
+                queries.append((corpus.queries[qid], judged, corpus.question_class, name))
     queries += keyword_queries(
         chunks, per_class, seed, unit=unit, split=split, names=("title", "rare word")
     )
-    natural = [q for q in queries if q[2] == "natural"]
+    natural = [q for q in queries if q[2] == "natural"]  # clipped questions: people's only
     queries += jargon_queries(chunks, natural, per_class, seed, unit=unit, split=split)
-    found = identifier_queries(chunks, doc)
+    found = identifier_queries(chunks, doc, corpus.code_pattern)
     codes = sorted({code for *_, code in found})
     left_out["codes"] = codes if len(codes) < MIN_CODES else len(codes)
     if len(codes) >= MIN_CODES:
@@ -161,14 +161,16 @@ def table(report: dict, half: str) -> list[str]:
 
 
 def run_protocol(args) -> None:
+    from _protocol_corpora import CLASS_CORPORA
     from _protocol_corpora import load_corpus as load_eval_corpus
-    from bench_protocol import CORPORA
+    from bench_protocol import CORPORA as PROTOCOL_CORPORA
 
     from rag_app import index
     from rag_app.config import load_settings
     from rag_app.fusion import FusionChoice
     from rag_app.retrieve import exact_rule, load_corpus
 
+    CORPORA = (*PROTOCOL_CORPORA, *CLASS_CORPORA)
     names = CORPORA if args.protocol == "all" else [c.strip() for c in args.protocol.split(",")]
     unknown = [c for c in names if c not in CORPORA]
     if unknown:

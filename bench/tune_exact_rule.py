@@ -46,8 +46,11 @@ def main() -> None:
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
 
+    from _protocol_corpora import CLASS_CORPORA
     from _protocol_corpora import load_corpus as load_eval_corpus
-    from bench_protocol import CORPORA
+    from bench_protocol import CORPORA as PROTOCOL_CORPORA
+
+    CORPORA = (*PROTOCOL_CORPORA, *CLASS_CORPORA)
 
     from rag_app import index
     from rag_app.config import load_settings
