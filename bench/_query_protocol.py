@@ -50,14 +50,27 @@ METRICS = ("ndcg@10", "hit@5", "hit@1")
 SHOWN = ("bm25", "dense", "served")
 
 
-def protocol_queries(corpus, chunks, per_class: int, seed: int = 0) -> tuple[list[Query], dict]:
-    """Every class's queries of one protocol corpus, and what was left out (counts)."""
+def document_of(corpus):
+    """A chunk's document in the protocol: a MedQuAD source's title, else its file."""
     from bench_protocol import SOURCES
 
     medquad = corpus.name in SOURCES
 
-    def doc(chunk) -> str:  # the protocol's document: a MedQuAD title, else the file
+    def doc(chunk) -> str:
         return (chunk.title or chunk.id) if medquad else chunk.doc_id
+
+    return doc
+
+
+def half_of(corpus, key: str) -> str:
+    """The protocol's half (dev / test) of document `key`; a document without a question
+    falls to a hash."""
+    return corpus.doc_split.get(key) or split_of(key)
+
+
+def protocol_queries(corpus, chunks, per_class: int, seed: int = 0) -> tuple[list[Query], dict]:
+    """Every class's queries of one protocol corpus, and what was left out (counts)."""
+    doc = document_of(corpus)
 
     def unit(chunk) -> str:
         return chunk.id if corpus.granularity == "chunk" else chunk.doc_id
@@ -66,7 +79,7 @@ def protocol_queries(corpus, chunks, per_class: int, seed: int = 0) -> tuple[lis
     left_out = {"straddling": 0}
 
     def half(key: str) -> str:
-        return corpus.doc_split.get(key) or split_of(key)
+        return half_of(corpus, key)
 
     def split(_text: str, judged) -> str | None:
         halves = {half(doc_of_unit[u]) for u in judged}

@@ -186,8 +186,13 @@ def compare(base: list[float], tuned: list[float], seed: int = 0) -> dict[str, A
 
 
 # --- recipes ----------------------------------------------------------------------------------
-def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) -> dict[str, Any]:
-    """Synthesise (cached LLM replies), keep, train the adapter; the run and its record."""
+def train_recipe(
+    corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool, keep_pair=None
+) -> dict[str, Any]:
+    """Synthesise (cached LLM replies), keep, train the adapter; the run and its record.
+
+    `keep_pair(pair)`: train and validate only on the pairs it accepts (e.g. one half's
+    documents)."""
     from finetune import adapter, publish, synth
     from finetune import data as data_mod
 
@@ -209,6 +214,12 @@ def train_recipe(corpus: EvalCorpus, name: str, recipe: Recipe, progress: bool) 
             return [p for p in pairs if p.source.startswith(recipe.keep)]
 
         data = dataclasses.replace(data, train=kept(data.train), val=kept(data.val))
+    if keep_pair is not None:
+        data = dataclasses.replace(
+            data,
+            train=[p for p in data.train if keep_pair(p)],
+            val=[p for p in data.val if keep_pair(p)],
+        )
     if recipe.llm_pmi_keep < 1.0:
         data = keep_by_pmi(settings, data, recipe.llm_pmi_keep)
     if not data.train:
