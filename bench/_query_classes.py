@@ -130,13 +130,18 @@ class Searches:
         self.bm25.corpus = corpus  # HybridRetriever reads the BM25 index through it
         self.dense = Cached("dense", build_dense(settings, corpus), cache)
 
-    def hybrid(self, choice, rule, acronyms: str = "off"):
+    def hybrid(self, choice, rule, acronyms: str = "off", clipped: str = "off"):
         """`rag_app.retrieve.HybridRetriever` (fusion `choice`, exact-match `rule`, reading
         `acronyms`) over the cached candidates."""
         from rag_app.retrieve import BM25Retriever, HybridRetriever
 
         h = HybridRetriever(
-            BM25Retriever(self.corpus), self.dense, fusion=choice, exact=rule, acronyms=acronyms
+            BM25Retriever(self.corpus),
+            self.dense,
+            fusion=choice,
+            exact=rule,
+            acronyms=acronyms,
+            clipped=clipped,
         )
         h.bm25 = self.bm25  # type: ignore[assignment]
         return h

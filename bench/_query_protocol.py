@@ -218,6 +218,7 @@ def run_protocol(args) -> None:
                 FusionChoice("weighted", ns.retrieval.dense_weight),
                 exact_rule(ns),
                 ns.retrieval.acronyms,
+                ns.retrieval.clipped,
             ),
             "weighted, no rule": search.hybrid(
                 FusionChoice("weighted", ns.retrieval.dense_weight), None

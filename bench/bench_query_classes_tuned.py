@@ -10,7 +10,7 @@ queries include a chunk's title and the codes in it, so a title or identifier qu
 trained document would be a training query. The classes (`_query_protocol
 .protocol_queries`) are then scored on the **test** half, documents the run never saw:
 base and fine-tuned, dense alone and the served hybrid (weighted fusion at
-`retrieval.dense_weight` with the exact-match rule and acronyms), fine-tuned minus base by
+`retrieval.dense_weight` with the exact-match rule and the query readings), fine-tuned minus base by
 a 95% paired bootstrap. This is the conservative reading: in the product the run trains on
 every document, the ones users then look up included.
 """
@@ -86,13 +86,13 @@ def main() -> None:
             "dense tuned", build_dense(ns, load_corpus(ns), trained["run"]), search.dense.cache
         )
         weighted = FusionChoice("weighted", ns.retrieval.dense_weight)
-        rule, acronyms = exact_rule(ns), ns.retrieval.acronyms
-        served_tuned = search.hybrid(weighted, rule, acronyms)
+        rule, reading = exact_rule(ns), (ns.retrieval.acronyms, ns.retrieval.clipped)
+        served_tuned = search.hybrid(weighted, rule, *reading)
         served_tuned.dense = tuned
         systems = {
             "dense": search.dense,
             "dense tuned": tuned,
-            "served": search.hybrid(weighted, rule, acronyms),
+            "served": search.hybrid(weighted, rule, *reading),
             "served tuned": served_tuned,
         }
         scores = score(systems, queries, corpus.granularity)

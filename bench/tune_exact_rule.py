@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument(
         "--param",
         default="short_words",
-        choices=("short_words", "title_docs", "acronyms"),
+        choices=("short_words", "title_docs", "acronyms", "clipped"),
         help="The rule's parameter (or `retrieval.acronyms`) to vary; the others stay at "
         "the settings' defaults.",
     )
@@ -60,7 +60,7 @@ def main() -> None:
 
     names = CORPORA if args.corpora == "all" else args.corpora.split(",")
     values: list = args.values.split(",")
-    if args.param != "acronyms":
+    if args.param not in ("acronyms", "clipped"):
         values = [int(v) for v in values]
     root = REPO / "workspace" / "bench-protocol"
     base = load_settings(workspace=root / "ws" / "_", seed=args.seed)
@@ -80,9 +80,10 @@ def main() -> None:
         systems: dict[str, object] = {"bm25": search.bm25, "dense": search.dense}
         for v in values:
             fixed = {"short_words": r.exact_short_words, "title_docs": r.exact_title_docs}
-            if args.param == "acronyms":
+            if args.param in ("acronyms", "clipped"):
                 rule = ExactMatchRule(max_docs=r.exact_max_docs, pin=r.exact_pin, **fixed)
-                systems[f"sw{v}"] = search.hybrid(weighted, rule, acronyms=v)
+                reading = {"acronyms": r.acronyms, "clipped": r.clipped, args.param: v}
+                systems[f"sw{v}"] = search.hybrid(weighted, rule, **reading)
                 continue
             rule = ExactMatchRule(
                 max_docs=r.exact_max_docs, pin=r.exact_pin, **{**fixed, args.param: v}

@@ -173,6 +173,12 @@ class RetrievalSettings(Section):
         "lateral sclerosis (ALS)') in a query as its long form, after it (append) or in its "
         "place (replace), for both BM25 and dense search (rag_app.ir.acronyms).",
     )
+    clipped: Literal["off", "append"] = Field(
+        "append",
+        description="Hybrid search: read a clipped word ('acc', 'cal') that no passage holds "
+        "as the corpus word starting so whose passages share most with the rest of the query, "
+        "when clearly ahead (rag_app.ir.clipped); append: the word after it.",
+    )
     exact_pin: int = Field(
         10, ge=1, description="How many of BM25's hits holding the identifier lead the list."
     )

@@ -36,7 +36,8 @@ from rag_app.fusion import (
     keyword_led,
     resolve,
 )
-from rag_app.ir.acronyms import Expansion, defined_acronyms, expand
+from rag_app.ir.acronyms import defined_acronyms, expand
+from rag_app.ir.clipped import Vocabulary, read_clipped
 from rag_app.store.bm25 import BM25Index, is_question
 from rag_app.types import Chunk, Hit, SearchMode
 
@@ -82,6 +83,7 @@ class Corpus:
         self._fields: list[dict] | None = None  # per chunk, built by the first filter
         self._titles: dict[str, set[str]] | None = None
         self._acronyms: dict[str, str] | None = None
+        self._vocabulary: Vocabulary | None = None
 
     def allowed_ids(self, filters: Filter | None) -> set[str] | None:
         """Ids passing `filters` (None = no restriction); the last 64 filters are cached."""
@@ -127,6 +129,14 @@ class Corpus:
                 self._titles = titles
         postings = sorted((self._titles.get(t, set()) for t in wanted), key=len)
         return set(postings[0]).intersection(*postings[1:])
+
+    def vocabulary(self) -> Vocabulary:
+        """The chunks' words with passage counts, for reading clipped words; built on first
+        use."""
+        with self._lock:
+            if self._vocabulary is None:
+                self._vocabulary = Vocabulary(c.text for c in self.chunks)
+            return self._vocabulary
 
     def acronyms(self) -> dict[str, str]:
         """{acronym: long form} the chunks define ("amyotrophic lateral sclerosis (ALS)"),
@@ -265,10 +275,12 @@ class HybridRetriever:
         why: str = "",
         exact: ExactMatchRule | None = None,
         acronyms: str = "off",
+        clipped: str = "off",
     ) -> None:
         self.notes: list[str] = []  # for the user; build_retriever fills them
         self.bm25 = bm25
         self.acronyms = acronyms  # read the corpus's acronyms in queries: off, append, replace
+        self.clipped = clipped  # read clipped words ("acc") as corpus words: off, append
         self.exact = exact  # keyword-led fusion for identifier lookups (None: off)
         self.dense = dense
         self.choice = (
@@ -282,13 +294,27 @@ class HybridRetriever:
     def describe(self) -> str:
         return f"hybrid({self.choice.describe()}; {self.bm25.describe()} + {self.dense.describe()})"
 
-    def read(self, query: str) -> tuple[str, list[Expansion]]:
-        """The query both retrievers search for: its acronyms read as the long forms the
-        corpus defines (`retrieval.acronyms`), and which were read."""
+    def read(self, query: str) -> tuple[str, list[str]]:
+        """The query both retrievers search for, and what was read, for the sources panel:
+        its acronyms read as the long forms the corpus defines (`retrieval.acronyms`), its
+        clipped words as the corpus words the rest of the query points to
+        (`retrieval.clipped`)."""
         corpus = getattr(self.bm25, "corpus", None)
-        if self.acronyms == "off" or not isinstance(corpus, Corpus):
+        if not isinstance(corpus, Corpus):
             return query, []
-        return expand(query, corpus.acronyms(), self.acronyms)
+        said: list[str] = []
+        if self.acronyms != "off":
+            query, found = expand(query, corpus.acronyms(), self.acronyms)
+            said += [
+                f"{e.acronym} read as “{e.long_form}” (defined in the documents)" for e in found
+            ]
+        if self.clipped != "off":
+            query, readings = read_clipped(query, corpus.vocabulary(), corpus.bm25)
+            said += [
+                f"“{r.clipped}” read as “{r.word}” (the word starting so that fits the rest)"
+                for r in readings
+            ]
+        return query, said
 
     def exact_codes(self, query: str) -> dict[str, set[str]]:
         """The query's identifiers that make this search keyword-led (empty: it is not);
@@ -319,8 +345,7 @@ class HybridRetriever:
         else:
             note = self.why
         if read:
-            meant = "; ".join(f"{e.acronym} read as “{e.long_form}”" for e in read)
-            meant += " (defined in the documents)"
+            meant = "; ".join(read)
             note = f"{meant}; {note}" if note else meant
         return note
 
@@ -487,6 +512,7 @@ def build_retriever(
                 why=why,
                 exact=exact_rule(settings),
                 acronyms=settings.retrieval.acronyms,
+                clipped=settings.retrieval.clipped,
             )
     use_rerank = settings.retrieval.rerank if rerank is None else rerank
     if use_rerank:

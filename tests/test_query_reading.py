@@ -1,6 +1,7 @@
-"""Acronyms the documents define are read in queries (rag_app.ir.acronyms): on GARD, titles
-typed with their acronym ("ALS type 6") fell significantly below BM25 alone in the served
-hybrid (docs/BENCHMARKS.md, "Jargon")."""
+"""What the served hybrid reads into a query: acronyms the documents define
+(rag_app.ir.acronyms; on GARD, titles typed with their acronym, "ALS type 6", fell
+significantly below BM25 alone) and clipped words (rag_app.ir.clipped: "acc" for
+accumulator). docs/BENCHMARKS.md, "Jargon"."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from rag_app.fusion import ExactMatchRule, FusionChoice
 from rag_app.ir.acronyms import Expansion, defined_acronyms, expand, long_form_before
+from rag_app.ir.clipped import Reading, Vocabulary, read_clipped
 from rag_app.store.bm25 import BM25Index
 from rag_app.types import Chunk, Hit
 
@@ -99,20 +101,22 @@ def test_a_title_typed_with_its_acronym_finds_the_document_that_spells_it_out():
     assert dense.asked == ["ALS (amyotrophic lateral sclerosis) type 6"]  # dense reads it too
     note = reading.fusion_note("ALS type 6")
     assert note.startswith("ALS read as “amyotrophic lateral sclerosis” (defined in the documents)")
+    assert reading.read("ALS type 6")[1] == [note.split("; ")[0]]
 
     # BM25 alone: the acronym as typed misses the title's page, the reading finds it
     bm25 = BM25Retriever(corpus)
     assert bm25.retrieve("ALS type 6", 1)[0].chunk.id != "als6"
     assert bm25.retrieve(reading.read("ALS type 6")[0], 1)[0].chunk.id == "als6"
     plain = HybridRetriever(BM25Retriever(corpus), _Overlap(chunks), served, exact=rule)
-    assert plain.read("ALS type 6") == ("ALS type 6", [])
+    assert plain.read("ALS type 6") == ("ALS type 6", [])  # acronyms off
     assert "read as" not in plain.fusion_note("ALS type 6")
 
 
 @pytest.mark.slow
-def test_the_served_hybrid_reads_the_shipped_corpus_acronyms(shipped):
+def test_the_served_hybrid_reads_the_shipped_corpus_acronyms_and_clipped_words(shipped):
     """The shipped troubleshooting guide defines "generator control unit (GCU)"; the chat's
-    retriever (settings' default) says it read it, and finds the guide."""
+    retriever (settings' default) says it read it, and finds the guide; "acc" next to brake
+    and nitrogen is the accumulator."""
     from rag_app.retrieve import build_retriever
 
     hybrid = build_retriever(shipped, mode="hybrid", rerank=False)
@@ -120,7 +124,58 @@ def test_the_served_hybrid_reads_the_shipped_corpus_acronyms(shipped):
     assert "GCU read as “generator control unit”" in hybrid.fusion_note(query)
     docs = [h.chunk.doc_id for h in hybrid.retrieve(query, 5)]
     assert "troubleshooting/ts-24-dc-generator-caution.md" in docs
+    clipped = "green brake acc nitrogen pressure when it's 0 degrees out"
+    assert "“acc” read as “accumulator”" in hybrid.fusion_note(clipped)
     off = shipped.model_copy(
-        update={"retrieval": shipped.retrieval.model_copy(update={"acronyms": "off"})}
+        update={
+            "retrieval": shipped.retrieval.model_copy(update={"acronyms": "off", "clipped": "off"})
+        }
     )
-    assert "read as" not in build_retriever(off, mode="hybrid", rerank=False).fusion_note(query)
+    plain = build_retriever(off, mode="hybrid", rerank=False)
+    assert "read as" not in plain.fusion_note(query) + plain.fusion_note(clipped)
+
+
+def _clipped_corpus() -> tuple[list[Chunk], BM25Index]:
+    texts = [
+        "Brake accumulator nitrogen precharge: 130 bar at 20 degrees.",
+        "Check the brake accumulator nitrogen pressure daily.",
+        "Accept the part only with its release certificate.",
+        "Access panels are opened with the panel key.",
+        "Microcephaly is a small head.",
+        "Microphthalmia is a small eye.",
+        *(f"Unrelated page {i} about tyres and wheels." for i in range(6)),
+    ]
+    chunks = [Chunk(f"c{i}", f"c{i}.md", t) for i, t in enumerate(texts)]
+    return chunks, BM25Index.build(chunks)
+
+
+def test_a_clipped_word_is_read_as_the_word_that_fits_the_rest_of_the_query():
+    chunks, index = _clipped_corpus()
+    vocabulary = Vocabulary(c.text for c in chunks)
+    assert vocabulary.completions("acc") == ["accumulator", "accept", "access"]
+    assert read_clipped("brake acc nitrogen pressure", vocabulary, index) == (
+        "brake acc (accumulator) nitrogen pressure",
+        [Reading("acc", "accumulator")],
+    )
+    # nothing else in the query to tell the completions apart: left alone
+    assert read_clipped("acc", vocabulary, index) == ("acc", [])
+    assert read_clipped("small micr", vocabulary, index) == ("small micr", [])  # a tie
+    # a word BM25 knows, a stop word, capitals (an acronym's job): not clipped
+    assert read_clipped("brake nitrogen", vocabulary, index)[1] == []
+    assert read_clipped("the brake accumulator", vocabulary, index)[1] == []
+    assert read_clipped("brake ACC nitrogen", vocabulary, index)[1] == []
+
+
+def test_the_hybrid_reads_clipped_words_only_when_asked():
+    from rag_app.retrieve import BM25Retriever, Corpus, HybridRetriever
+
+    chunks, index = _clipped_corpus()
+    corpus = Corpus(chunks, index)
+    served = FusionChoice("weighted", 0.8)
+    dense = _Overlap(chunks)
+    on = HybridRetriever(BM25Retriever(corpus), dense, served, clipped="append")
+    on.retrieve("brake acc nitrogen pressure", 2)
+    assert dense.asked == ["brake acc (accumulator) nitrogen pressure"]
+    assert "“acc” read as “accumulator”" in on.fusion_note("brake acc nitrogen pressure")
+    off = HybridRetriever(BM25Retriever(corpus), _Overlap(chunks), served)
+    assert off.read("brake acc nitrogen pressure") == ("brake acc nitrogen pressure", [])
