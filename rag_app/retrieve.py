@@ -311,7 +311,7 @@ class HybridRetriever:
         if self.clipped != "off":
             query, readings = read_clipped(query, corpus.vocabulary(), corpus.bm25)
             said += [
-                f"“{r.clipped}” read as “{r.word}” (the word starting so that fits the rest)"
+                f"“{r.clipped}” read as “{r.word}” (completed from the documents' words)"
                 for r in readings
             ]
         return query, said
