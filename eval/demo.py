@@ -124,6 +124,7 @@ class DemoSplit:
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     feedback_ids: list[str]
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # per query: its kind
 
 
 def _split_eval(settings: Settings) -> DemoSplit | None:
@@ -154,6 +155,7 @@ def _split_eval(settings: Settings) -> DemoSplit | None:
         dict(dataset.queries),
         {q: dict(v) for q, v in dataset.qrels.items()},
         split.feedback,
+        dict(dataset.query_metadata),
     )
 
 
@@ -183,12 +185,14 @@ def _play_feedback(settings: Settings, split: DemoSplit) -> tuple[str, Path]:
 
 def _evaluate(settings: Settings, echo: Callable[[str], None], split: DemoSplit | None) -> str:
     """Base, synthetic only and synthetic + feedback on the held-out half of corpus/eval."""
+    from eval.query_classes import class_rows, query_classes
     from eval.retrieval import run_retrieval_eval, summary_lines
 
     if split is None:
         return f"no hand-written questions in {Path(settings.corpus) / 'eval'}; skipped"
     runs = _embedder_runs(settings)
     result = None
+    last = ""
     rows: list[str] = []
     for label, run in (
         ("synthetic only", runs.get("synthetic")),
@@ -208,6 +212,7 @@ def _evaluate(settings: Settings, echo: Callable[[str], None], split: DemoSplit 
             progress=False,
             echo=lambda *_: None,
         )
+        last = label
         data = result.to_dict()
         means = {c: v["mean"]["ndcg@10"] for c, v in data["configs"].items()}
         if not rows:
@@ -232,6 +237,18 @@ def _evaluate(settings: Settings, echo: Callable[[str], None], split: DemoSplit 
     echo(
         f"\nnDCG@10 on {len(result.queries)} held-out questions (documents no mark touched), "
         "gain over base in points [95% paired bootstrap]:\n" + "\n".join(rows)
+    )
+    classes = query_classes(result.queries, split.metadata)
+    echo(
+        f"\nnDCG@10 per query class, the same questions, base -> fine-tuned ({last}), gain in "
+        "points [95% paired bootstrap]:\n"
+        + "\n".join(
+            class_rows(
+                result,
+                classes,
+                [("dense-base", "dense-finetuned"), ("hybrid-base", "hybrid-finetuned")],
+            )
+        )
     )
     _answer_table(settings, echo, split, runs)
     return (

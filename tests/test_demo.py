@@ -101,6 +101,9 @@ def test_demo_runs_every_stage_then_skips_them(settings_factory, tmp_path):
     # three rows on the held-out half: base, synthetic only, synthetic + feedback
     assert "held-out questions (documents no mark touched)" in output
     assert "synthetic only" in output and "synthetic + feedback" in output
+    # and the same questions per query class (issue 31): kinds and codes apart
+    per_class = output.split("nDCG@10 per query class", 1)[1].split("against their", 1)[0]
+    assert "hybrid-finetuned vs base" in per_class and "\n  question " in per_class
     # and the chat's answers to them, scored against the reference answers
     assert "against their reference answers" in output and "key-fact recall" in output
     assert "extractive" in output.split("against their reference answers", 1)[1]
