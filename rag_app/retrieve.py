@@ -84,6 +84,7 @@ class Corpus:
         self._titles: dict[str, set[str]] | None = None
         self._acronyms: dict[str, str] | None = None
         self._vocabulary: Vocabulary | None = None
+        self._readings_lock = threading.Lock()  # mining may take seconds: not under _lock
 
     def allowed_ids(self, filters: Filter | None) -> set[str] | None:
         """Ids passing `filters` (None = no restriction); the last 64 filters are cached."""
@@ -131,20 +132,24 @@ class Corpus:
         return set(postings[0]).intersection(*postings[1:])
 
     def vocabulary(self) -> Vocabulary:
-        """The chunks' words with passage counts, for reading clipped words; built on first
-        use."""
-        with self._lock:
+        """BM25's stems sorted for reading clipped words; built on first use."""
+        with self._readings_lock:
             if self._vocabulary is None:
-                self._vocabulary = Vocabulary(c.text for c in self.chunks)
+                self._vocabulary = Vocabulary(self.bm25, lambda cid: self.by_id[cid].text)
             return self._vocabulary
 
     def acronyms(self) -> dict[str, str]:
         """{acronym: long form} the chunks define ("amyotrophic lateral sclerosis (ALS)"),
         mined on first use (`rag_app.ir.acronyms`)."""
-        with self._lock:
+        with self._readings_lock:
             if self._acronyms is None:
                 self._acronyms = defined_acronyms(c.text for c in self.chunks)
             return self._acronyms
+
+
+def _warm_readings(corpus: Corpus) -> None:
+    corpus.acronyms()
+    corpus.vocabulary()
 
 
 _CORPORA: dict[tuple, Corpus] = {}
@@ -166,6 +171,10 @@ def load_corpus(settings: Settings) -> Corpus:
             if status != "loaded":
                 log.info("BM25 index %s from %d chunks", status, len(chunks))
             corpus = Corpus(chunks, bm25)
+            r = settings.retrieval
+            if r.acronyms != "off" or r.clipped != "off":
+                # mined in the background: seconds at a million passages, before a query asks
+                threading.Thread(target=_warm_readings, args=(corpus,), daemon=True).start()
             for old in [k for k in _CORPORA if k[0] == key[0]]:
                 del _CORPORA[old]  # an older version of these chunks is not needed any more
             _CORPORA[key] = corpus
@@ -309,7 +318,7 @@ class HybridRetriever:
                 f"{e.acronym} read as “{e.long_form}” (defined in the documents)" for e in found
             ]
         if self.clipped != "off":
-            query, readings = read_clipped(query, corpus.vocabulary(), corpus.bm25)
+            query, readings = read_clipped(query, corpus.vocabulary())
             said += [
                 f"“{r.clipped}” read as “{r.word}” (completed from the documents' words)"
                 for r in readings

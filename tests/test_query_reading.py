@@ -151,19 +151,21 @@ def _clipped_corpus() -> tuple[list[Chunk], BM25Index]:
 
 def test_a_clipped_word_is_read_as_the_word_that_fits_the_rest_of_the_query():
     chunks, index = _clipped_corpus()
-    vocabulary = Vocabulary(c.text for c in chunks)
-    assert vocabulary.completions("acc") == ["accumulator", "accept", "access"]
-    assert read_clipped("brake acc nitrogen pressure", vocabulary, index) == (
+    text = {c.id: c.text for c in chunks}
+    vocabulary = Vocabulary(index, text.__getitem__)
+    assert vocabulary.completions("acc") == ["accumul", "accept", "access"]  # BM25's stems
+    assert vocabulary.spelling("accumul", "acc") == "accumulator"
+    assert read_clipped("brake acc nitrogen pressure", vocabulary) == (
         "brake acc (accumulator) nitrogen pressure",
         [Reading("acc", "accumulator")],
     )
     # nothing else in the query to tell the completions apart: left alone
-    assert read_clipped("acc", vocabulary, index) == ("acc", [])
-    assert read_clipped("small micr", vocabulary, index) == ("small micr", [])  # a tie
+    assert read_clipped("acc", vocabulary) == ("acc", [])
+    assert read_clipped("small micr", vocabulary) == ("small micr", [])  # a tie
     # a word BM25 knows, a stop word, capitals (an acronym's job): not clipped
-    assert read_clipped("brake nitrogen", vocabulary, index)[1] == []
-    assert read_clipped("the brake accumulator", vocabulary, index)[1] == []
-    assert read_clipped("brake ACC nitrogen", vocabulary, index)[1] == []
+    assert read_clipped("brake nitrogen", vocabulary)[1] == []
+    assert read_clipped("the brake accumulator", vocabulary)[1] == []
+    assert read_clipped("brake ACC nitrogen", vocabulary)[1] == []
 
 
 def test_the_hybrid_reads_clipped_words_only_when_asked():

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,9 +24,9 @@ if TYPE_CHECKING:
     from rag_app.store.bm25 import BM25Index
 
 CLIP = re.compile(r"(?<![\w-])[a-z]{2,5}(?![\w-])")  # a lower-case word of 2-5 letters
-WORD = re.compile(r"[a-z]{5,}")  # the corpus words a clipped one may stand for
 CANDIDATES = 20  # the most frequent completions weighed
 CLEAR = 2.0  # the reading's support over the runner-up's
+SHOWN_FROM = 5  # passages searched for the reading's spelling
 
 
 @dataclass(frozen=True)
@@ -37,28 +36,40 @@ class Reading:
 
 
 class Vocabulary:
-    """The corpus's words of five or more letters with their passage counts, sorted for
-    prefix lookups."""
+    """BM25's word stems, sorted for prefix lookups, and the passages to spell them from.
 
-    def __init__(self, texts: Iterable[str]) -> None:
-        counts: Counter[str] = Counter()
-        for text in texts:
-            counts.update(set(WORD.findall(text.lower())))
-        self.counts = counts
-        self.words = sorted(counts)
+    Built from the index, not the texts: sorting the terms of a million passages takes
+    about a second, reading their text again would take half a minute."""
+
+    def __init__(self, index: BM25Index, text_of: Callable[[str], str]) -> None:
+        self.index = index
+        self.text_of = text_of  # a chunk id's text
+        self.stems = sorted(t for t in index.terms() if t.isalpha() and len(t) >= 4)
 
     def completions(self, prefix: str, limit: int = CANDIDATES) -> list[str]:
-        """The most frequent words starting with `prefix`, at least two letters longer."""
-        i = bisect.bisect_left(self.words, prefix)
+        """The stems (most passages first) starting with `prefix`, two or more letters
+        longer."""
+        i = bisect.bisect_left(self.stems, prefix)
         found = []
-        while i < len(self.words) and self.words[i].startswith(prefix):
-            if len(self.words[i]) >= len(prefix) + 2:
-                found.append(self.words[i])
+        while i < len(self.stems) and self.stems[i].startswith(prefix):
+            if len(self.stems[i]) >= len(prefix) + 2:
+                found.append(self.stems[i])
             i += 1
-        return sorted(found, key=lambda w: (-self.counts[w], w))[:limit]
+        return sorted(found, key=lambda t: (-self.index.doc_freq(t), t))[:limit]
+
+    def spelling(self, stem: str, prefix: str) -> str:
+        """A word of the passages that BM25 stems to `stem` ("accumulator" for "accumul")."""
+        from rag_app.store.bm25 import tokenize
+
+        for cid in sorted(self.index.ids_with(stem))[:SHOWN_FROM]:
+            for word in re.findall(r"[A-Za-z]+", self.text_of(cid)):
+                low = word.lower()
+                if low.startswith(prefix) and tokenize(low) == [stem]:
+                    return low
+        return stem
 
 
-def read_clipped(query: str, vocabulary: Vocabulary, index: BM25Index) -> tuple[str, list[Reading]]:
+def read_clipped(query: str, vocabulary: Vocabulary) -> tuple[str, list[Reading]]:
     """`query` with each clipped word followed by its reading in brackets ("acc
     (accumulator)"), and the readings; the query unchanged when there are none.
 
@@ -66,6 +77,7 @@ def read_clipped(query: str, vocabulary: Vocabulary, index: BM25Index) -> tuple[
     passage with it."""
     from rag_app.store.bm25 import tokenize
 
+    index = vocabulary.index
     readings: list[Reading] = []
 
     def read(match: re.Match[str]) -> str:
@@ -79,21 +91,13 @@ def read_clipped(query: str, vocabulary: Vocabulary, index: BM25Index) -> tuple[
             near |= index.ids_with(term)
         if not near:
             return word
-        support: dict[str, int] = {}
-        shown: dict[str, str] = {}  # a stem's most frequent word
-        for candidate in vocabulary.completions(word):
-            stem = tokenize(candidate)
-            if not stem:
-                continue
-            if stem[0] not in support:
-                support[stem[0]] = len(index.ids_with(stem[0]) & near)
-                shown[stem[0]] = candidate
+        support = {stem: len(index.ids_with(stem) & near) for stem in vocabulary.completions(word)}
         ranked = sorted(support.items(), key=lambda kv: -kv[1])
         if not ranked or ranked[0][1] == 0:
             return word
         if len(ranked) > 1 and ranked[0][1] < CLEAR * ranked[1][1]:
             return word
-        reading = shown[ranked[0][0]]
+        reading = vocabulary.spelling(ranked[0][0], word)
         readings.append(Reading(word, reading))
         return f"{word} ({reading})"
 

@@ -258,6 +258,10 @@ class BM25Index:
         weights = np.concatenate([self._post_w[s] for s in slices])
         return np.bincount(rows, weights=weights, minlength=self._n)
 
+    def terms(self) -> Iterable[str]:
+        """Every indexed token (stems, whole codes and their parts)."""
+        return self._vocab.keys()
+
     def doc_freq(self, term: str) -> int:
         """How many indexed chunks contain `term` (a token as `tokenize` writes it)."""
         t = self._vocab.get(term)
