@@ -135,7 +135,9 @@ class Corpus:
         """BM25's stems sorted for reading clipped words; built on first use."""
         with self._readings_lock:
             if self._vocabulary is None:
-                self._vocabulary = Vocabulary(self.bm25, lambda cid: self.by_id[cid].text)
+                self._vocabulary = Vocabulary(
+                    self.bm25, lambda cid: self.by_id[cid].embedding_text()
+                )
             return self._vocabulary
 
     def acronyms(self) -> dict[str, str]:
@@ -148,8 +150,11 @@ class Corpus:
 
 
 def _warm_readings(corpus: Corpus) -> None:
-    corpus.acronyms()
-    corpus.vocabulary()
+    try:
+        corpus.acronyms()
+        corpus.vocabulary()
+    except Exception:  # a query mines again, and raises where someone sees it
+        log.exception("mining the corpus's acronyms and stems failed")
 
 
 _CORPORA: dict[tuple, Corpus] = {}
@@ -290,6 +295,8 @@ class HybridRetriever:
         self.bm25 = bm25
         self.acronyms = acronyms  # read the corpus's acronyms in queries: off, append, replace
         self.clipped = clipped  # read clipped words ("acc") as corpus words: off, append
+        self._read: dict[str, tuple[str, list[str]]] = {}  # query -> its reading
+        self._read_lock = threading.Lock()
         self.exact = exact  # keyword-led fusion for identifier lookups (None: off)
         self.dense = dense
         self.choice = (
@@ -309,8 +316,19 @@ class HybridRetriever:
         clipped words as the corpus words the rest of the query points to
         (`retrieval.clipped`)."""
         corpus = getattr(self.bm25, "corpus", None)
-        if not isinstance(corpus, Corpus):
+        if not isinstance(corpus, Corpus) or self.acronyms == self.clipped == "off":
             return query, []
+        with self._read_lock:
+            cached = self._read.get(query)
+        if cached is None:
+            cached = self._read_now(query, corpus)
+            with self._read_lock:  # the chat reads each turn twice (note, search)
+                self._read[query] = cached
+                while len(self._read) > 256:
+                    self._read.pop(next(iter(self._read)))
+        return cached[0], list(cached[1])
+
+    def _read_now(self, query: str, corpus: Corpus) -> tuple[str, list[str]]:
         said: list[str] = []
         if self.acronyms != "off":
             query, found = expand(query, corpus.acronyms(), self.acronyms)
@@ -326,8 +344,12 @@ class HybridRetriever:
         return query, said
 
     def exact_codes(self, query: str) -> dict[str, set[str]]:
-        """The query's identifiers that make this search keyword-led (empty: it is not);
-        `query` as `read` returns it."""
+        """The query's identifiers that make this search keyword-led (empty: it is not).
+
+        `query` is the read one (`read`): a reading adds words, so "ALS" alone is no longer
+        a lone rare word pinning the pages that repeat "ALS" but a search for the disease,
+        which is what the acronym class measured (docs/BENCHMARKS.md, "Jargon"); readings
+        never touch a code."""
         corpus = getattr(self.bm25, "corpus", None)  # a BM25Retriever's chunks and index
         if self.exact is None or not isinstance(corpus, Corpus):
             return {}

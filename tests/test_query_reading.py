@@ -50,6 +50,11 @@ def test_a_query_reads_acronyms_typed_in_capitals_only():
     assert expand("ALS-like symptoms", table)[1] == []  # part of a longer word
     # already spelled out: nothing to add
     assert expand("ALS amyotrophic lateral sclerosis", table)[1] == []
+    # read once; a code is never split ("ATA.32-11" stays one token for BM25's exact match)
+    assert expand("ALS or ALS", table)[0] == "ALS (amyotrophic lateral sclerosis) or ALS"
+    code = {"ATA": "air transport association"}
+    assert expand("ATA.32-11 limits", code) == ("ATA.32-11 limits", [])
+    assert expand("ATA 32-11", code)[0] == "ATA (air transport association) 32-11"
 
 
 class _Overlap:
@@ -166,6 +171,7 @@ def test_a_clipped_word_is_read_as_the_word_that_fits_the_rest_of_the_query():
     assert read_clipped("brake nitrogen", vocabulary)[1] == []
     assert read_clipped("the brake accumulator", vocabulary)[1] == []
     assert read_clipped("brake ACC nitrogen", vocabulary)[1] == []
+    assert read_clipped("brake acc-12 nitrogen", vocabulary)[1] == []  # part of a code
 
 
 def test_the_hybrid_reads_clipped_words_only_when_asked():

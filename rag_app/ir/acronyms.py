@@ -23,9 +23,10 @@ from rag_app.ir.stopwords import ENGLISH
 DEFINITION = re.compile(r"\(([A-Z]{2,8})\)")
 LONG_WORD = re.compile(r"[A-Za-z][A-Za-z']*")  # hyphens split: "Emery-Dreifuss" is two words
 LOOKBACK = 200  # characters before the bracket searched for the long form
-# a query word read as an acronym: typed in capitals. Not in lower case: "aids" in "hearing
-# aids" is not AIDS, "chip" on a chip detector is not CHIP.
-QUERY_WORD = re.compile(r"(?<![\w-])[A-Z]{2,8}(?![\w-])")
+# a query word read as an acronym: a whole token (`rag_app.text.TOKEN`: "ATA.32-11" is one,
+# never split) typed in capitals. Not in lower case: "aids" in "hearing aids" is not AIDS,
+# "chip" on a chip detector is not CHIP.
+ACRONYM_TYPED = re.compile(r"[A-Z]{2,8}")
 
 
 @dataclass(frozen=True)
@@ -85,20 +86,22 @@ def expand(query: str, table: dict[str, str], mode: str = "append") -> tuple[str
     """`query` with each acronym the corpus defines (`table`, from `defined_acronyms`) read
     as its long form, and what was read.
 
-    A word typed in capitals ("ALS") counts; mode "append" keeps the acronym and adds the
-    long form after it
+    A whole token typed in capitals ("ALS"; not "ATA" of "ATA.32-11") counts, once; mode
+    "append" keeps the acronym and adds the long form after it
     ("ALS (amyotrophic lateral sclerosis) type 6"), "replace" puts the long form in its
     place. A long form already in the query is not added again."""
+    from rag_app.text import TOKEN
+
     found: list[Expansion] = []
     low_query = query.lower()
 
     def read(match: re.Match[str]) -> str:
         word = match.group()
-        long = table.get(word)
-        if long is None or long in low_query:
-            return word
+        long = table.get(word) if ACRONYM_TYPED.fullmatch(word) else None
+        if long is None or long in low_query or any(e.acronym == word for e in found):
+            return word  # not an acronym, already spelled out, or read once already
         found.append(Expansion(word, long))
         return f"{word} ({long})" if mode == "append" else long
 
-    text = QUERY_WORD.sub(read, query)
+    text = TOKEN.sub(read, query)
     return (text, found) if found else (query, [])

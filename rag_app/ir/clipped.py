@@ -23,7 +23,8 @@ from rag_app.ir.stopwords import ENGLISH
 if TYPE_CHECKING:
     from rag_app.store.bm25 import BM25Index
 
-CLIP = re.compile(r"(?<![\w-])[a-z]{2,5}(?![\w-])")  # a lower-case word of 2-5 letters
+CLIP = re.compile(r"[a-z]{2,5}")  # a whole token of 2-5 lower-case letters
+MAX_READ = 3  # clipped words read in one query at most
 CANDIDATES = 20  # the most frequent completions weighed
 CLEAR = 2.0  # the reading's support over the runner-up's
 SHOWN_FROM = 5  # passages searched for the reading's spelling
@@ -73,22 +74,27 @@ def read_clipped(query: str, vocabulary: Vocabulary) -> tuple[str, list[Reading]
     """`query` with each clipped word followed by its reading in brackets ("acc
     (accumulator)"), and the readings; the query unchanged when there are none.
 
-    A word is clipped when it is 2-5 lower-case letters, not a stop word, and BM25 has no
-    passage with it."""
+    A word is clipped when it is a whole token of 2-5 lower-case letters, not a stop word,
+    and BM25 has no passage with it; `MAX_READ` at most."""
     from rag_app.store.bm25 import tokenize
+    from rag_app.text import TOKEN
 
     index = vocabulary.index
     readings: list[Reading] = []
+    near: set[str] | None = None  # passages of the query's known words, computed once
 
     def read(match: re.Match[str]) -> str:
+        nonlocal near
         word = match.group()
-        own = tokenize(word)
-        if word in ENGLISH or not own or index.doc_freq(own[0]) > 0:
+        if len(readings) >= MAX_READ or not CLIP.fullmatch(word) or word in ENGLISH:
             return word
-        rest = query[: match.start()] + " " + query[match.end() :]
-        near: set[str] = set()
-        for term in set(tokenize(rest)):
-            near |= index.ids_with(term)
+        own = tokenize(word)
+        if not own or index.doc_freq(own[0]) > 0:
+            return word
+        if near is None:  # a clipped word has no passages: the rest of the query's are these
+            near = set()
+            for term in set(tokenize(query)):
+                near |= index.ids_with(term)
         if not near:
             return word
         support = {stem: len(index.ids_with(stem) & near) for stem in vocabulary.completions(word)}
@@ -101,5 +107,5 @@ def read_clipped(query: str, vocabulary: Vocabulary) -> tuple[str, list[Reading]
         readings.append(Reading(word, reading))
         return f"{word} ({reading})"
 
-    text = CLIP.sub(read, query)
+    text = TOKEN.sub(read, query)  # whole tokens: "ab" of "ab-12" is part of a code
     return (text, readings) if readings else (query, [])
