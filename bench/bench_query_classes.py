@@ -102,20 +102,17 @@ def main() -> None:
         ingest.run(settings, progress=False)
         index.run(settings, progress=True)
         granularity = "doc"
+        from eval.query_classes import WITH_CODE, query_classes
         from rag_app.ir.beir import load_beir
-        from rag_app.store.bm25 import is_code, tokenize
 
         hand = load_beir(Path(args.corpus) / "eval", split="test")
-        for qid, text in hand.queries.items():
-            judged = {d: 1 for d, score in hand.qrels.get(qid, {}).items() if score > 0}
-            if not judged:
-                continue
-            kind = hand.query_metadata.get(qid, {}).get("kind", "question")
-            cls = {"question": "question", "keyword": "keyword"}.get(kind, "symptom / how-to")
-            split = split_of(min(judged))
-            queries.append((text, judged, cls, split))
-            if any(is_code(t) for t in tokenize(text)):
-                queries.append((text, judged, "hand-written with a code", split))
+        # the demo's classes (kind, and any naming a code), each in the questions' order
+        for cls, qids in query_classes(hand.queries, hand.query_metadata).items():
+            for qid in qids:
+                judged = {d: 1 for d, score in hand.qrels.get(qid, {}).items() if score > 0}
+                if judged:
+                    name = "hand-written with a code" if cls == WITH_CODE else cls
+                    queries.append((hand.queries[qid], judged, name, split_of(min(judged))))
         corpus = load_corpus(settings)
         for text, doc, _ in identifier_queries(corpus.chunks):
             queries.append((text, {doc: 1}, "identifier", split_of(doc)))

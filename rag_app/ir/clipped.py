@@ -61,9 +61,10 @@ class Vocabulary:
     def spelling(self, stem: str, prefix: str) -> str:
         """A word of the passages that BM25 stems to `stem` ("accumulator" for "accumul")."""
         from rag_app.store.bm25 import tokenize
+        from rag_app.text import WORD
 
         for cid in sorted(self.index.ids_with(stem))[:SHOWN_FROM]:
-            for word in re.findall(r"[A-Za-z]+", self.text_of(cid)):
+            for word in WORD.findall(self.text_of(cid)):
                 low = word.lower()
                 if low.startswith(prefix) and tokenize(low) == [stem]:
                     return low
